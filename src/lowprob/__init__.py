@@ -1,0 +1,10 @@
+"""lowprob: estimate the probability of rare model outputs, and say how sure the estimate is."""
+
+from lowprob.distributions import TokenDistribution, load_distribution
+from lowprob.errors import LowprobError
+from lowprob.models import Tokenizer, Transformer, TransformerConfig, load_model
+
+__version__ = "0.1.0"
+
+__all__ = ["LowprobError", "TokenDistribution", "Tokenizer", "Transformer", "TransformerConfig", "__version__",
+           "load_distribution", "load_model"]

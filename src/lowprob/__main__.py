@@ -1,0 +1,3 @@
+from lowprob.cli import main
+
+main()

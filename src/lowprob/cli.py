@@ -1,0 +1,152 @@
+"""The ``lowprob`` command: a thin layer over the library.
+
+User errors (``LowprobError``) print one line and exit with code 2; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lowprob.errors import LowprobError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Estimate the probability of rare model outputs.")
+
+
+@app.command()
+def models() -> None:
+    """List the shipped models with their size and held-out loss per corpus kind."""
+    from lowprob.models.zoo import SHIPPED_CONFIGS, read_card, shipped_dir
+
+    header = f"{'name':<9} {'layers':>6} {'d_model':>7} {'params':>8}  " \
+             f"{'val loss (nats/token): code / english / spanish':<48} {'unigram baseline':<22}"
+    typer.echo(header)
+    for name, cfg in SHIPPED_CONFIGS.items():
+        card = read_card(shipped_dir(name))
+        val = card["validation"]
+        losses = " / ".join(f"{val[k]['val_loss']:.3f}" for k in ("code", "english", "spanish"))
+        unigram = " / ".join(f"{val[k]['unigram_loss']:.2f}" for k in ("code", "english", "spanish"))
+        typer.echo(f"{name:<9} {cfg.n_layers:>6} {cfg.d_model:>7} {card['n_params']:>8,}  "
+                   f"{losses:<48} {unigram:<22}")
+
+
+@app.command()
+def complete(
+    model: Annotated[str, typer.Option(help="shipped model name or model directory")],
+    prompt: Annotated[str, typer.Option(help="text to continue")],
+    tokens: Annotated[int, typer.Option(min=1, help="number of tokens to generate")] = 20,
+) -> None:
+    """Greedily continue PROMPT with MODEL: a quick look at what the model learned."""
+    from lowprob.models.generation import complete as greedy
+    from lowprob.models.zoo import load_model
+
+    typer.echo(prompt + greedy(load_model(model), prompt, tokens))
+
+
+def _runs(values: list) -> list[tuple[int, int, object]]:
+    """Group equal consecutive values: [(first index, last index, value), ...]."""
+    runs: list[tuple[int, int, object]] = []
+    for i, v in enumerate(values):
+        if runs and runs[-1][2] == v:
+            runs[-1] = (runs[-1][0], i, v)
+        else:
+            runs.append((i, i, v))
+    return runs
+
+
+def _positions_label(first: int, last: int) -> str:
+    return f"{first}" if first == last else f"{first}-{last}"
+
+
+@app.command()
+def dists(
+    name: Annotated[Optional[str], typer.Argument(help="a distribution to show in detail")] = None,
+    model: Annotated[str, typer.Option(help="model whose tokenizer and vocabulary to use")] = "gelu-1l",
+    length: Annotated[str, typer.Option(help="cpu or paper (paper distributions only)")] = "cpu",
+    top: Annotated[int, typer.Option(min=1, help="tokens shown per position")] = 6,
+    samples: Annotated[int, typer.Option(min=0, help="decoded samples shown")] = 5,
+    seed: Annotated[int, typer.Option(help="seed of the samples shown")] = 0,
+) -> None:
+    """List the input distributions, or show one position by position with decoded samples."""
+    import math
+
+    import torch
+
+    from lowprob.distributions import LENGTHS, PAPER_DISTRIBUTIONS, distribution_names, load_distribution
+    from lowprob.models.zoo import load_model
+
+    lm = load_model(model)
+    if name is None:
+        typer.echo(f"{'name':<15} {'length':<6} {'positions':>9} {'log10 |support|':>15}  support sizes")
+        for dist_name in distribution_names():
+            for variant in LENGTHS if dist_name in PAPER_DISTRIBUTIONS else ("-",):
+                dist = load_distribution(dist_name, lm, variant if variant != "-" else "cpu")
+                sizes = ", ".join(f"{v}×{b - a + 1}" if b > a else f"{v}"
+                                  for a, b, v in _runs(dist.support_sizes()))
+                typer.echo(f"{dist_name:<15} {variant:<6} {len(dist):>9} "
+                           f"{math.log10(dist.support_size()):>15.1f}  {sizes}")
+        return
+    dist = load_distribution(name, lm, length)
+    tok = lm.tokenizer
+    typer.echo(f"{dist!r}\nlog10 |support| = {math.log10(dist.support_size()):.1f}\n")
+    supports = [dist.support(i) for i in range(len(dist))]
+    keys = [(tuple(ids.tolist()), tuple(p.tolist())) for ids, p in supports]
+    for first, last, _ in _runs(keys):
+        ids, probs = supports[first]
+        order = torch.argsort(probs, descending=True)[:top]
+        shown = ", ".join(f"{tok.id_to_token(int(ids[j]))!r} {float(probs[j]):.3g}" for j in order)
+        more = f" … ({len(ids)} tokens)" if len(ids) > top else ""
+        typer.echo(f"  position {_positions_label(first, last):<6} {shown}{more}")
+    if samples:
+        typer.echo("\nsamples:")
+        for row in dist.sample(samples, torch.Generator().manual_seed(seed)):
+            typer.echo(f"  {tok.decode(row.tolist())!r}")
+
+
+@app.command()
+def train(
+    name: Annotated[str, typer.Argument(help="gelu-1l, gelu-2l or gelu-4l")],
+    out: Annotated[Path, typer.Option(help="model directory to write")],
+    steps: Annotated[Optional[int], typer.Option(help="override the recipe's step count")] = None,
+    seed: Annotated[int, typer.Option(help="initialisation and data-order seed")] = 0,
+    resume: Annotated[bool, typer.Option(help="continue from OUT/checkpoint.pt")] = False,
+    new_tokenizer: Annotated[bool, typer.Option(
+        help="train a tokenizer from the corpus instead of reusing the shipped one")] = False,
+    corpus: Annotated[Optional[Path], typer.Option(help="corpus cache directory")] = None,
+    debs: Annotated[Optional[Path], typer.Option(
+        help="directory of the pinned .deb files (downloaded with apt-get when missing)")] = None,
+) -> None:
+    """Reproduce a shipped model from the corpus recipe (about 15-25 minutes on 2 cores)."""
+    import dataclasses
+    import json
+
+    from lowprob.models.corpus import build_corpus
+    from lowprob.models.tokenizer import Tokenizer
+    from lowprob.models.training import TrainConfig, train_tokenizer
+    from lowprob.models.training import train as run_training
+    from lowprob.models.zoo import SHIPPED_CONFIGS, shipped_tokenizer_path
+
+    if name not in SHIPPED_CONFIGS:
+        raise LowprobError(f"unknown model {name!r}: choose one of {', '.join(SHIPPED_CONFIGS)}")
+    train_cfg = TrainConfig(seed=seed)
+    if steps is not None:
+        train_cfg = dataclasses.replace(train_cfg, steps=steps)
+    corpus_dir = build_corpus(corpus, debs)
+    cfg = SHIPPED_CONFIGS[name]
+    tokenizer = (train_tokenizer(corpus_dir, cfg.d_vocab) if new_tokenizer
+                 else Tokenizer.from_file(shipped_tokenizer_path()))
+    card = run_training(name, cfg, out, corpus_dir, tokenizer, train_cfg, resume=resume)
+    typer.echo(json.dumps(card["validation"], indent=1))
+
+
+def main() -> None:
+    try:
+        app()
+    except LowprobError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,24 @@
+"""Greedy completion: a quick look at what a model learned."""
+
+from __future__ import annotations
+
+import torch
+
+from lowprob.errors import LowprobError
+from lowprob.models.transformer import Transformer
+
+
+@torch.no_grad()
+def complete(model: Transformer, prompt: str, n_tokens: int = 20) -> str:
+    """Append ``n_tokens`` greedy tokens to ``prompt``; the context is BOS plus the latest tokens."""
+    if model.tokenizer is None:
+        raise LowprobError("this model has no tokenizer, so it cannot complete text")
+    if n_tokens < 1:
+        raise LowprobError(f"--tokens must be at least 1, got {n_tokens}")
+    tok = model.tokenizer
+    ids = tok.encode(prompt)
+    new: list[int] = []
+    for _ in range(n_tokens):
+        context = [tok.bos_id, *(ids + new)[-(model.n_ctx - 1):]]
+        new.append(int(model.logits(torch.tensor([context])).argmax(-1)))
+    return tok.decode(new)

@@ -1,0 +1,91 @@
+"""Byte-level BPE tokenizer: a thin, typed wrapper over Hugging Face ``tokenizers``.
+
+Byte-level so that every string (code, Spanish accents, hex) encodes without unknown tokens, and
+``decode([id])`` of a single token keeps its leading space, which the distributions' token filters
+rely on. Token 0 is ``<|endoftext|>``: the beginning-of-sequence token at position 0 of every input
+and the separator between training documents.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tokenizers import Tokenizer as _HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from lowprob.errors import LowprobError
+
+BOS = "<|endoftext|>"
+
+
+class Tokenizer:
+    """Encode/decode text; ``bos_id`` starts every sequence the models see."""
+
+    def __init__(self, hf: _HFTokenizer) -> None:
+        self._hf = hf
+        bos = hf.token_to_id(BOS)
+        if bos is None:
+            raise LowprobError(f"tokenizer has no {BOS!r} token; it was not made by lowprob")
+        self.bos_id: int = bos
+
+    @property
+    def vocab_size(self) -> int:
+        return self._hf.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._hf.encode(text).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self._hf.encode_batch(texts)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._hf.decode(list(ids), skip_special_tokens=False)
+
+    def id_to_token(self, token_id: int) -> str:
+        """The decoded string of one token, leading space included."""
+        return self.decode([token_id])
+
+    def to_str(self) -> str:
+        return self._hf.to_str()
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_str(), encoding="utf-8")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Tokenizer:
+        try:
+            return cls(_HFTokenizer.from_file(str(path)))
+        except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
+            raise LowprobError(f"cannot read tokenizer {path}: {exc}") from exc
+
+    @classmethod
+    def train(cls, texts: Iterator[str], vocab_size: int = 4096) -> Tokenizer:
+        hf = _HFTokenizer(models.BPE())
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        hf.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=[BOS], show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        hf.train_from_iterator(texts, trainer=trainer)
+        return cls(hf)
+
+
+def balanced_documents(corpus: Path, kinds: Iterable[str], chars_per_kind: int,
+                       seed: int = 0) -> Iterator[str]:
+    """An equal share of characters from each kind, documents picked at random (seeded).
+
+    Balancing matters: the code corpus is four times the Spanish one, and a tokenizer trained on
+    the raw mix would spend its merges on code and split Spanish words into fragments.
+    """
+    rng = random.Random(seed)
+    for kind in kinds:
+        docs = (Path(corpus) / f"{kind}.train.txt").read_text(encoding="utf-8").split(BOS)
+        rng.shuffle(docs)
+        taken = 0
+        for doc in docs:
+            if taken >= chars_per_kind:
+                break
+            taken += len(doc)
+            yield doc

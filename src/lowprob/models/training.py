@@ -1,0 +1,195 @@
+"""Train the shipped models from the corpus recipe, resumably, and measure them for the card.
+
+Every training sequence is ``[BOS] + 64 consecutive corpus tokens`` from one kind, drawn with the
+mix below: the same shape as the benchmark's inputs (BOS at position 0, then text), so the model
+is in-distribution at position 0. Batch ``s`` is drawn from an RNG seeded with ``(seed, s)``, so a
+resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from lowprob.errors import LowprobError
+from lowprob.models.corpus import EOT, KINDS, manifest_summary
+from lowprob.models.tokenizer import Tokenizer, balanced_documents
+from lowprob.models.transformer import Transformer, TransformerConfig
+from lowprob.models.zoo import save_model, sha256_bytes
+
+TOKENIZER_CHARS_PER_KIND = 5_000_000
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 4500
+    batch_size: int = 64
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 200
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    mix: dict[str, float] = field(default_factory=lambda: {"code": 0.4, "english": 0.35,
+                                                           "spanish": 0.25})
+    seed: int = 0
+    threads: int = 2
+    checkpoint_every: int = 250
+    eval_windows: int = 512
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise LowprobError("steps and batch_size must be >= 1 and lr > 0")
+        if set(self.mix) - set(KINDS) or not all(w >= 0 for w in self.mix.values()):
+            raise LowprobError(f"mix must give non-negative weights to kinds among {KINDS}")
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to ``min_lr_ratio * lr``."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        t = (step - self.warmup) / max(1, self.steps - self.warmup)
+        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train_tokenizer(corpus: Path, vocab_size: int = 4096) -> Tokenizer:
+    return Tokenizer.train(balanced_documents(corpus, KINDS, TOKENIZER_CHARS_PER_KIND), vocab_size)
+
+
+def corpus_tokens(corpus: Path, tokenizer: Tokenizer, kind: str, split: str) -> np.ndarray:
+    """The kind's text as one token stream (documents separated by BOS), cached beside the corpus."""
+    tag = sha256_bytes(tokenizer.to_str().encode())[:12]
+    cache = Path(corpus) / f"tokens-{tag}-{kind}.{split}.npy"
+    if cache.exists():
+        return np.load(cache)
+    docs = (Path(corpus) / f"{kind}.{split}.txt").read_text(encoding="utf-8").split(EOT)
+    ids: list[int] = []
+    for encoded in tokenizer.encode_batch(docs):
+        ids.extend(encoded)
+        ids.append(tokenizer.bos_id)
+    arr = np.asarray(ids, dtype=np.uint16 if tokenizer.vocab_size <= 65536 else np.int32)
+    tmp = cache.with_name(cache.stem + ".tmp.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, cache)
+    return arr
+
+
+def windows(stream: np.ndarray, starts: np.ndarray, n_ctx: int, bos: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs ``[BOS, s_0 .. s_{n-2}]`` and targets ``[s_0 .. s_{n-1}]`` for each start."""
+    idx = starts[:, None] + np.arange(n_ctx)[None, :]
+    tgt = torch.from_numpy(stream[idx].astype(np.int64))
+    inp = torch.cat([torch.full((len(starts), 1), bos, dtype=torch.long), tgt[:, :-1]], dim=1)
+    return inp, tgt
+
+
+@torch.no_grad()
+def evaluate(model: Transformer, corpus: Path, tokenizer: Tokenizer, n_windows: int = 512,
+             batch_size: int = 128) -> dict[str, dict[str, float]]:
+    """Held-out cross-entropy (nats/token) per kind, next to a unigram model fit on training data."""
+    results = {}
+    for kind in KINDS:
+        val = corpus_tokens(corpus, tokenizer, kind, "val")
+        train = corpus_tokens(corpus, tokenizer, kind, "train")
+        counts = np.bincount(train, minlength=tokenizer.vocab_size).astype(np.float64) + 0.5
+        log_unigram = np.log(counts / counts.sum())
+        n = min(n_windows, len(val) // model.n_ctx)
+        starts = np.linspace(0, len(val) - model.n_ctx, n).astype(np.int64)
+        total, unigram, count = 0.0, 0.0, 0
+        for i in range(0, n, batch_size):
+            inp, tgt = windows(val, starts[i:i + batch_size], model.n_ctx, tokenizer.bos_id)
+            logits = model(inp)
+            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                                     reduction="sum").item()
+            unigram -= log_unigram[tgt.numpy()].sum()
+            count += tgt.numel()
+        results[kind] = {"val_loss": total / count, "unigram_loss": unigram / count, "tokens": count}
+    return results
+
+
+def _save_checkpoint(path: Path, model: Transformer, opt: torch.optim.Optimizer, step: int,
+                     elapsed: float) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                "elapsed": elapsed}, tmp)
+    os.replace(tmp, path)
+
+
+def train(name: str, cfg: TransformerConfig, out: Path, corpus: Path, tokenizer: Tokenizer,
+          train_cfg: TrainConfig = TrainConfig(), resume: bool = False,
+          progress: bool = True) -> dict[str, Any]:
+    """Train on a built corpus (see ``build_corpus``), write the model directory ``out``, return its card."""
+    torch.set_num_threads(train_cfg.threads)
+    if tokenizer.vocab_size != cfg.d_vocab:
+        raise LowprobError(f"tokenizer has {tokenizer.vocab_size} tokens, config wants {cfg.d_vocab}")
+    streams = {k: corpus_tokens(corpus, tokenizer, k, "train") for k in train_cfg.mix}
+    kinds = list(train_cfg.mix)
+    weights = np.array([train_cfg.mix[k] for k in kinds]) / sum(train_cfg.mix.values())
+
+    model = Transformer(cfg, seed=train_cfg.seed, tokenizer=tokenizer)
+    decay = [p for n, p in model.named_parameters() if n.rsplit(".", 1)[-1].startswith("W_")]
+    no_decay = [p for n, p in model.named_parameters() if not n.rsplit(".", 1)[-1].startswith("W_")]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": train_cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=train_cfg.lr, betas=(0.9, 0.95))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint.pt"
+    step, elapsed = 0, 0.0
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, elapsed = state["step"], state["elapsed"]
+
+    model.train()
+    bar = tqdm(total=train_cfg.steps, initial=step, desc=f"train {name}", disable=not progress)
+    t0 = time.perf_counter() - elapsed
+    while step < train_cfg.steps:
+        rng = np.random.default_rng([train_cfg.seed, step])
+        choice = rng.choice(len(kinds), size=train_cfg.batch_size, p=weights)
+        inputs, targets = [], []
+        for k, kind in enumerate(kinds):
+            m = int((choice == k).sum())
+            if m:
+                starts = rng.integers(0, len(streams[kind]) - cfg.n_ctx, size=m)
+                inp, tgt = windows(streams[kind], starts, cfg.n_ctx, tokenizer.bos_id)
+                inputs.append(inp)
+                targets.append(tgt)
+        inp, tgt = torch.cat(inputs), torch.cat(targets)
+        for group in opt.param_groups:
+            group["lr"] = train_cfg.lr_at(step)
+        logits = model(inp)
+        loss = F.cross_entropy(logits.reshape(-1, cfg.d_vocab), tgt.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps:
+            _save_checkpoint(ckpt, model, opt, step, time.perf_counter() - t0)
+    bar.close()
+    wall = time.perf_counter() - t0
+
+    model.eval()
+    card = {
+        "name": name,
+        "n_params": model.n_params(),
+        "training": {**asdict(train_cfg), "tokens_seen": train_cfg.steps * train_cfg.batch_size * cfg.n_ctx,
+                     "wall_time_s": round(wall, 1), "torch": torch.__version__,
+                     "machine": f"{platform.machine()}, {os.cpu_count()} cpus"},
+        "validation": evaluate(model, corpus, tokenizer, train_cfg.eval_windows),
+        "corpus": manifest_summary(corpus),
+    }
+    card = save_model(model, out, card)
+    ckpt.unlink(missing_ok=True)
+    return card

@@ -1,0 +1,130 @@
+"""Model directories: saving, loading with checksum verification, and the shipped models.
+
+A model directory holds ``config.json``, ``model.safetensors``, ``tokenizer.json`` and
+``card.json``; the card records the sha256 of the weights and of the tokenizer, and loading refuses
+files that do not match it, so a corrupt or swapped file fails loudly instead of giving wrong
+probabilities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lowprob.errors import LowprobError
+from lowprob.models.tokenizer import Tokenizer
+from lowprob.models.transformer import Transformer, TransformerConfig
+
+_BASE = dict(d_model=64, n_heads=4, d_mlp=256, n_ctx=64, d_vocab=4096, act_fn="gelu")
+SHIPPED_CONFIGS: dict[str, TransformerConfig] = {
+    f"gelu-{n}l": TransformerConfig(n_layers=n, **_BASE) for n in (1, 2, 4)
+}
+FILES = ("config.json", "model.safetensors", "tokenizer.json", "card.json")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def shipped_dir(name: str) -> Path:
+    return Path(str(resources.files("lowprob.models") / "shipped" / name))
+
+
+def shipped_tokenizer_path() -> Path:
+    """The tokenizer all shipped models share (each model directory carries a copy)."""
+    return shipped_dir("gelu-1l") / "tokenizer.json"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_model(model: Transformer, directory: str | Path, card: dict[str, Any]) -> dict[str, Any]:
+    """Write a model directory; return the card as written, with the weights' and tokenizer's sha256."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if model.tokenizer is None:
+        raise LowprobError("a saved model needs a tokenizer (model.tokenizer is None)")
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    tmp = directory / "model.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    weights = tmp.read_bytes()
+    os.replace(tmp, directory / "model.safetensors")
+    tokenizer = model.tokenizer.to_str().encode()
+    _atomic_write(directory / "tokenizer.json", tokenizer)
+    _atomic_write(directory / "config.json", json.dumps(model.cfg.to_dict(), indent=1).encode())
+    card = {**card, "weights_sha256": sha256_bytes(weights),
+            "tokenizer_sha256": sha256_bytes(tokenizer)}
+    _atomic_write(directory / "card.json", json.dumps(card, indent=1).encode())
+    return card
+
+
+def read_card(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / "card.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LowprobError(f"{path} is missing; a model directory needs {', '.join(FILES)}") from None
+    except json.JSONDecodeError as exc:
+        raise LowprobError(f"{path} is not valid JSON ({exc})") from None
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A shipped model's name, or a model directory."""
+    if isinstance(name_or_path, str) and name_or_path in SHIPPED_CONFIGS:
+        return shipped_dir(name_or_path)
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    raise LowprobError(f"unknown model {str(name_or_path)!r}: use one of "
+                       f"{', '.join(SHIPPED_CONFIGS)} or a model directory")
+
+
+def load_model(name_or_path: str | Path) -> Transformer:
+    """Load a shipped model by name, or a model directory, verifying every file against its card."""
+    directory = resolve(name_or_path)
+    card = read_card(directory)
+    try:
+        cfg = TransformerConfig.from_dict(json.loads((directory / "config.json").read_text()))
+    except FileNotFoundError:
+        raise LowprobError(f"{directory / 'config.json'} is missing") from None
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise LowprobError(f"{directory / 'config.json'} is not a valid config ({exc})") from None
+    for fname, key in (("model.safetensors", "weights_sha256"), ("tokenizer.json", "tokenizer_sha256")):
+        path = directory / fname
+        if not path.exists():
+            raise LowprobError(f"{path} is missing")
+        if key not in card:
+            raise LowprobError(f"{directory / 'card.json'} has no {key}; re-save the model")
+        data = path.read_bytes()
+        if sha256_bytes(data) != card[key]:
+            raise LowprobError(f"{path} does not match the sha256 in card.json: the file is corrupt "
+                               f"or belongs to another model")
+    try:
+        state = load_file(str(directory / "model.safetensors"))
+    except SafetensorError as exc:
+        raise LowprobError(f"{directory / 'model.safetensors'} is unreadable ({exc})") from None
+    model = Transformer(cfg, tokenizer=Tokenizer.from_file(directory / "tokenizer.json"))
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != got:
+        diff = sorted(set(expected.items()) ^ set(got.items()))[:4]
+        raise LowprobError(f"{directory / 'model.safetensors'} does not fit config.json "
+                           f"(first differences: {diff})")
+    if model.tokenizer.vocab_size != cfg.d_vocab:
+        raise LowprobError(f"tokenizer has {model.tokenizer.vocab_size} tokens but d_vocab is {cfg.d_vocab}")
+    with torch.no_grad():
+        model.load_state_dict(state)
+    model.eval()
+    model.requires_grad_(False)
+    return model
