@@ -14,7 +14,7 @@ CARD_FIELDS = {"name", "n_params", "training", "validation", "corpus", "weights_
 def test_shipped_model_loads_and_matches_its_card(name):
     model = load_model(name)
     card = read_card(shipped_dir(name))
-    assert CARD_FIELDS <= set(card)
+    assert set(card) >= CARD_FIELDS
     assert model.cfg == SHIPPED_CONFIGS[name]
     assert model.n_params() == card["n_params"]
     assert card["training"]["tokens_seen"] == card["training"]["steps"] * card["training"]["batch_size"] * 64
