@@ -83,7 +83,7 @@ def test_hex_weights_are_a_distribution_over_hex_tokens(model):
 @pytest.mark.parametrize("predicate, yes, no", [
     (paper.is_hex, ["ff", "0", "dead"], ["fg", "", "FF", " ff"]),
     (paper.is_camel, ["Error", "Test2", "Py"], ["None", "True", "E", "ERROR", "FooBar", " Foo"]),
-    (paper.is_caps, ["RE", "!!", "NULL::"], ["A", "Re", " RE"]),
+    (paper.is_caps, ["RE", "NULL::", "A."], ["A", "Re", " RE", "!!", "::"]),
     (paper.is_start_word, ["ing", "The"], [" the", "a1", ""]),
     (paper.is_middle_word, [" the", " NO!", ",", "."], [" ", "the", " a1", ":"]),
     (paper.is_spanish, [" niño", "\n", " de", "\t "], ["", "1", "a_b", "¿"]),

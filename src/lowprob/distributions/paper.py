@@ -8,6 +8,11 @@ Where our 4096-token vocabulary forces a change, it is the nearest faithful alte
 - ``caps``: "She" is not one token, so the pronoun slot is {"He", "We"} at 50/50.
 - ``colon``/``if``: Code1024 excludes the BOS/document-separator token, which the paper's table
   probably contained by accident (a BOS in the middle of an input is meaningless).
+- ``caps``: a CAPS token must contain an upper-case letter. The paper's filter also admits pure
+  punctuation ("!!"), rare on the web but not in our corpus, where '::' and '..' (reStructuredText)
+  would make up 42% of the "CAPS" slots.
+- ``icl`` at ``cpu`` length has three triples (12 tokens), so its 3.9M-sequence space is enumerable
+  and its ground truth exact.
 - the ``top-k`` caps of the paper (2^14) exceed our vocabulary; they keep every token that passes.
 
 Two lengths: ``paper`` (the paper's repetition counts) and ``cpu`` (shorter, so that ground truth for
@@ -44,7 +49,8 @@ def is_camel(s: str) -> bool:
 
 
 def is_caps(s: str) -> bool:
-    return len(s) > 1 and re.fullmatch(r"[A-Z,.?!:;]+", s) is not None
+    """Upper-case letters and ,.?!:; with at least one letter (see the module docstring)."""
+    return len(s) > 1 and re.fullmatch(r"[A-Z,.?!:;]+", s) is not None and re.search(r"[A-Z]", s) is not None
 
 
 def is_start_word(s: str) -> bool:
@@ -190,7 +196,7 @@ PAPER_DISTRIBUTIONS: dict[str, PaperRecipe] = {
     "spanish": PaperRecipe("BOS, then the 1024 most frequent Spanish letter/space tokens",
                            {"paper": 24, "cpu": 14}, _spanish),
     "icl": PaperRecipe("BOS, (letter, ' for', word) triples spelling ARCTHEORY, a query letter, ' for'",
-                       {"paper": 9, "cpu": 4}, _icl),
+                       {"paper": 9, "cpu": 3}, _icl),
 }
 
 
