@@ -13,9 +13,13 @@ from typing import Annotated, Optional
 import typer
 
 from lowprob.errors import LowprobError
+from lowprob.mlp.cli import app as mlp_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Estimate the probability of rare model outputs.")
+
+
+app.add_typer(mlp_app, name="mlp")
 
 
 @app.command()
