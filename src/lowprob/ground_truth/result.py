@@ -1,0 +1,79 @@
+"""``GroundTruth``: the probability of every argmax token, tied to its model and distribution.
+
+One file per (model, distribution): safetensors with ``probabilities`` (float64, sums to 1) and, when
+sampled, ``counts`` (int64), plus metadata (mode, n, seed, model and distribution sha256, lowprob
+version). Loading checks the hashes against the model and distribution in hand, because a table
+computed for another model or distribution gives silently wrong losses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from lowprob.errors import LowprobError
+
+FORMAT = "lowprob.GroundTruth/1"
+
+
+def model_sha256(model: torch.nn.Module) -> str:
+    """sha256 of a model's parameters and buffers (names, shapes, dtypes and bytes)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().contiguous().cpu()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    probabilities: Tensor  # float64 [d_vocab]
+    counts: Tensor | None  # int64 [d_vocab] when sampled
+    exact: bool
+    n_samples: int  # sequences enumerated (exact) or sampled
+    seed: int | None
+    model_sha256: str
+    distribution_sha256: str
+    version: str
+
+    def save(self, path: str | Path) -> None:
+        tensors = {"probabilities": self.probabilities.contiguous()}
+        if self.counts is not None:
+            tensors["counts"] = self.counts.contiguous()
+        meta = {"format": FORMAT, "exact": json.dumps(self.exact), "n_samples": str(self.n_samples),
+                "seed": json.dumps(self.seed), "model_sha256": self.model_sha256,
+                "distribution_sha256": self.distribution_sha256, "version": self.version}
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=meta)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path, model: torch.nn.Module | None = None, dist=None) -> GroundTruth:
+        """Read a ground-truth file; with ``model``/``dist``, refuse one computed for others."""
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+        except (SafetensorError, FileNotFoundError, OSError) as exc:
+            raise LowprobError(f"cannot read ground-truth file {path}: {exc}") from None
+        if meta.get("format") != FORMAT or "probabilities" not in tensors:
+            raise LowprobError(f"{path} is not a lowprob ground-truth file")
+        gt = cls(tensors["probabilities"], tensors.get("counts"), json.loads(meta["exact"]),
+                 int(meta["n_samples"]), json.loads(meta["seed"]), meta["model_sha256"],
+                 meta["distribution_sha256"], meta["version"])
+        if model is not None and model_sha256(model) != gt.model_sha256:
+            raise LowprobError(f"{path} was computed for another model (sha256 {gt.model_sha256[:12]}…); "
+                               f"recompute it for this one")
+        if dist is not None and dist.content_hash() != gt.distribution_sha256:
+            raise LowprobError(f"{path} was computed for another distribution (sha256 "
+                               f"{gt.distribution_sha256[:12]}…); recompute it for this one")
+        return gt
