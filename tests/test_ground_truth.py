@@ -8,7 +8,7 @@ from scipy import stats
 from lowprob import LowprobError, Transformer
 from lowprob.distributions.tiny import tiny_distribution
 from lowprob.ground_truth import GroundTruth, ground_truth
-from lowprob.ground_truth.compute import sampled_shard_counts
+from lowprob.ground_truth.compute import argmax_function, sampled_shard_counts
 
 from .conftest import TINY
 
@@ -72,7 +72,8 @@ def test_sampled_counts_are_consistent_with_exact(model, dist, exact):
 def test_sampled_totals_do_not_depend_on_shard_scheduling(model, dist):
     whole = ground_truth(model, dist, samples=10_000, seed=7, shard_size=3000)
     sizes = [3000, 3000, 3000, 1000]
-    shuffled = sum(sampled_shard_counts(model, dist, 7, i, sizes[i]) for i in (3, 1, 0, 2))
+    argmax = argmax_function(model, dist)
+    shuffled = sum(sampled_shard_counts(argmax, dist, model.d_vocab, 7, i, sizes[i]) for i in (3, 1, 0, 2))
     assert torch.equal(whole.counts, shuffled)
     again = ground_truth(model, dist, samples=10_000, seed=7, shard_size=3000)
     assert torch.equal(whole.counts, again.counts)
@@ -117,3 +118,106 @@ def test_bad_requests_are_clear_errors(model, dist):
     huge = TokenDistribution.from_positions([wide.support(1)] * 6)
     with pytest.raises(LowprobError, match="more than exact mode's 2\\^26"):
         ground_truth(model, huge, exact=True)
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 3])
+def test_fast_path_argmax_equals_plain_on_toy_models(n_layers):
+    import dataclasses
+
+    from lowprob.ground_truth.fast import FastArgmax
+
+    model = Transformer(dataclasses.replace(TINY, n_layers=n_layers), seed=n_layers)
+    for name in ("tiny-zipf", "tiny-constants"):
+        d = tiny_distribution(name, vocab_size=TINY.d_vocab)
+        tokens = d.sample(4000, torch.Generator().manual_seed(0))
+        fast = FastArgmax(model, d)
+        torch.testing.assert_close(fast.last_resid(tokens), model.final_residual(model.W_E[tokens]),
+                                   rtol=1e-5, atol=1e-5)
+        assert torch.equal(fast.argmax(tokens), model.logits(tokens).argmax(-1))
+
+
+@pytest.mark.parametrize("name, dist_name", [("gelu-1l", "english"), ("gelu-2l", "icl"), ("gelu-4l", "hex")])
+def test_fast_path_argmax_equals_plain_on_shipped_models(name, dist_name):
+    import lowprob
+    from lowprob.ground_truth.fast import FastArgmax
+
+    model = lowprob.load_model(name)
+    d = lowprob.load_distribution(dist_name, model)
+    tokens = d.sample(4096, torch.Generator().manual_seed(1))
+    assert torch.equal(FastArgmax(model, d).argmax(tokens), model.logits(tokens).argmax(-1))
+
+
+def test_fast_path_resolves_exact_and_near_ties_like_the_plain_model(dist):
+    from lowprob.ground_truth.fast import FastArgmax
+
+    model = Transformer(TINY, seed=0)
+    tokens = dist.sample(4000, torch.Generator().manual_seed(0))
+    winners = model.logits(tokens).argmax(-1)
+    with torch.no_grad():  # give every usual winner an exact twin and a near twin
+        for w in winners.unique()[:4].tolist():
+            twin, near = (w + 1) % TINY.d_vocab, (w + 2) % TINY.d_vocab
+            model.W_U[:, twin] = model.W_U[:, w]
+            model.W_U[:, near] = model.W_U[:, w] * (1 + 1e-7)
+    fast = FastArgmax(model, dist)
+    assert torch.equal(fast.argmax(tokens), model.logits(tokens).argmax(-1))
+    assert fast.n_recomputed > 100
+
+
+@pytest.mark.parametrize("mode", [dict(exact=True), dict(samples=20_000, seed=5)])
+def test_resume_after_a_crash_is_bit_identical(model, dist, mode, tmp_path, monkeypatch):
+    from lowprob.ground_truth import compute
+
+    whole = ground_truth(model, dist, shard_size=1500, **mode)
+    real_save = compute._save_checkpoint
+
+    def save_then_crash(path, spec, totals, shards_done):
+        real_save(path, spec, totals, shards_done)
+        if shards_done == 3:
+            raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(compute, "_save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        ground_truth(model, dist, shard_size=1500, checkpoint=tmp_path / "ck", **mode)
+    monkeypatch.setattr(compute, "_save_checkpoint", real_save)
+    resumed = ground_truth(model, dist, shard_size=1500, checkpoint=tmp_path / "ck", **mode)
+    assert torch.equal(resumed.probabilities, whole.probabilities)
+    with pytest.raises(LowprobError, match="belongs to another job"):
+        ground_truth(model, dist, shard_size=1000, checkpoint=tmp_path / "ck", **mode)
+
+
+def test_cli_kill_minus_9_then_resume_equals_an_uninterrupted_run(tiny_lm, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors import safe_open
+
+    from lowprob.models import save_model
+
+    save_model(tiny_lm, tmp_path / "m", {"name": "tiny"})
+    out = tmp_path / "gt.safetensors"
+    partial = tmp_path / "gt.safetensors.partial"
+    args = [sys.executable, "-m", "lowprob", "ground-truth", "--model", str(tmp_path / "m"), "--dist", "tiny-zipf",
+            "--samples", "1000000", "--shard-size", "2000", "--seed", "4", "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = 0
+    deadline = time.time() + 120
+    while done < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+        try:
+            with safe_open(str(partial), framework="pt") as f:
+                done = int(f.metadata()["shards_done"])
+        except Exception:  # not written yet, or replaced while we read it
+            pass
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 3 <= done < 600 and not out.exists(), "the run was not interrupted mid-way"
+    refused = subprocess.run(args, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    subprocess.run([*args, "--resume"], check=True, capture_output=True)
+    assert not partial.exists()
+    expected = ground_truth(tiny_lm, tiny_distribution("tiny-zipf", tiny_lm.d_vocab), samples=1_000_000, seed=4,
+                            shard_size=2000)
+    assert torch.equal(GroundTruth.load(out, tiny_lm).counts, expected.counts)

@@ -112,6 +112,39 @@ def dists(
             typer.echo(f"  {tok.decode(row.tolist())!r}")
 
 
+@app.command("ground-truth")
+def ground_truth_command(
+    model: Annotated[str, typer.Option(help="shipped model name or model directory")],
+    dist: Annotated[str, typer.Option(help="distribution name or .safetensors file")],
+    out: Annotated[Path, typer.Option(help="ground-truth file to write (.safetensors)")],
+    exact: Annotated[bool, typer.Option("--exact", help="enumerate the whole support")] = False,
+    samples: Annotated[Optional[int], typer.Option(min=1, help="number of samples")] = None,
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    length: Annotated[str, typer.Option(help="cpu or paper (paper distributions)")] = "cpu",
+    shard_size: Annotated[int, typer.Option(min=1, help="sequences per shard/checkpoint")] = 1 << 16,
+    resume: Annotated[bool, typer.Option(help="continue from OUT.partial after an interruption")] = False,
+) -> None:
+    """Exact or sampled argmax-token probabilities for every token, checkpointed after every shard."""
+    from lowprob.distributions import load_distribution
+    from lowprob.ground_truth import ground_truth
+    from lowprob.models.zoo import load_model
+
+    if exact == (samples is not None):
+        raise LowprobError("give exactly one of --exact or --samples N")
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists() and not resume:
+        raise LowprobError(f"{partial} holds an interrupted run: pass --resume to continue it, or delete it")
+    lm = load_model(model)
+    gt = ground_truth(lm, load_distribution(dist, lm, length), exact=exact, samples=samples, seed=seed,
+                      shard_size=shard_size, checkpoint=partial, progress=True)
+    gt.save(out)
+    partial.unlink(missing_ok=True)
+    top = gt.probabilities.topk(5)
+    shown = ", ".join(f"{lm.tokenizer.id_to_token(int(i)) if lm.tokenizer else int(i)!r} {p:.3g}"
+                      for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True))
+    typer.echo(f"wrote {out} ({'exact' if exact else f'{samples} samples'}); top tokens: {shown}")
+
+
 @app.command()
 def train(
     name: Annotated[str, typer.Argument(help="gelu-1l, gelu-2l or gelu-4l")],

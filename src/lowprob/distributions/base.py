@@ -163,21 +163,22 @@ class TokenDistribution:
         values = table.gather(1, tokens.clamp(0, table.shape[1] - 1).T.contiguous()).T
         return torch.where(inside, values, torch.tensor(-math.inf, dtype=torch.float64)).sum(dim=1)
 
-    def enumerate(self, chunk_size: int = 1 << 16) -> Iterator[tuple[Tensor, Tensor]]:
+    def enumerate(self, chunk_size: int = 1 << 16, start_chunk: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """Every sequence of the support, in chunks: (tokens [c, positions], log-probabilities [c]).
 
         Sequences come in mixed-radix order (last position fastest), so chunk ``k`` covers flat
-        indices ``[k * chunk_size, (k+1) * chunk_size)``; ground truth uses this to resume.
+        indices ``[k * chunk_size, (k+1) * chunk_size)``; ``start_chunk`` skips the first chunks,
+        which is how exact ground truth resumes.
         """
-        if chunk_size < 1:
-            raise LowprobError(f"chunk_size must be >= 1, got {chunk_size}")
+        if chunk_size < 1 or start_chunk < 0:
+            raise LowprobError(f"chunk_size must be >= 1 and start_chunk >= 0, got {chunk_size}, {start_chunk}")
         total = self.support_size()
         sizes = torch.tensor(self.support_sizes(), dtype=torch.long)
         # strides[p] = product of sizes after p
         strides = torch.ones(len(self), dtype=torch.long)
         for p in range(len(self) - 2, -1, -1):
             strides[p] = strides[p + 1] * sizes[p + 1]
-        for start in range(0, total, chunk_size):
+        for start in range(start_chunk * chunk_size, total, chunk_size):
             flat = torch.arange(start, min(start + chunk_size, total), dtype=torch.long)
             digits = (flat[:, None] // strides) % sizes
             tokens = torch.stack([ids[digits[:, p]] for p, ids in enumerate(self._ids)], dim=1)

@@ -5,19 +5,31 @@ sequence's probability to its argmax token in float64. *Sampled* counts argmax t
 samples drawn in fixed-size shards, each shard seeded from ``(seed, shard index)`` only, so the
 totals do not depend on how shards are split across processes or in which order they run.
 Ties in the argmax go to the lowest token id (``torch.argmax``).
+
+With a ``checkpoint`` path, the totals so far and the finished shards are written atomically after
+every shard; a rerun with the same arguments continues where the last one stopped, and its result
+is bit-identical to an uninterrupted run's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
 from lowprob.ground_truth.result import GroundTruth, model_sha256
+from lowprob.models.transformer import Transformer
 
 SHARD_SIZE = 1 << 16
 MAX_EXACT = 1 << 26  # sequences; beyond this, sample
@@ -28,20 +40,65 @@ def shard_seed(seed: int, shard: int) -> int:
     return int.from_bytes(hashlib.sha256(f"lowprob-gt:{seed}:{shard}".encode()).digest()[:8], "little") >> 1
 
 
-@torch.no_grad()
-def argmax_tokens(model, tokens: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    return torch.cat([model.logits(chunk).argmax(-1) for chunk in tokens.split(batch_size)])
+def argmax_function(model, dist: TokenDistribution, fast: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Last-position argmax: the fast path for the shipped ``Transformer``, plain ``logits`` otherwise."""
+    if fast and isinstance(model, Transformer):
+        from lowprob.ground_truth.fast import FastArgmax
+
+        return FastArgmax(model, dist).argmax
+
+    @torch.no_grad()
+    def plain(tokens: torch.Tensor) -> torch.Tensor:
+        return torch.cat([model.logits(chunk).argmax(-1) for chunk in tokens.split(4096)])
+
+    return plain
 
 
-@torch.no_grad()
-def sampled_shard_counts(model, dist: TokenDistribution, seed: int, shard: int, n: int) -> torch.Tensor:
+def sampled_shard_counts(argmax, dist: TokenDistribution, d_vocab: int, seed: int, shard: int,
+                         n: int) -> torch.Tensor:
     """Argmax counts (int64 [d_vocab]) of shard ``shard``: ``n`` samples from its own generator."""
     tokens = dist.sample(n, torch.Generator().manual_seed(shard_seed(seed, shard)))
-    return torch.bincount(argmax_tokens(model, tokens), minlength=model.d_vocab)
+    return torch.bincount(argmax(tokens), minlength=d_vocab)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a checkpoint belongs to; a resumed run must match it exactly."""
+
+    model_sha256: str
+    distribution_sha256: str
+    exact: bool
+    n: int  # sequences to enumerate or sample
+    seed: int | None
+    shard_size: int
+
+    @property
+    def n_shards(self) -> int:
+        return math.ceil(self.n / self.shard_size)
+
+
+def _load_checkpoint(path: Path, spec: JobSpec) -> tuple[torch.Tensor, int] | None:
+    if not path.exists():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        totals = f.get_tensor("totals")
+    if json.loads(meta.get("spec", "null")) != asdict(spec):
+        raise LowprobError(f"checkpoint {path} belongs to another job (model, distribution, mode, n, seed or "
+                           f"shard size differ); delete it or rerun with the same arguments")
+    return totals, int(meta["shards_done"])
+
+
+def _save_checkpoint(path: Path, spec: JobSpec, totals: torch.Tensor, shards_done: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"totals": totals}, str(tmp), metadata={"spec": json.dumps(asdict(spec)),
+                                                       "shards_done": str(shards_done)})
+    os.replace(tmp, path)
 
 
 def ground_truth(model, dist: TokenDistribution, *, exact: bool = False, samples: int | None = None,
-                 seed: int = 0, shard_size: int = SHARD_SIZE, progress: bool = False) -> GroundTruth:
+                 seed: int = 0, shard_size: int = SHARD_SIZE, checkpoint: str | Path | None = None,
+                 fast: bool = True, progress: bool = False) -> GroundTruth:
     """``exact=True`` enumerates (support ≤ 2^26); otherwise ``samples`` draws, seeded by ``seed``."""
     from lowprob import __version__
 
@@ -50,25 +107,34 @@ def ground_truth(model, dist: TokenDistribution, *, exact: bool = False, samples
         raise LowprobError("choose exactly one of exact=True or samples=N")
     if shard_size < 1:
         raise LowprobError(f"shard_size must be >= 1, got {shard_size}")
-    ident = dict(model_sha256=model_sha256(model), distribution_sha256=dist.content_hash(), version=__version__)
-    if exact:
-        size = dist.support_size()
-        if size > MAX_EXACT:
-            raise LowprobError(f"the distribution has {size:.3g} sequences, more than exact mode's 2^26; "
-                               f"use samples=N")
-        probs = torch.zeros(model.d_vocab, dtype=torch.float64)
-        with torch.no_grad(), tqdm(total=size, unit="seq", disable=not progress, desc="exact") as bar:
-            for tokens, logp in dist.enumerate(shard_size):
-                probs.index_add_(0, argmax_tokens(model, tokens), logp.exp())
-                bar.update(len(tokens))
-        return GroundTruth(probs, None, True, size, None, **ident)
-    if samples < 1:
+    if exact and dist.support_size() > MAX_EXACT:
+        raise LowprobError(f"the distribution has {dist.support_size():.3g} sequences, more than exact mode's "
+                           f"2^26; use samples=N")
+    if not exact and samples < 1:
         raise LowprobError(f"samples must be >= 1, got {samples}")
-    counts = torch.zeros(model.d_vocab, dtype=torch.long)
-    n_shards = math.ceil(samples / shard_size)
-    with tqdm(total=samples, unit="seq", disable=not progress, desc="sampled") as bar:
-        for shard in range(n_shards):
-            n = min(shard_size, samples - shard * shard_size)
-            counts += sampled_shard_counts(model, dist, seed, shard, n)
+    spec = JobSpec(model_sha256(model), dist.content_hash(), exact, dist.support_size() if exact else samples,
+                   None if exact else seed, shard_size)
+    totals = torch.zeros(model.d_vocab, dtype=torch.float64 if exact else torch.long)
+    done = 0
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None and (state := _load_checkpoint(checkpoint, spec)) is not None:
+        totals, done = state
+    argmax = argmax_function(model, dist, fast)
+    with tqdm(total=spec.n, initial=min(done * shard_size, spec.n), unit="seq", unit_scale=True,
+              disable=not progress, desc="exact" if exact else "sampled") as bar:
+        chunks = dist.enumerate(shard_size, start_chunk=done) if exact else None
+        for shard in range(done, spec.n_shards):
+            if exact:
+                tokens, logp = next(chunks)
+                totals.index_add_(0, argmax(tokens), logp.exp())
+                n = len(tokens)
+            else:
+                n = min(shard_size, spec.n - shard * shard_size)
+                totals += sampled_shard_counts(argmax, dist, model.d_vocab, seed, shard, n)
+            if checkpoint is not None:
+                _save_checkpoint(checkpoint, spec, totals, shard + 1)
             bar.update(n)
-    return GroundTruth(counts.double() / samples, counts, False, samples, seed, **ident)
+    ident = dict(model_sha256=spec.model_sha256, distribution_sha256=spec.distribution_sha256, version=__version__)
+    if exact:
+        return GroundTruth(totals, None, True, spec.n, None, **ident)
+    return GroundTruth(totals.double() / spec.n, totals, False, spec.n, seed, **ident)

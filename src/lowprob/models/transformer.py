@@ -96,12 +96,23 @@ class Attention(nn.Module):
         self.b_V = nn.Parameter(torch.zeros(h, k))
         self.b_O = nn.Parameter(torch.zeros(d))
 
+    def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values [..., H, d_head] of normed vectors [..., d], in one matmul."""
+        h, d, k = self.W_Q.shape
+        weight = torch.cat([self.W_Q, self.W_K, self.W_V]).permute(1, 0, 2).reshape(d, 3 * h * k)
+        bias = torch.cat([self.b_Q, self.b_K, self.b_V]).reshape(3 * h * k)
+        out = torch.addmm(bias, x.reshape(-1, d), weight).view(*x.shape[:-1], 3, h, k)
+        return out.unbind(-3)
+
+    def project_out(self, z: Tensor) -> Tensor:
+        """Head outputs [..., H, d_head] -> residual-stream vectors [..., d] (W_O and b_O)."""
+        h, k, d = self.W_O.shape
+        return torch.addmm(self.b_O, z.reshape(-1, h * k), self.W_O.reshape(h * k, d)).view(*z.shape[:-2], d)
+
     def forward(self, x: Tensor) -> Tensor:
-        q = torch.einsum("btd,hdk->bhtk", x, self.W_Q) + self.b_Q[:, None]
-        k = torch.einsum("btd,hdk->bhtk", x, self.W_K) + self.b_K[:, None]
-        v = torch.einsum("btd,hdk->bhtk", x, self.W_V) + self.b_V[:, None]
+        q, k, v = (t.transpose(1, 2) for t in self.qkv(x))  # [B, H, T, d_head]
         z = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # scale 1/sqrt(d_head)
-        return torch.einsum("bhtk,hkd->btd", z, self.W_O) + self.b_O
+        return self.project_out(z.transpose(1, 2))
 
 
 class MLP(nn.Module):
