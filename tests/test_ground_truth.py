@@ -8,7 +8,7 @@ from scipy import stats
 from lowprob import LowprobError, Transformer
 from lowprob.distributions.tiny import tiny_distribution
 from lowprob.ground_truth import GroundTruth, ground_truth
-from lowprob.ground_truth.compute import argmax_function, sampled_shard_counts
+from lowprob.ground_truth.compute import JobSpec, argmax_function, shard_totals
 
 from .conftest import TINY
 
@@ -71,9 +71,9 @@ def test_sampled_counts_are_consistent_with_exact(model, dist, exact):
 
 def test_sampled_totals_do_not_depend_on_shard_scheduling(model, dist):
     whole = ground_truth(model, dist, samples=10_000, seed=7, shard_size=3000)
-    sizes = [3000, 3000, 3000, 1000]
+    spec = JobSpec("m", "d", exact=False, n=10_000, seed=7, shard_size=3000)
     argmax = argmax_function(model, dist)
-    shuffled = sum(sampled_shard_counts(argmax, dist, model.d_vocab, 7, i, sizes[i]) for i in (3, 1, 0, 2))
+    shuffled = sum(shard_totals(argmax, dist, model.d_vocab, spec, i) for i in (3, 1, 0, 2))
     assert torch.equal(whole.counts, shuffled)
     again = ground_truth(model, dist, samples=10_000, seed=7, shard_size=3000)
     assert torch.equal(whole.counts, again.counts)
@@ -101,7 +101,7 @@ def test_file_round_trip_and_hash_checks(model, dist, exact, tmp_path):
 def test_public_api_call(model, dist, exact):
     import lowprob
 
-    gt = lowprob.ground_truth(model, dist, exact=True)
+    gt = lowprob.ground_truth(model, dist, exact=True, shard_size=1000)
     assert torch.equal(gt.probabilities, exact.probabilities)
 
 

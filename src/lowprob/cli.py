@@ -123,6 +123,8 @@ def ground_truth_command(
     length: Annotated[str, typer.Option(help="cpu or paper (paper distributions)")] = "cpu",
     shard_size: Annotated[int, typer.Option(min=1, help="sequences per shard/checkpoint")] = 1 << 16,
     resume: Annotated[bool, typer.Option(help="continue from OUT.partial after an interruption")] = False,
+    backend: Annotated[str, typer.Option(help="local, or ray (pip install 'lowprob[ray]')")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local one)")] = None,
 ) -> None:
     """Exact or sampled argmax-token probabilities for every token, checkpointed after every shard."""
     from lowprob.distributions import load_distribution
@@ -136,7 +138,8 @@ def ground_truth_command(
         raise LowprobError(f"{partial} holds an interrupted run: pass --resume to continue it, or delete it")
     lm = load_model(model)
     gt = ground_truth(lm, load_distribution(dist, lm, length), exact=exact, samples=samples, seed=seed,
-                      shard_size=shard_size, checkpoint=partial, progress=True)
+                      shard_size=shard_size, checkpoint=partial, backend=backend, address=address,
+                      progress=True)
     gt.save(out)
     partial.unlink(missing_ok=True)
     top = gt.probabilities.topk(5)

@@ -54,13 +54,6 @@ def argmax_function(model, dist: TokenDistribution, fast: bool = True) -> Callab
     return plain
 
 
-def sampled_shard_counts(argmax, dist: TokenDistribution, d_vocab: int, seed: int, shard: int,
-                         n: int) -> torch.Tensor:
-    """Argmax counts (int64 [d_vocab]) of shard ``shard``: ``n`` samples from its own generator."""
-    tokens = dist.sample(n, torch.Generator().manual_seed(shard_seed(seed, shard)))
-    return torch.bincount(argmax(tokens), minlength=d_vocab)
-
-
 @dataclass(frozen=True)
 class JobSpec:
     """What a checkpoint belongs to; a resumed run must match it exactly."""
@@ -75,6 +68,27 @@ class JobSpec:
     @property
     def n_shards(self) -> int:
         return math.ceil(self.n / self.shard_size)
+
+    def shard_len(self, shard: int) -> int:
+        return min(self.shard_size, self.n - shard * self.shard_size)
+
+
+def shard_totals(argmax, dist: TokenDistribution, d_vocab: int, spec: JobSpec, shard: int) -> torch.Tensor:
+    """One shard's contribution: probability mass per argmax token (exact, float64) or counts (int64).
+
+    A pure function of (model, distribution, spec, shard index), whichever process runs it.
+    """
+    if spec.exact:
+        tokens, logp = next(dist.enumerate(spec.shard_size, start_chunk=shard))
+        return torch.zeros(d_vocab, dtype=torch.float64).index_add_(0, argmax(tokens), logp.exp())
+    tokens = dist.sample(spec.shard_len(shard), torch.Generator().manual_seed(shard_seed(spec.seed, shard)))
+    return torch.bincount(argmax(tokens), minlength=d_vocab)
+
+
+def _local_shards(model, dist: TokenDistribution, spec: JobSpec, shards: range, fast: bool):
+    argmax = argmax_function(model, dist, fast)
+    for shard in shards:
+        yield shard_totals(argmax, dist, model.d_vocab, spec, shard)
 
 
 def _load_checkpoint(path: Path, spec: JobSpec) -> tuple[torch.Tensor, int] | None:
@@ -98,8 +112,13 @@ def _save_checkpoint(path: Path, spec: JobSpec, totals: torch.Tensor, shards_don
 
 def ground_truth(model, dist: TokenDistribution, *, exact: bool = False, samples: int | None = None,
                  seed: int = 0, shard_size: int = SHARD_SIZE, checkpoint: str | Path | None = None,
-                 fast: bool = True, progress: bool = False) -> GroundTruth:
-    """``exact=True`` enumerates (support ≤ 2^26); otherwise ``samples`` draws, seeded by ``seed``."""
+                 fast: bool = True, backend: str = "local", address: str | None = None,
+                 progress: bool = False) -> GroundTruth:
+    """``exact=True`` enumerates (support ≤ 2^26); otherwise ``samples`` draws, seeded by ``seed``.
+
+    ``backend="ray"`` runs shards as Ray tasks (a local cluster, or ``address``); shard results are
+    added in shard order, so every backend gives the same bits.
+    """
     from lowprob import __version__
 
     dist.check_model(model)
@@ -112,6 +131,8 @@ def ground_truth(model, dist: TokenDistribution, *, exact: bool = False, samples
                            f"2^26; use samples=N")
     if not exact and samples < 1:
         raise LowprobError(f"samples must be >= 1, got {samples}")
+    if backend not in ("local", "ray"):
+        raise LowprobError(f"backend must be 'local' or 'ray', got {backend!r}")
     spec = JobSpec(model_sha256(model), dist.content_hash(), exact, dist.support_size() if exact else samples,
                    None if exact else seed, shard_size)
     totals = torch.zeros(model.d_vocab, dtype=torch.float64 if exact else torch.long)
@@ -119,21 +140,20 @@ def ground_truth(model, dist: TokenDistribution, *, exact: bool = False, samples
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and (state := _load_checkpoint(checkpoint, spec)) is not None:
         totals, done = state
-    argmax = argmax_function(model, dist, fast)
+    shards = range(done, spec.n_shards)
+    if backend == "ray":
+        from lowprob.ground_truth.ray_backend import ray_shards
+
+        results = ray_shards(model, dist, spec, shards, fast, address)
+    else:
+        results = _local_shards(model, dist, spec, shards, fast)
     with tqdm(total=spec.n, initial=min(done * shard_size, spec.n), unit="seq", unit_scale=True,
               disable=not progress, desc="exact" if exact else "sampled") as bar:
-        chunks = dist.enumerate(shard_size, start_chunk=done) if exact else None
-        for shard in range(done, spec.n_shards):
-            if exact:
-                tokens, logp = next(chunks)
-                totals.index_add_(0, argmax(tokens), logp.exp())
-                n = len(tokens)
-            else:
-                n = min(shard_size, spec.n - shard * shard_size)
-                totals += sampled_shard_counts(argmax, dist, model.d_vocab, seed, shard, n)
+        for shard, result in zip(shards, results, strict=True):
+            totals += result
             if checkpoint is not None:
                 _save_checkpoint(checkpoint, spec, totals, shard + 1)
-            bar.update(n)
+            bar.update(spec.shard_len(shard))
     ident = dict(model_sha256=spec.model_sha256, distribution_sha256=spec.distribution_sha256, version=__version__)
     if exact:
         return GroundTruth(totals, None, True, spec.n, None, **ident)
