@@ -67,3 +67,21 @@ def test_dists_shows_positions_and_samples(monkeypatch, capsys):
     assert code == 0
     assert "position 1-13" in out and "position 14     ':' 1" in out
     assert out.count("<|endoftext|>") == 4  # the position-0 line and three samples
+
+
+def test_estimate_prints_json_per_the_contract(monkeypatch, capsys):
+    import json
+
+    code, out, _ = run(monkeypatch, capsys, "estimate", "--model", "gelu-1l", "--dist", "hex", "--target", " the",
+                       "--method", "naive", "--budget", "256", "--json")
+    assert code == 0
+    row = json.loads(out)
+    assert {"method", "probability", "interval", "budget", "seed", "cost", "diagnostics"} <= set(row)
+    assert set(row["cost"]) == {"forward_passes", "backward_passes", "flops", "seconds"}
+
+
+@pytest.mark.parametrize("target, message", [("hello world", "encodes to"), ("99999", "0..4095")])
+def test_estimate_rejects_bad_targets(monkeypatch, capsys, target, message):
+    code, _, err = run(monkeypatch, capsys, "estimate", "--model", "gelu-1l", "--dist", "hex", "--target", target,
+                       "--method", "naive", "--budget", "8")
+    assert code == 2 and message in err

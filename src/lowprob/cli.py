@@ -112,6 +112,48 @@ def dists(
             typer.echo(f"  {tok.decode(row.tolist())!r}")
 
 
+def parse_target(model, target: str) -> int:
+    """A token id, or a string that encodes to exactly one token."""
+    if target.lstrip("-").isdigit():
+        return int(target)
+    if model.tokenizer is None:
+        raise LowprobError("this model has no tokenizer: give the target as a token id")
+    ids = model.tokenizer.encode(target)
+    if len(ids) != 1:
+        raise LowprobError(f"target {target!r} encodes to {len(ids)} tokens {ids}; give one token or its id")
+    return ids[0]
+
+
+@app.command()
+def estimate(
+    model: Annotated[str, typer.Option(help="shipped model name or model directory")],
+    dist: Annotated[str, typer.Option(help="distribution name or .safetensors file")],
+    target: Annotated[str, typer.Option(help="token id, or a string that is exactly one token")],
+    method: Annotated[str, typer.Option(help="estimation method")] = "itgis",
+    budget: Annotated[int, typer.Option(help="model calls (samples through the model)")] = 4096,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    temperature: Annotated[Optional[float], typer.Option(help="tilt temperature (itgis)")] = None,
+    length: Annotated[str, typer.Option(help="cpu or paper (paper distributions)")] = "cpu",
+    json_out: Annotated[bool, typer.Option("--json", help="print the estimate as JSON")] = False,
+) -> None:
+    """Estimate the probability that MODEL's last-position argmax is TARGET under DIST."""
+    import json
+
+    import lowprob
+
+    lm = lowprob.load_model(model)
+    hyper = {} if temperature is None else {"temperature": temperature}
+    est = lowprob.estimate(lm, lowprob.load_distribution(dist, lm, length), lowprob.ArgmaxIs(parse_target(lm, target)),
+                           method=method, budget=budget, seed=seed, **hyper)
+    if json_out:
+        typer.echo(json.dumps(est.to_json()))
+        return
+    lo, hi = est.interval
+    typer.echo(f"{est.method}: P = {est.probability:.4g}  (95% interval {lo:.3g} .. {hi:.3g})  "
+               f"{est.cost.forward_passes} forward + {est.cost.backward_passes} backward passes, "
+               f"{est.cost.flops:.3g} FLOPs, {est.cost.seconds:.2f} s")
+
+
 @app.command("ground-truth")
 def ground_truth_command(
     model: Annotated[str, typer.Option(help="shipped model name or model directory")],

@@ -1,0 +1,129 @@
+"""Estimators against exact answers on tiny enumerable problems."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import lowprob
+from lowprob import ArgmaxIs, LowprobError, Transformer, TransformerConfig, estimate
+from lowprob.distributions.tiny import tiny_distribution
+
+SHARP = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=8, d_vocab=32, init_std=0.3)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    model = Transformer(SHARP, seed=0)
+    dist = tiny_distribution("tiny-zipf", SHARP.d_vocab)
+    exact = lowprob.ground_truth(model, dist, exact=True).probabilities
+    return model, dist, exact
+
+
+def run_seeds(model, dist, target, method, seeds, budget, **hyper):
+    ests = [estimate(model, dist, ArgmaxIs(target), method=method, budget=budget, seed=s, **hyper)
+            for s in range(seeds)]
+    values = torch.tensor([e.probability for e in ests], dtype=torch.float64)
+    return ests, values
+
+
+def test_naive_is_unbiased_and_its_intervals_cover(problem):
+    model, dist, exact = problem
+    target = 9
+    p = exact[target].item()
+    assert 1e-3 < p < 1e-2
+    ests, values = run_seeds(model, dist, target, "naive", 200, 2000)
+    se = math.sqrt(p * (1 - p) / 2000 / 200)
+    assert abs(values.mean().item() - p) < 3 * se
+    coverage = sum(e.interval[0] <= p <= e.interval[1] for e in ests) / 200
+    assert 0.90 <= coverage <= 0.995, coverage
+    assert all(e.cost.forward_passes == 2000 and e.cost.backward_passes == 0 for e in ests)
+
+
+@pytest.mark.parametrize("target", [9, 22])
+def test_itgis_is_unbiased(problem, target):
+    model, dist, exact = problem
+    p = exact[target].item()
+    assert 1e-6 < p < 1e-2
+    _, values = run_seeds(model, dist, target, "itgis", 100, 1024)
+    assert abs(values.mean().item() - p) < 3 * values.std().item() / 10, (values.mean().item(), p)
+
+
+def test_naive_with_zero_hits_still_bounds_the_probability(problem):
+    model, dist, _ = problem
+    e = estimate(model, dist, ArgmaxIs(3), method="naive", budget=1000, seed=0)  # p ≈ 5e-6
+    assert e.probability == 0 and e.interval[0] == 0
+    assert e.interval[1] == pytest.approx(1 - 0.025 ** (1 / 1000), rel=1e-9)  # Clopper–Pearson, 0 of 1000
+
+
+@pytest.mark.parametrize("method", ["naive", "itgis"])
+def test_same_seed_same_result_and_a_finite_probability(problem, method):
+    model, dist, _ = problem
+    a = estimate(model, dist, ArgmaxIs(24), method=method, budget=700, seed=11)
+    b = estimate(model, dist, ArgmaxIs(24), method=method, budget=700, seed=11)
+    assert (a.probability, a.interval, a.diagnostics) == (b.probability, b.interval, b.diagnostics)
+    assert math.isfinite(a.probability) and a.probability >= 0 and 0 <= a.interval[0] <= a.interval[1]
+    assert a.cost.flops > 0 and a.to_json()["cost"]["forward_passes"] == 700
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(method="magic"), "unknown method 'magic': choose one of itgis, naive"),
+    (dict(budget=0), "budget must be a positive integer"),
+    (dict(budget=2.5), "budget must be a positive integer"),
+    (dict(temperature=0.0), "temperature must be a positive finite number"),
+    (dict(temperature=float("nan")), "temperature must be a positive finite number"),
+    (dict(method="naive", temperature=1.0), "naive has no hyper-parameter temperature; valid: none"),
+    (dict(tempreature=1.0), "itgis has no hyper-parameter tempreature; valid: batch_size, temperature"),
+])
+def test_bad_arguments_are_clear_errors(problem, kwargs, message):
+    model, dist, _ = problem
+    args = {"method": "itgis", "budget": 64, **kwargs}
+    with pytest.raises(LowprobError, match=message):
+        estimate(model, dist, ArgmaxIs(3), **args)
+
+
+def test_bad_targets_and_distributions_are_refused(problem):
+    model, dist, _ = problem
+    with pytest.raises(LowprobError, match=r"target token must be an id in 0\.\.31"):
+        estimate(model, dist, ArgmaxIs(32), method="naive", budget=8)
+    long = lowprob.TokenDistribution.from_positions([0] * 9)
+    with pytest.raises(LowprobError, match="n_ctx is 8"):
+        estimate(model, long, ArgmaxIs(3), method="naive", budget=8)
+
+
+class BagOfTokens(nn.Module):
+    """A second, independent implementation of the model protocol: position-weighted bag of
+    embeddings through a tanh layer. Nothing in it comes from ``Transformer``."""
+
+    def __init__(self, d_vocab=32, d_model=12, n_ctx=8, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.W_E = nn.Parameter(torch.randn(d_vocab, d_model, generator=g))
+        self.pos_w = nn.Parameter(torch.randn(n_ctx, generator=g))
+        self.W_H = nn.Parameter(torch.randn(d_model, d_model, generator=g) / math.sqrt(d_model))
+        self.W_U = nn.Parameter(torch.randn(d_model, d_vocab, generator=g))
+        self.b_U = nn.Parameter(torch.randn(d_vocab, generator=g))
+        self.n_ctx, self.d_vocab, self.tokenizer = n_ctx, d_vocab, None
+
+    def final_residual(self, token_embeddings):
+        T = token_embeddings.shape[1]
+        pooled = (token_embeddings * self.pos_w[:T, None]).sum(1)
+        return torch.tanh(pooled @ self.W_H)
+
+    def logits(self, tokens):
+        return self.final_residual(self.W_E[tokens]) @ self.W_U + self.b_U
+
+    def forward(self, tokens):
+        return self.logits(tokens)[:, None]
+
+
+def test_estimators_work_with_any_model_of_the_protocol():
+    model = BagOfTokens()
+    dist = tiny_distribution("tiny-constants", 32)
+    exact = lowprob.ground_truth(model, dist, exact=True).probabilities
+    target = int(torch.where((exact > 1e-3) & (exact < 2e-2))[0][0])
+    p = exact[target].item()
+    for method in ("naive", "itgis"):
+        _, values = run_seeds(model, dist, target, method, 40, 1500)
+        assert abs(values.mean().item() - p) < 3.5 * values.std().item() / math.sqrt(40) + 1e-12, method
