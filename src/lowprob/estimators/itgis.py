@@ -6,8 +6,14 @@ one-hot input, computed as (gradient w.r.t. position i's embedding) · W_E[v] on
 Scores are an exponential moving average (decay 0.9) of per-batch mean gradients, and
 T_b = T (1 - 0.9^b) / (1 - 0.9) makes the sum act as an average. Each batch's proposal is fixed
 before the batch is drawn, so the mean of w(x) 1[event] with w = D/q is unbiased; weights are kept in
-log space. The interval is the normal one from the per-sample terms' variance (a martingale CLT);
-with no hit it is [0, 3 w_max / N], a heuristic bound from the largest weight seen.
+log space.
+
+The interval treats the hits as a compound Poisson count: with effective count
+n_eff = (Σw)² / Σw² and scale s = Σw² / Σw (so p̂ = s n_eff / N), it is Garwood's exact Poisson
+interval for n_eff, times s / N. Unlike the normal interval from the terms' variance, it stays honest
+with a handful of hits (on the tiny test problems the normal interval covered 7-23% of the time at
+p ≈ 1e-4, this one 98-100%). With no hit it is [0, 3.69 w_max / N], w_max the largest weight seen: a
+heuristic, since mass the proposal never visits cannot be bounded by any importance sampler.
 """
 
 from __future__ import annotations
@@ -15,12 +21,12 @@ from __future__ import annotations
 import math
 
 import torch
+from scipy import stats
 
 from lowprob.distributions.base import TokenDistribution
 from lowprob.estimators.base import RawEstimate, register
 
 DECAY = 0.9
-Z95 = 1.959963984540054
 
 
 def _one_hot_scores(model, dist: TokenDistribution, event, tokens: torch.Tensor):
@@ -65,14 +71,22 @@ def itgis(model, dist: TokenDistribution, event, budget: int, generator: torch.G
         proposal = tilted(dist, ema, temperature * (1 - DECAY**b) / (1 - DECAY))
     log_terms_all, log_w_all = torch.cat(log_terms), torch.cat(log_weights)
     hits = int(torch.isfinite(log_terms_all).sum())
-    terms = log_terms_all.exp()  # underflows to 0 only below ~1e-308
-    p = float(terms.mean())
-    if hits == 0:
-        interval = (0.0, 3.0 * float(log_w_all.max().exp()) / budget)
-    else:
-        se = float(terms.std(unbiased=True)) / math.sqrt(budget) if budget > 1 else p
-        interval = (max(0.0, p - Z95 * se), p + Z95 * se)
-    hit_w = log_terms_all[torch.isfinite(log_terms_all)]
-    ess = float(hit_w.logsumexp(0).mul(2).sub((2 * hit_w).logsumexp(0)).exp()) if hits else 0.0
-    return RawEstimate(p, interval, budget, budget, {"hits": hits, "ess_hits": ess, "batches": b,
+    p = float(log_terms_all.exp().mean())  # underflows to 0 only below ~1e-308
+    interval, n_eff = compound_poisson_interval(log_terms_all[torch.isfinite(log_terms_all)], budget,
+                                                float(log_w_all.max()))
+    return RawEstimate(p, interval, budget, budget, {"hits": hits, "effective_hits": n_eff, "batches": b,
                                                      "max_log_weight": float(log_w_all.max())})
+
+
+def compound_poisson_interval(log_w_hits: torch.Tensor, n: int, max_log_weight: float,
+                              level: float = 0.95) -> tuple[tuple[float, float], float]:
+    """95% interval for (Σ hit weights) / n, and the effective number of hits (see module docstring)."""
+    alpha = 1 - level
+    if len(log_w_hits) == 0:
+        return (0.0, stats.chi2.ppf(1 - alpha / 2, 2) / 2 * math.exp(max_log_weight) / n), 0.0
+    log_sum, log_sum_sq = float(log_w_hits.logsumexp(0)), float((2 * log_w_hits).logsumexp(0))
+    n_eff = math.exp(2 * log_sum - log_sum_sq)
+    scale = math.exp(log_sum_sq - log_sum) / n
+    lo = stats.chi2.ppf(alpha / 2, 2 * n_eff) / 2 * scale
+    hi = stats.chi2.ppf(1 - alpha / 2, 2 * n_eff + 2) / 2 * scale
+    return (float(lo), float(hi)), n_eff
