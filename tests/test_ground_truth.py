@@ -183,6 +183,9 @@ def test_resume_after_a_crash_is_bit_identical(model, dist, mode, tmp_path, monk
     assert torch.equal(resumed.probabilities, whole.probabilities)
     with pytest.raises(LowprobError, match="belongs to another job"):
         ground_truth(model, dist, shard_size=1000, checkpoint=tmp_path / "ck", **mode)
+    (tmp_path / "ck").write_bytes(b"garbage")
+    with pytest.raises(LowprobError, match="is unreadable"):
+        ground_truth(model, dist, shard_size=1500, checkpoint=tmp_path / "ck", **mode)
 
 
 def test_cli_kill_minus_9_then_resume_equals_an_uninterrupted_run(tiny_lm, tmp_path):

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
@@ -94,9 +94,12 @@ def _local_shards(model, dist: TokenDistribution, spec: JobSpec, shards: range, 
 def _load_checkpoint(path: Path, spec: JobSpec) -> tuple[torch.Tensor, int] | None:
     if not path.exists():
         return None
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        totals = f.get_tensor("totals")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            totals = f.get_tensor("totals")
+    except (SafetensorError, OSError) as exc:
+        raise LowprobError(f"checkpoint {path} is unreadable ({exc}); delete it to start over") from None
     if json.loads(meta.get("spec", "null")) != asdict(spec):
         raise LowprobError(f"checkpoint {path} belongs to another job (model, distribution, mode, n, seed or "
                            f"shard size differ); delete it or rerun with the same arguments")
