@@ -1,0 +1,29 @@
+"""The shipped reference ground truth: tied to today's models and distributions, and a fresh random
+slice of samples agrees with each table (chi-square, cells with < 5 expected counts pooled)."""
+
+from pathlib import Path
+
+import pytest
+
+import lowprob
+from lowprob.ground_truth import GroundTruth
+from lowprob.ground_truth.compute import MAX_EXACT
+
+from .test_ground_truth import chi_square_p
+
+ROOT = Path(lowprob.__file__).parent / "ground_truth" / "reference" / "cpu"
+TABLES = sorted(ROOT.glob("*/*.safetensors"))
+
+
+@pytest.mark.skipif(not TABLES, reason="no reference table has been computed yet")
+@pytest.mark.parametrize("path", TABLES, ids=lambda p: f"{p.parent.name}-{p.stem}")
+def test_reference_table_matches_a_fresh_slice(path):
+    model = lowprob.load_model(path.parent.name)
+    dist = lowprob.load_distribution(path.stem, model, "cpu")
+    gt = GroundTruth.load(path, model, dist)  # refuses a table of another model or distribution
+    assert gt.exact == (dist.support_size() <= MAX_EXACT)
+    assert gt.probabilities.sum().item() == pytest.approx(1.0, abs=1e-9)
+    if not gt.exact:
+        assert int(gt.counts.sum()) == gt.n_samples == 1 << 24
+    fresh = lowprob.ground_truth(model, dist, samples=1 << 14, seed=12345)  # shard seeds unlike the table's
+    assert chi_square_p(fresh.counts, gt.probabilities) > 1e-4
