@@ -55,6 +55,20 @@ def test_itgis_is_unbiased_and_its_intervals_cover(problem, target):
         assert coverage >= 0.90, coverage
 
 
+def test_mhis_error_shrinks_as_the_budget_grows(problem):
+    model, dist, exact = problem
+    p = exact[9].item()
+
+    def mean_log_error(budget):
+        ests = [estimate(model, dist, ArgmaxIs(9), method="mhis", budget=budget, seed=s) for s in range(8)]
+        assert all(0 < e.diagnostics["acceptance_rate"] <= 1 for e in ests)
+        assert all(e.cost.forward_passes <= budget and e.cost.backward_passes <= budget for e in ests)
+        return sum(abs(math.log(max(e.probability, 1e-12) / p)) for e in ests) / len(ests)
+
+    small, large = mean_log_error(512), mean_log_error(8192)
+    assert large < small / 3 and large < 0.5, (small, large)
+
+
 def test_naive_with_zero_hits_still_bounds_the_probability(problem):
     model, dist, _ = problem
     e = estimate(model, dist, ArgmaxIs(3), method="naive", budget=1000, seed=0)  # p ≈ 5e-6
@@ -62,18 +76,19 @@ def test_naive_with_zero_hits_still_bounds_the_probability(problem):
     assert e.interval[1] == pytest.approx(1 - 0.025 ** (1 / 1000), rel=1e-9)  # Clopper–Pearson, 0 of 1000
 
 
-@pytest.mark.parametrize("method", ["naive", "itgis"])
+@pytest.mark.parametrize("method", ["naive", "itgis", "mhis", "qld", "gld"])
 def test_same_seed_same_result_and_a_finite_probability(problem, method):
     model, dist, _ = problem
     a = estimate(model, dist, ArgmaxIs(24), method=method, budget=700, seed=11)
     b = estimate(model, dist, ArgmaxIs(24), method=method, budget=700, seed=11)
-    assert (a.probability, a.interval, a.diagnostics) == (b.probability, b.interval, b.diagnostics)
+    strip = lambda d: {k: v for k, v in d.items() if k != "cache_hit"}  # noqa: E731 (qld/gld share activations)
+    assert (a.probability, a.interval, strip(a.diagnostics)) == (b.probability, b.interval, strip(b.diagnostics))
     assert math.isfinite(a.probability) and a.probability >= 0 and 0 <= a.interval[0] <= a.interval[1]
-    assert a.cost.flops > 0 and a.to_json()["cost"]["forward_passes"] == 700
+    assert a.cost.flops > 0 and 0 < a.to_json()["cost"]["forward_passes"] <= 700
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(method="magic"), "unknown method 'magic': choose one of itgis, naive"),
+    (dict(method="magic"), "unknown method 'magic': choose one of gld, itgis, mhis, naive, qld"),
     (dict(budget=0), "budget must be a positive integer"),
     (dict(budget=2.5), "budget must be a positive integer"),
     (dict(temperature=0.0), "temperature must be a positive finite number"),
