@@ -61,7 +61,7 @@ def test_mhis_error_shrinks_as_the_budget_grows(problem):
 
     def mean_log_error(budget):
         ests = [estimate(model, dist, ArgmaxIs(9), method="mhis", budget=budget, seed=s) for s in range(8)]
-        assert all(0 < e.diagnostics["acceptance_rate"] <= 1 for e in ests)
+        assert all(0 < e.diagnostics["acceptance_rate"] <= 1 and len(e.diagnostics["per_chain"]) == 32 for e in ests)
         assert all(e.cost.forward_passes <= budget and e.cost.backward_passes <= budget for e in ests)
         return sum(abs(math.log(max(e.probability, 1e-12) / p)) for e in ests) / len(ests)
 

@@ -93,10 +93,13 @@ def mhis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
     log_w = -torch.stack(kept_s) / temperature  # [kept, chains]
     hits = torch.stack(kept_hit)
     p, interval = _ratio_estimate(log_w, hits)
+    per_chain = (torch.where(hits, log_w, torch.tensor(-math.inf, dtype=torch.float64)).logsumexp(0)
+                 - log_w.logsumexp(0)).exp()
     moves = steps * chains if len(variable) else 0
     return RawEstimate(p, interval, chains * (steps + 1), chains * (steps + 1),
                        {"acceptance_rate": accepted / moves if moves else 0.0, "hits": int(hits.sum()),
                         "chains": chains, "steps_per_chain": steps, "burn_in": burn,
+                        "per_chain": per_chain.tolist(),
                         "note": "self-normalised: consistent, biased for finite chains"})
 
 
