@@ -81,6 +81,21 @@ def register(name: str, description: str, **defaults: Any) -> Callable[[Estimato
     return wrap
 
 
+def score_and_gradient(model, event: Event, tokens: torch.Tensor):
+    """Event score [B] (float64), indicator [B] and d score / d token embeddings [B, T, d_model].
+
+    The gradient w.r.t. the one-hot input at (i, v) is then ``W_E[v] · grad[:, i]``: gradient methods
+    evaluate it on each position's support only, never materialising a [B, T, vocab] one-hot tensor.
+    """
+    emb = model.W_E[tokens].detach().requires_grad_(True)
+    with torch.enable_grad():
+        resid = model.final_residual(emb)
+        logits = resid @ model.W_U if model.b_U is None else resid @ model.W_U + model.b_U
+        score = event.score(logits)
+        (grad,) = torch.autograd.grad(score.sum(), emb)
+    return score.detach().double(), event.indicator(logits.detach()), grad
+
+
 def forward_flops(model, seq_len: int) -> float:
     """FLOPs of one sequence's forward pass to the last position's logits (2 per multiply-add).
 

@@ -24,21 +24,16 @@ import torch
 from scipy import stats
 
 from lowprob.distributions.base import TokenDistribution
-from lowprob.estimators.base import RawEstimate, register
+from lowprob.estimators.base import RawEstimate, register, score_and_gradient
 
 DECAY = 0.9
 
 
 def _one_hot_scores(model, dist: TokenDistribution, event, tokens: torch.Tensor):
     """Event indicator [B] and the batch-mean one-hot gradient per position, on each support."""
-    emb = model.W_E[tokens].detach().requires_grad_(True)
-    with torch.enable_grad():
-        resid = model.final_residual(emb)
-        logits = resid @ model.W_U if model.b_U is None else resid @ model.W_U + model.b_U
-        (grad,) = torch.autograd.grad(event.score(logits).sum(), emb)
+    _, hit, grad = score_and_gradient(model, event, tokens)
     mean_grad = grad.mean(0)  # [T, d]
-    scores = [model.W_E[dist.support(i)[0]].detach() @ mean_grad[i] for i in range(len(dist))]
-    return event.indicator(logits.detach()), scores
+    return hit, [model.W_E[dist.support(i)[0]].detach() @ mean_grad[i] for i in range(len(dist))]
 
 
 def tilted(dist: TokenDistribution, scores: list[torch.Tensor], temperature: float) -> TokenDistribution:

@@ -19,18 +19,7 @@ import torch
 from scipy import stats
 
 from lowprob.distributions.base import TokenDistribution
-from lowprob.estimators.base import RawEstimate, register
-
-
-def _evaluate(model, dist: TokenDistribution, event, tokens: torch.Tensor):
-    """Score [C], indicator [C] and per-chain embedding gradients [C, T, d] at ``tokens``."""
-    emb = model.W_E[tokens].detach().requires_grad_(True)
-    with torch.enable_grad():
-        resid = model.final_residual(emb)
-        logits = resid @ model.W_U if model.b_U is None else resid @ model.W_U + model.b_U
-        score = event.score(logits)
-        (grad,) = torch.autograd.grad(score.sum(), emb)
-    return score.detach().double(), event.indicator(logits.detach()), grad
+from lowprob.estimators.base import RawEstimate, register, score_and_gradient
 
 
 class _PaddedSupports:
@@ -66,7 +55,7 @@ def mhis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
     supports = _PaddedSupports(dist, model.d_vocab)
     rows = torch.arange(chains)
     x = dist.sample(chains, generator)
-    s, hit, grad = _evaluate(model, dist, event, x)
+    s, hit, grad = score_and_gradient(model, event, x)
     kept_s, kept_hit = [], []
     accepted = 0
     for step in range(steps if len(variable) else 0):
@@ -76,7 +65,7 @@ def mhis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
         old_col = supports.index_of[pos, x[rows, pos]]
         proposal = x.clone()
         proposal[rows, pos] = supports.ids[pos, new_col]
-        s_new, hit_new, grad_new = _evaluate(model, dist, event, proposal)
+        s_new, hit_new, grad_new = score_and_gradient(model, event, proposal)
         log_rev = supports.log_proposal(model, pos, grad_new, temperature)[rows, old_col]
         log_prior = supports.log_prior[pos, new_col] - supports.log_prior[pos, old_col]
         log_alpha = log_prior + (s_new - s) / temperature + log_rev - log_fwd_all[rows, new_col]
