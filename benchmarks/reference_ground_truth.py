@@ -1,15 +1,14 @@
 """Regenerate the shipped reference ground truth: 3 models x 8 distributions at the ``cpu`` length.
 
 Run:   python benchmarks/reference_ground_truth.py [--workers 2 --worker I] [--threads 1]
-Exact where the product space allows (<= 2^26 sequences; ``icl``), else 2^24 samples with seed 0.
-Files go to ``src/lowprob/ground_truth/reference/cpu/{model}/{dist}.safetensors``; every shard is
+Exact where the product space allows (<= 2^26 sequences; ``icl``), else ``REFERENCE_SAMPLES[model]``
+samples with seed 0. Files go to ``lowprob.ground_truth.reference.reference_path(model, dist)``; every shard is
 checkpointed in ``….partial`` beside it, and a rerun resumes (commit the partial files to carry a
 run across sessions). Pairs are split round-robin over ``--workers`` processes, one per core.
 """
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 
@@ -17,10 +16,8 @@ from lowprob import load_distribution, load_model
 from lowprob.distributions import PAPER_DISTRIBUTIONS
 from lowprob.ground_truth import ground_truth
 from lowprob.ground_truth.compute import MAX_EXACT
+from lowprob.ground_truth.reference import REFERENCE_SAMPLES, reference_path
 from lowprob.models.zoo import SHIPPED_CONFIGS
-
-ROOT = Path(__file__).resolve().parents[1] / "src" / "lowprob" / "ground_truth" / "reference" / "cpu"
-SAMPLES = 1 << 24
 
 
 def main() -> None:
@@ -32,7 +29,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pairs = [(m, d) for m in SHIPPED_CONFIGS for d in PAPER_DISTRIBUTIONS]
     for model_name, dist_name in pairs[args.worker::args.workers]:
-        out = ROOT / model_name / f"{dist_name}.safetensors"
+        out = reference_path(model_name, dist_name)
         if out.exists():
             continue
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -40,7 +37,7 @@ def main() -> None:
         dist = load_distribution(dist_name, model, "cpu")
         exact = dist.support_size() <= MAX_EXACT
         start = time.perf_counter()
-        gt = ground_truth(model, dist, exact=exact, samples=None if exact else SAMPLES, seed=0,
+        gt = ground_truth(model, dist, exact=exact, samples=None if exact else REFERENCE_SAMPLES[model_name], seed=0,
                           checkpoint=out.with_name(out.name + ".partial"), progress=True)
         gt.save(out)
         out.with_name(out.name + ".partial").unlink(missing_ok=True)

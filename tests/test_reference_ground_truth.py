@@ -1,18 +1,16 @@
 """The shipped reference ground truth: tied to today's models and distributions, and a fresh random
 slice of samples agrees with each table (chi-square, cells with < 5 expected counts pooled)."""
 
-from pathlib import Path
-
 import pytest
 
 import lowprob
 from lowprob.ground_truth import GroundTruth
 from lowprob.ground_truth.compute import MAX_EXACT
+from lowprob.ground_truth.reference import REFERENCE_DIR, REFERENCE_SAMPLES
 
 from .test_ground_truth import chi_square_p
 
-ROOT = Path(lowprob.__file__).parent / "ground_truth" / "reference" / "cpu"
-TABLES = sorted(ROOT.glob("*/*.safetensors"))
+TABLES = sorted((REFERENCE_DIR / "cpu").glob("*/*.safetensors"))
 
 
 @pytest.mark.skipif(not TABLES, reason="no reference table has been computed yet")
@@ -24,7 +22,7 @@ def test_reference_table_matches_a_fresh_slice(path):
     assert gt.exact == (dist.support_size() <= MAX_EXACT)
     assert gt.probabilities.sum().item() == pytest.approx(1.0, abs=1e-9)
     if not gt.exact:
-        assert int(gt.counts.sum()) == gt.n_samples == 1 << 24
+        assert int(gt.counts.sum()) == gt.n_samples == REFERENCE_SAMPLES[path.parent.name]
     fresh = lowprob.ground_truth(model, dist, samples=1 << 14, seed=12345)  # shard seeds unlike the table's
     # a sampled table's zero counts are not impossibilities: smooth them (add-1/2) before the test
     expected = gt.probabilities if gt.exact else (gt.counts + 0.5) / (gt.n_samples + 0.5 * len(gt.counts))

@@ -191,6 +191,35 @@ def ground_truth_command(
 
 
 @app.command()
+def bench(
+    scale: Annotated[str, typer.Option(help="tiny (toy models, minutes), cpu (the reference run) or paper")],
+    out: Annotated[Path, typer.Option(help="results directory (rows/*.jsonl, bench.json)")],
+    methods: Annotated[Optional[str], typer.Option(help="comma-separated methods (default: all)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue the run in OUT, skipping finished estimates")] = False,
+    workers: Annotated[int, typer.Option(help="parallel processes, one (model, distribution) pair each")] = 1,
+    ground_truth: Annotated[Optional[Path], typer.Option(
+        "--ground-truth", help="directory of {model}/{dist}.safetensors tables (required at paper scale)")] = None,
+) -> None:
+    """Run a benchmark scale: every method, temperature, target and seed, as resumable JSON lines."""
+    from lowprob.bench import get_scale, run_bench
+
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    run_bench(get_scale(scale), out, chosen, resume=resume, workers=workers, ground_truth_dir=ground_truth)
+    typer.echo(f"rows in {out}/rows; next: lowprob report {out}")
+
+
+@app.command()
+def report(
+    directory: Annotated[Path, typer.Argument(help="a `lowprob bench` results directory")],
+    out: Annotated[Optional[Path], typer.Option(help="where to write (default: DIRECTORY)")] = None,
+) -> None:
+    """Score a benchmark run: Markdown tables of losses, scores.csv and PNG plots."""
+    from lowprob.bench.report import write_report
+
+    typer.echo(f"wrote {write_report(directory, out)}")
+
+
+@app.command()
 def train(
     name: Annotated[str, typer.Argument(help="gelu-1l, gelu-2l or gelu-4l")],
     out: Annotated[Path, typer.Option(help="model directory to write")],

@@ -6,7 +6,8 @@ one-hot input, computed as (gradient w.r.t. position i's embedding) · W_E[v] on
 Scores are an exponential moving average (decay 0.9) of per-batch mean gradients, and
 T_b = T (1 - 0.9^b) / (1 - 0.9) makes the sum act as an average. Each batch's proposal is fixed
 before the batch is drawn, so the mean of w(x) 1[event] with w = D/q is unbiased; weights are kept in
-log space.
+log space. The batch is the paper's 256 but small enough for at least 16 adaptive rounds: with the
+whole budget in one batch, ITGIS would be plain sampling.
 
 The interval treats the hits as a compound Poisson count: with effective count
 n_eff = (Σw)² / Σw² and scale s = Σw² / Σw (so p̂ = s n_eff / N), it is Garwood's exact Poisson
@@ -24,9 +25,11 @@ import torch
 from scipy import stats
 
 from lowprob.distributions.base import TokenDistribution
+from lowprob.errors import LowprobError
 from lowprob.estimators.base import RawEstimate, register, score_and_gradient
 
 DECAY = 0.9
+MAX_BATCH, MIN_ROUNDS = 256, 16
 
 
 def _one_hot_scores(model, dist: TokenDistribution, event, tokens: torch.Tensor):
@@ -46,9 +49,13 @@ def tilted(dist: TokenDistribution, scores: list[torch.Tensor], temperature: flo
     return TokenDistribution.from_positions(positions, normalize=True)
 
 
-@register("itgis", "importance sampling with gradient-tilted independent tokens", temperature=1.0, batch_size=256)
+@register("itgis", "importance sampling with gradient-tilted independent tokens", temperature=1.0, batch_size=None)
 def itgis(model, dist: TokenDistribution, event, budget: int, generator: torch.Generator,
-          temperature: float, batch_size: int) -> RawEstimate:
+          temperature: float, batch_size: int | None) -> RawEstimate:
+    if batch_size is None:
+        batch_size = min(MAX_BATCH, -(-budget // MIN_ROUNDS))
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise LowprobError(f"batch_size must be a positive integer, got {batch_size!r}")
     ema = [torch.zeros(n, dtype=torch.float64) for n in dist.support_sizes()]
     proposal = dist
     log_terms, log_weights = [], []

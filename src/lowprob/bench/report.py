@@ -1,0 +1,236 @@
+"""``lowprob report DIR``: the benchmark's Markdown tables, tidy scores and plots.
+
+Losses are averaged over targets within a (model, distribution) and then over distributions, so each
+distribution weighs the same whatever its number of targets. The bracketed ranges are 95% bootstrap
+intervals over targets (resampled within each distribution): they show how much the mean rests on a
+few targets, not the estimators' own seed-to-seed noise.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from lowprob.bench.score import CONSTANT, load_rows, score_rows, wnrv_gain
+from lowprob.evaluation import ZERO_FLOOR
+
+BOOTSTRAP_REPS = 1000
+
+
+def _order(methods) -> list[str]:
+    return [CONSTANT] * (CONSTANT in methods) + sorted(m for m in methods if m != CONSTANT)
+
+
+def _fmt(x: float | None) -> str:
+    if x is None or not np.isfinite(x):
+        return "–"
+    return f"{x:.3g}" if abs(x) < 1e4 else f"{x:.1e}"
+
+
+def _pair_means(records: list[dict], key: str) -> dict[tuple, float]:
+    """Mean of ``key`` per (model, distribution, method), over targets and seeds."""
+    groups = defaultdict(list)
+    for r in records:
+        groups[(r["model"], r["distribution"], r["method"])].append(r[key])
+    return {k: float(np.mean(v)) for k, v in groups.items()}
+
+
+def _bootstrap(groups: list[np.ndarray], seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    means = np.mean([g[rng.integers(0, len(g), (BOOTSTRAP_REPS, len(g)))].mean(1) for g in groups], axis=0)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def _model_means(records: list[dict], key: str, models: list[str], methods: list[str], with_ci: bool
+                 ) -> dict[tuple, str]:
+    """Cells "mean [lo, hi]" per (model or "all", method), means of per-distribution means."""
+    per_pair = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        per_pair[(r["model"], r["method"])][r["distribution"]].append(r[key])
+    cells = {}
+    for model in [*models, "all"]:
+        for method in methods:
+            groups = [np.array(v) for (m, me), by in per_pair.items() if me == method and model in (m, "all")
+                      for v in by.values()]
+            if not groups:
+                cells[(model, method)] = "–"
+                continue
+            cell = _fmt(float(np.mean([g.mean() for g in groups])))
+            if with_ci:
+                lo, hi = _bootstrap(groups)
+                cell += f" [{_fmt(lo)}, {_fmt(hi)}]"
+            cells[(model, method)] = cell
+    return cells
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def write_report(directory: str | Path, out: str | Path | None = None) -> Path:
+    """Score the rows under ``directory`` and write report.md, scores.csv and PNG plots to ``out``."""
+    directory = Path(directory)
+    out = Path(out) if out is not None else directory
+    out.mkdir(parents=True, exist_ok=True)
+    rows = load_rows(directory)
+    records, notes = score_rows(rows)
+    config_path = directory / "bench.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    models = sorted({r["model"] for r in records})
+    methods = _order({r["method"] for r in records})
+    estimators = [m for m in methods if m != CONSTANT]
+    scored = [r for r in records if r["method"] != CONSTANT]
+
+    lines = [f"# lowprob benchmark: `{config.get('name', '?')}` scale", ""]
+    lines += _setup_lines(config, rows, records)
+    lines += ["", "## Mean IS loss, leak-free temperatures (nested leave-one-out)", "",
+              "Lower is better; 0 is perfect. Each target is scored with a log-affine fit (and, for methods with "
+              "a temperature, a temperature) chosen on the *other* targets of its (model, distribution). "
+              "Brackets: 95% bootstrap interval over targets.", ""]
+    cells = _model_means(records, "loss", models, methods, with_ci=True)
+    lines += _table(["model", *methods], [[m, *(cells[(m, me)] for me in methods)] for m in [*models, "all"]])
+    lines += ["", "## Mean IS loss, oracle temperatures (the paper's protocol: tuned on the scored targets)", ""]
+    cells = _model_means(records, "oracle_loss", models, methods, with_ci=False)
+    lines += _table(["model", *methods], [[m, *(cells[(m, me)] for me in methods)] for m in [*models, "all"]])
+    lines += ["", "## Per distribution (leak-free; oracle in parentheses where it differs)", ""]
+    free, top = _pair_means(records, "loss"), _pair_means(records, "oracle_loss")
+    n_targets = {(r["model"], r["distribution"]): 0 for r in records}
+    for r in records:
+        if r["method"] == CONSTANT:
+            n_targets[(r["model"], r["distribution"])] += 1
+    table = []
+    for (model, dist), n in sorted(n_targets.items()):
+        cell = []
+        for me in methods:
+            f, o = free.get((model, dist, me)), top.get((model, dist, me))
+            cell.append(_fmt(f) + (f" ({_fmt(o)})" if o is not None and f is not None and _fmt(o) != _fmt(f) else ""))
+        table.append([model, dist, str(n), *cell])
+    lines += _table(["model", "distribution", "targets", *methods], table)
+    lines += ["", "## Unfit accuracy, calibration and cost (at the leak-free temperature)", "",
+              "Median |log10 q/p| with zero estimates at 1e-12; coverage of the estimators' own nominal-95% "
+              "intervals; model calls = forward + backward passes per estimate; WNRV gain = plain sampling's "
+              "work-normalised relative variance over the method's (median; needs ≥ 2 seeds).", ""]
+    lines += _table(["method", "median loss", "median abs log10 error", "zero estimates", "95% coverage",
+                     "model calls", "seconds", "WNRV gain"], [_unfit_row(me, scored) for me in estimators])
+    lines += _temperature_lines(scored)
+    if notes:
+        lines += ["", "## Not scored", "", *(f"- {n}" for n in notes)]
+    plots = _plots(records, models, estimators, out)
+    lines += ["", "## Plots", "", *(f"![{p.stem}]({p.name})" for p in plots)]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    _write_csv(records, out / "scores.csv")
+    return out / "report.md"
+
+
+def _setup_lines(config: dict, rows: list[dict], records: list[dict]) -> list[str]:
+    gts = {(r["model"], r["distribution"]): (r["ground_truth_exact"], r["ground_truth_n"]) for r in rows}
+    exact = sum(e for e, _ in gts.values())
+    sampled = sorted({n for e, n in gts.values() if not e})
+    counts = [r["ground_truth_count"] for r in records if r["method"] == CONSTANT and r["ground_truth_count"]]
+    floor = f"; a perfect estimator still pays ≈ {np.mean([1 / (2 * c) for c in counts]):.3f} mean loss for " \
+            f"the sampled ground truth's noise (1/(2·count))" if counts else ""
+    return [f"Budget {config.get('budget', '?')} model calls per estimate; up to {config.get('n_targets', '?')} "
+            f"targets per (model, distribution), seeds {config.get('seeds', '?')}; temperature grid "
+            f"{config.get('temperatures', '?')}. Ground truth: {exact} pair(s) exact, {len(gts) - exact} sampled "
+            f"({', '.join(f'{n:,}' for n in sampled) or '–'} samples){floor}. "
+            f"{len(rows):,} estimates, {sum(r['cost']['seconds'] for r in rows) / 3600:.2f} hours of estimator "
+            f"time."]
+
+
+def _unfit_row(method: str, scored: list[dict]) -> list[str]:
+    rs = [r for r in scored if r["method"] == method]
+    gains = [g for r in rs if (g := wnrv_gain(r)) is not None]
+    return [method, _fmt(float(np.median([r["loss"] for r in rs]))),
+            _fmt(float(np.median([r["abs_log10_error"] for r in rs]))),
+            f"{np.mean([r['zero'] for r in rs]):.0%}", f"{np.mean([r['covered'] for r in rs]):.0%}",
+            _fmt(float(np.mean([r["calls"] for r in rs]))), _fmt(float(np.mean([r["seconds"] for r in rs]))),
+            _fmt(float(np.median(gains))) if gains else "–"]
+
+
+def _temperature_lines(scored: list[dict]) -> list[str]:
+    tempered = sorted({r["method"] for r in scored if r.get("temperature") is not None})
+    if not tempered:
+        return []
+    chosen = defaultdict(set)
+    for r in scored:
+        if r["method"] in tempered:
+            chosen[(r["model"], r["distribution"], r["method"])].add(r["oracle_temperature"])
+    pairs = sorted({(m, d) for m, d, _ in chosen})
+    rows = [[m, d, *(", ".join(_fmt(t) for t in sorted(chosen[(m, d, me)])) for me in tempered)] for m, d in pairs]
+    return ["", "## Oracle temperatures", "", *_table(["model", "distribution", *tempered], rows)]
+
+
+def _write_csv(records: list[dict], path: Path) -> None:
+    fields = list(dict.fromkeys(k for r in records for k in r))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def _plots(records: list[dict], models: list[str], estimators: list[str], out: Path) -> list[Path]:
+    paths = []
+    colors = dict(zip(models, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    free = _pair_means(records, "loss")
+    methods = [CONSTANT, *estimators]
+    for model in models:
+        dists = sorted({d for m, d, _ in free if m == model})
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * (len(dists) + 1)), 3.8))
+        width = 0.8 / len(methods)
+        for j, me in enumerate(methods):
+            vals = [free.get((model, d, me), np.nan) for d in dists]
+            vals.append(np.nanmean(vals) if not np.all(np.isnan(vals)) else np.nan)
+            ax.bar(np.arange(len(dists) + 1) + (j - (len(methods) - 1) / 2) * width, vals, width, label=me,
+                   color="0.6" if me == CONSTANT else None)
+        ax.set_xticks(np.arange(len(dists) + 1), [*dists, "mean"])
+        ax.set(yscale="log", ylabel="mean IS loss (leak-free)", title=f"{model}: loss by distribution and method")
+        ax.legend(fontsize=7, ncol=len(methods))
+        fig.tight_layout()
+        paths.append(out / f"loss_{model}.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    for key, name, label in (("estimate", "scatter_raw", "raw estimate"),
+                             ("fitted", "scatter_fitted", "leave-one-out fitted estimate")):
+        fig, axes = plt.subplots(1, len(estimators), figsize=(3.2 * len(estimators), 3.4), squeeze=False)
+        for ax, me in zip(axes[0], estimators, strict=True):
+            for model in models:
+                rs = [r for r in records if r["method"] == me and r["model"] == model]
+                p = np.array([r["ground_truth"] for r in rs])
+                q = np.array([r[key] for r in rs])
+                zero = q <= 0
+                ax.scatter(p[~zero], q[~zero], s=8, alpha=0.6, color=colors[model], label=model)
+                ax.scatter(p[zero], np.full(zero.sum(), ZERO_FLOOR), s=12, marker="v", facecolors="none",
+                           edgecolors=colors[model])
+            lo = min(r["ground_truth"] for r in records) / 3
+            ax.plot([lo, 1], [lo, 1], "k--", lw=0.8)
+            ax.set(xscale="log", yscale="log", title=me, xlabel="ground truth p", ylim=(ZERO_FLOOR / 3, 1.5))
+        axes[0][0].set_ylabel(f"{label} (zeros: ▽ at 1e-12)")
+        axes[0][-1].legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(out / f"{name}.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(1.2 * len(estimators) * max(1, len(models)) / 2 + 2, 3.4))
+    width = 0.8 / max(1, len(models))
+    for j, model in enumerate(models):
+        cov = [np.mean([r["covered"] for r in records if r["method"] == me and r["model"] == model] or [np.nan])
+               for me in estimators]
+        ax.bar(np.arange(len(estimators)) + (j - (len(models) - 1) / 2) * width, cov, width, label=model,
+               color=colors[model])
+    ax.axhline(0.95, color="k", ls="--", lw=0.8, label="nominal 95%")
+    ax.set_xticks(np.arange(len(estimators)), estimators)
+    ax.set(ylim=(0, 1.05), ylabel="interval coverage of ground truth", title="95% interval coverage")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / "coverage.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths

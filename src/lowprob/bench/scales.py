@@ -1,0 +1,93 @@
+"""Benchmark scales: which (model, distribution) problems, at what budget, against what ground truth.
+
+* ``tiny``: two random toy transformers (256 tokens) x three tiny enumerable families; exact ground truth computed
+  on the fly. Minutes on a laptop; the test suite runs it.
+* ``cpu``: the 3 shipped models x the 8 paper distributions at ``cpu`` length, budget 2^12, against
+  the shipped reference ground truth. The reference run (``benchmarks/results/cpu``).
+* ``paper``: the paper's setting, budget 2^16 at ``paper`` length with 256 targets per pair, against
+  ground truth you supply (2^32 samples per pair — a GPU/cluster job, see the README).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lowprob.distributions import PAPER_DISTRIBUTIONS, TokenDistribution, load_distribution
+from lowprob.distributions.tiny import tiny_distribution
+from lowprob.errors import LowprobError
+from lowprob.ground_truth import GroundTruth, ground_truth
+from lowprob.ground_truth.reference import load_reference
+from lowprob.models import Transformer, TransformerConfig, load_model
+from lowprob.models.zoo import SHIPPED_CONFIGS
+
+TEMPERATURES = (0.3, 0.45, 0.67, 1.0, 1.5, 2.24, 3.34, 5.0)  # the paper's grid, ~1.5x steps
+
+TOY_MODELS = {
+    "toy-1l": TransformerConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=128, n_ctx=8, d_vocab=256),
+    "toy-2l": TransformerConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=128, n_ctx=8, d_vocab=256),
+}
+# the families whose exact ground truth takes well under a second (4,096 / 8,000 / 65,025 sequences)
+TINY_DISTRIBUTIONS = ("tiny-uniform", "tiny-constants", "tiny-wide")
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    budget: int
+    n_targets: int  # per (model, distribution), at most
+    seeds: tuple[int, ...]
+    temperatures: tuple[float, ...]
+    models: tuple[str, ...]
+    distributions: tuple[str, ...]
+    length: str | None  # paper-distribution length variant; None for the tiny families
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(m, d) for m in self.models for d in self.distributions]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+SCALES = {
+    "tiny": Scale("tiny", budget=256, n_targets=6, seeds=(0, 1), temperatures=TEMPERATURES,
+                  models=tuple(TOY_MODELS), distributions=TINY_DISTRIBUTIONS, length=None),
+    "cpu": Scale("cpu", budget=1 << 12, n_targets=32, seeds=(0,), temperatures=TEMPERATURES,
+                 models=tuple(SHIPPED_CONFIGS), distributions=tuple(PAPER_DISTRIBUTIONS), length="cpu"),
+    "paper": Scale("paper", budget=1 << 16, n_targets=256, seeds=(0,), temperatures=TEMPERATURES,
+                   models=tuple(SHIPPED_CONFIGS), distributions=tuple(PAPER_DISTRIBUTIONS), length="paper"),
+}
+
+
+def get_scale(name: str) -> Scale:
+    if name not in SCALES:
+        raise LowprobError(f"unknown scale {name!r}: choose one of {', '.join(SCALES)}")
+    return SCALES[name]
+
+
+def target_seed(model_name: str, dist_name: str) -> int:
+    """The seed of a pair's target draw: stable across runs, processes and Python versions."""
+    return zlib.crc32(f"{model_name}/{dist_name}".encode())
+
+
+def load_problem(scale: Scale, model_name: str, dist_name: str, ground_truth_dir: Path | None = None
+                 ) -> tuple[object, TokenDistribution, GroundTruth]:
+    """Model, distribution and ground truth of one pair of ``scale``.
+
+    ``ground_truth_dir`` holds ``{model}/{dist}.safetensors`` files (from ``lowprob ground-truth``);
+    it replaces the shipped tables and is required at ``paper`` scale.
+    """
+    if scale.length is None:
+        model = Transformer(TOY_MODELS[model_name], seed=0).eval()
+        dist = tiny_distribution(dist_name, model.d_vocab)
+        return model, dist, ground_truth(model, dist, exact=True)
+    model = load_model(model_name)
+    dist = load_distribution(dist_name, model, scale.length)
+    if ground_truth_dir is not None:
+        path = Path(ground_truth_dir) / model_name / f"{dist_name}.safetensors"
+        if not path.exists():
+            raise LowprobError(f"{path} is missing: compute it with `lowprob ground-truth --model {model_name} "
+                               f"--dist {dist_name} --length {scale.length} --samples N --out {path}`")
+        return model, dist, GroundTruth.load(path, model, dist)
+    return model, dist, load_reference(model_name, dist_name, model, dist, scale.length)

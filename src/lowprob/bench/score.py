@@ -1,0 +1,131 @@
+"""From benchmark rows to scores: one record per (model, distribution, method, seed, target).
+
+Each (model, distribution, method, seed) is scored as a unit over its targets and hyper-parameter
+grid: the leak-free (nested leave-one-out) and the oracle temperature selection of
+``lowprob.evaluation.selection``, each with its leave-one-out fitted estimate and loss. Unfit metrics
+(log10 error, zero estimates, interval coverage) are read at the leak-free choice. The optimal
+constant appears as method ``constant``. A unit whose grid is incomplete (a run still going) or that
+has fewer than 3 targets is listed, not scored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from lowprob.errors import LowprobError
+from lowprob.evaluation import (
+    abs_log10_error,
+    covered,
+    leak_free,
+    log_estimate,
+    loo_constant_losses,
+    oracle,
+    plain_sampling_wnrv,
+    work_normalised_variance,
+)
+
+CONSTANT = "constant"
+
+
+def load_rows(directory: str | Path) -> list[dict]:
+    """Every complete row under ``directory/rows`` (a torn last line from a crash is skipped)."""
+    files = sorted(Path(directory).glob("rows/*/*.jsonl"))
+    if not files:
+        raise LowprobError(f"no benchmark rows under {directory}/rows: run `lowprob bench --out {directory}` first")
+    rows = []
+    for path in files:
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # the torn last line of an interrupted run; --resume rewrites it
+    return rows
+
+
+def _temperature(row: dict) -> float | None:
+    return row["hyper"].get("temperature")
+
+
+def _calls(row: dict) -> int:
+    return row["cost"]["forward_passes"] + row["cost"]["backward_passes"]
+
+
+def score_rows(rows: Iterable[dict]) -> tuple[list[dict], list[str]]:
+    """Scored records, and notes on the units that could not be scored."""
+    units: dict[tuple, list[dict]] = defaultdict(list)
+    repeats: dict[tuple, list[dict]] = defaultdict(list)  # the seeds of one (pair, method, hyper, target)
+    for row in rows:
+        units[(row["model"], row["distribution"], row["method"], row["seed"])].append(row)
+        repeats[_setting(row)].append(row)
+    records: list[dict] = []
+    notes: list[str] = []
+    truths: dict[tuple, dict[int, dict]] = defaultdict(dict)
+    for (model, dist, method, seed), unit in sorted(units.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        grid = sorted({json.dumps(r["hyper"], sort_keys=True) for r in unit})
+        targets = sorted({r["target"] for r in unit})
+        cell = {(json.dumps(r["hyper"], sort_keys=True), r["target"]): r for r in unit}
+        for r in unit:
+            truths[(model, dist)][r["target"]] = r
+        if len(cell) < len(grid) * len(targets):
+            notes.append(f"{model}/{dist}/{method} seed {seed}: incomplete ({len(cell)} of "
+                         f"{len(grid) * len(targets)} estimates), not scored")
+            continue
+        if len(targets) < 3:
+            notes.append(f"{model}/{dist}/{method} seed {seed}: {len(targets)} target(s), too few to fit")
+            continue
+        p = np.array([cell[(grid[0], t)]["ground_truth"] for t in targets])
+        log_q = np.array([[log_estimate(cell[(h, t)]["probability"]) for t in targets] for h in grid])
+        free, best = leak_free(np.log(p), log_q), oracle(np.log(p), log_q)
+        for i, t in enumerate(targets):
+            chosen, top = cell[(grid[free.choice[i]], t)], cell[(grid[best.choice[i]], t)]
+            q = chosen["probability"]
+            records.append({
+                "model": model, "distribution": dist, "method": method, "seed": seed, "target": t,
+                "target_text": chosen["target_text"], "ground_truth": p[i],
+                "ground_truth_count": chosen["ground_truth_count"],
+                "temperature": _temperature(chosen), "estimate": q, "interval": chosen["interval"],
+                "fitted": math.exp(free.fitted[i]), "loss": float(free.losses[i]),
+                "oracle_temperature": _temperature(top), "oracle_fitted": math.exp(best.fitted[i]),
+                "oracle_loss": float(best.losses[i]),
+                "zero": q == 0, "abs_log10_error": float(abs_log10_error(p[i], q)),
+                "covered": bool(covered(p[i], *chosen["interval"])),
+                "calls": _calls(chosen), "seconds": chosen["cost"]["seconds"], "flops": chosen["cost"]["flops"],
+                "wnrv": _wnrv(repeats[_setting(chosen)]),
+            })
+    for (model, dist), by_target in sorted(truths.items()):
+        targets = sorted(by_target)
+        if len(targets) < 3:
+            continue
+        p = np.array([by_target[t]["ground_truth"] for t in targets])
+        losses = loo_constant_losses(np.log(p))
+        for i, t in enumerate(targets):
+            records.append({"model": model, "distribution": dist, "method": CONSTANT, "seed": None, "target": t,
+                            "target_text": by_target[t]["target_text"], "ground_truth": p[i],
+                            "ground_truth_count": by_target[t]["ground_truth_count"],
+                            "loss": float(losses[i]), "oracle_loss": float(losses[i])})
+    return records, notes
+
+
+def _setting(row: dict) -> tuple:
+    return row["model"], row["distribution"], row["method"], json.dumps(row["hyper"], sort_keys=True), row["target"]
+
+
+def _wnrv(repeats: list[dict]) -> float | None:
+    """Work-normalised relative variance over every seed's run of one setting (None with one seed)."""
+    if len(repeats) < 2:
+        return None
+    return work_normalised_variance(repeats[0]["ground_truth"], [r["probability"] for r in repeats],
+                                    [_calls(r) for r in repeats])
+
+
+def wnrv_gain(record: dict) -> float | None:
+    """How many times fewer model calls than plain sampling for the same relative variance."""
+    if record.get("wnrv") in (None, 0.0):
+        return None
+    return float(plain_sampling_wnrv(record["ground_truth"]) / record["wnrv"])

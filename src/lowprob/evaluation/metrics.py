@@ -1,0 +1,38 @@
+"""Unfit accuracy, calibration and efficiency: what the paper's fitted loss does not show.
+
+* ``abs_log10_error``: |log10 q − log10 p| with zero estimates at ``ZERO_FLOOR``; its median is the
+  "how many orders of magnitude off" a user feels.
+* ``covered``: whether the estimator's own nominal-95% interval holds the ground truth.
+* ``work_normalised_variance``: WNRV = (Var q̂ / p²) × cost over repeated seeds, with cost in model
+  calls (forward + backward passes); crude Monte Carlo has WNRV = (1 − p)/p, so the ratio of the two
+  is "how many times fewer model calls than plain sampling" for the same relative variance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lowprob.evaluation.loss import log_estimate
+
+
+def abs_log10_error(p, q) -> np.ndarray:
+    return np.abs(log_estimate(q) - np.log(np.asarray(p, np.float64))) / np.log(10.0)
+
+
+def covered(p, lo, hi) -> np.ndarray:
+    p = np.asarray(p, np.float64)
+    return (np.asarray(lo, np.float64) <= p) & (p <= np.asarray(hi, np.float64))
+
+
+def work_normalised_variance(p: float, estimates, calls) -> float:
+    """WNRV of repeated independent estimates (≥ 2) of one probability ``p`` at mean cost ``calls``."""
+    estimates = np.asarray(estimates, np.float64)
+    if len(estimates) < 2:
+        raise ValueError("work-normalised variance needs at least 2 repeated estimates")
+    return float(estimates.var(ddof=1) / p**2 * np.mean(calls))
+
+
+def plain_sampling_wnrv(p) -> np.ndarray:
+    """Crude Monte Carlo's WNRV, (1 − p)/p: the baseline a speed-up is measured against."""
+    p = np.asarray(p, np.float64)
+    return (1 - p) / p

@@ -1,0 +1,51 @@
+"""Which tokens a benchmark asks about: rare enough to matter, common enough to be measured.
+
+A token qualifies when its ground truth is trustworthy and the budget would rarely see it:
+
+* sampled ground truth: at least ``min_count`` hits (8 by default: ≤ ~35% relative error, and the
+  loss floor a perfect estimator pays for ground-truth noise, ~1/(2·count), stays ≤ 1/16);
+* exact ground truth: at least ``exact_floor`` (1e-9; enumeration has no noise);
+* at most ``headroom / budget`` (0.65/budget: plain sampling expects < 1 hit, as in the paper's
+  2^16 budget with targets ≤ 1e-5).
+
+Up to ``n_targets`` are drawn uniformly from the qualifying tokens with a seeded generator, and
+returned sorted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lowprob.ground_truth import GroundTruth
+
+MIN_COUNT = 8
+EXACT_FLOOR = 1e-9
+HEADROOM = 0.65
+
+
+@dataclass(frozen=True)
+class TargetRange:
+    low: float  # smallest admissible ground-truth probability
+    high: float  # largest
+
+
+def target_range(gt: GroundTruth, budget: int, min_count: int = MIN_COUNT, exact_floor: float = EXACT_FLOOR,
+                 headroom: float = HEADROOM) -> TargetRange:
+    low = exact_floor if gt.exact else min_count / gt.n_samples
+    return TargetRange(low, headroom / budget)
+
+
+def candidate_targets(gt: GroundTruth, budget: int, **range_options) -> torch.Tensor:
+    """Every token id whose ground truth lies in ``target_range`` (sorted)."""
+    r = target_range(gt, budget, **range_options)
+    p = gt.probabilities
+    return torch.nonzero((p >= r.low) & (p <= r.high)).flatten()
+
+
+def select_targets(gt: GroundTruth, budget: int, n_targets: int, seed: int, **range_options) -> list[int]:
+    """Up to ``n_targets`` candidates drawn uniformly without replacement, seeded, sorted."""
+    candidates = candidate_targets(gt, budget, **range_options)
+    order = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(seed))
+    return sorted(candidates[order[:n_targets]].tolist())

@@ -1,0 +1,120 @@
+"""`lowprob bench` / `lowprob report`: the tiny scale end to end, resuming, refusing, and the rows contract."""
+
+import dataclasses
+import json
+import math
+import sys
+
+import pytest
+
+from lowprob.bench import get_scale, run_bench
+from lowprob.bench.score import CONSTANT, load_rows, score_rows
+from lowprob.cli import main
+from lowprob.errors import LowprobError
+from lowprob.evaluation import is_loss
+
+from .test_cli import run
+
+ROW_FIELDS = {"scale", "model", "distribution", "length", "model_sha256", "distribution_sha256", "version", "target",
+              "target_text", "method", "hyper", "seed", "budget", "probability", "interval", "cost", "diagnostics",
+              "ground_truth", "ground_truth_exact", "ground_truth_n", "ground_truth_count"}
+SMALL = dataclasses.replace(get_scale("tiny"), n_targets=4, seeds=(0,), temperatures=(0.5, 2.0),
+                            models=("toy-1l",), distributions=("tiny-uniform", "tiny-wide"))
+
+
+def comparable(rows):
+    """Rows without what legitimately differs between runs: timings and cache hits."""
+    out = []
+    for r in rows:
+        r = {**r, "cost": {k: v for k, v in r["cost"].items() if k != "seconds"},
+             "diagnostics": {k: v for k, v in r["diagnostics"].items() if k != "cache_hit"}}
+        out.append(r)
+    return sorted(out, key=lambda r: (r["model"], r["distribution"], r["method"], json.dumps(r["hyper"]),
+                                      r["seed"], r["target"]))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The README's `lowprob bench --scale tiny`, through the CLI entry point."""
+    out = tmp_path_factory.mktemp("bench") / "tiny"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", ["lowprob", "bench", "--scale", "tiny", "--out", str(out)])
+        try:
+            main()
+        except SystemExit as exc:
+            assert exc.code in (0, None)
+    return out
+
+
+def test_tiny_scale_rows_follow_the_contract(tiny_run):
+    rows = load_rows(tiny_run)
+    scale = get_scale("tiny")
+    assert {tuple(sorted(r)) for r in rows} == {tuple(sorted(ROW_FIELDS))}
+    assert {r["method"] for r in rows} == {"gld", "itgis", "mhis", "naive", "qld"}
+    assert {r["hyper"]["temperature"] for r in rows if r["method"] in ("itgis", "mhis")} == set(scale.temperatures)
+    for r in rows:
+        assert r["ground_truth_exact"] and r["budget"] == scale.budget
+        assert 1e-9 <= r["ground_truth"] <= 0.65 / scale.budget
+        assert 0 <= r["interval"][0] <= r["interval"][1] and r["probability"] >= 0
+    targets = json.loads((tiny_run / "rows" / "toy-1l" / "tiny-wide.targets.json").read_text())
+    assert targets["n_candidates"] >= len(targets["targets"]) == scale.n_targets
+
+
+def test_tiny_report_scores_every_method(tiny_run, monkeypatch, capsys):
+    code, _, _ = run(monkeypatch, capsys, "report", str(tiny_run))
+    assert code == 0
+    report = (tiny_run / "report.md").read_text()
+    assert report.startswith("# lowprob benchmark: `tiny` scale")
+    for name in ("loss_toy-1l.png", "loss_toy-2l.png", "scatter_raw.png", "scatter_fitted.png", "coverage.png"):
+        assert (tiny_run / name).stat().st_size > 10_000
+        assert f"({name})" in report
+    records, notes = score_rows(load_rows(tiny_run))
+    assert not notes
+    assert {r["method"] for r in records} == {CONSTANT, "gld", "itgis", "mhis", "naive", "qld"}
+    for r in records:
+        assert r["loss"] >= 0 and r["oracle_loss"] >= 0
+        if r["method"] != CONSTANT:  # a record's loss is the IS loss of its own fitted estimate
+            assert r["loss"] == pytest.approx(float(is_loss(math.log(r["ground_truth"]), math.log(r["fitted"]))),
+                                              rel=1e-9)
+    by_unit = {}
+    for r in records:
+        by_unit.setdefault((r["model"], r["distribution"], r["method"], r["seed"]), []).append(r)
+    for unit in by_unit.values():  # per unit the oracle picks the best single temperature: never worse on average
+        assert sum(r["oracle_loss"] for r in unit) <= sum(r["loss"] for r in unit) + 1e-9 or \
+            len({r["temperature"] for r in unit}) > 1
+
+
+def test_resume_after_a_crash_gives_the_uninterrupted_rows(tmp_path):
+    whole = run_bench(SMALL, tmp_path / "whole", ["naive", "itgis", "qld"], progress=False)
+    cut = run_bench(SMALL, tmp_path / "cut", ["naive", "itgis", "qld"], progress=False)
+    path = cut / "rows" / "toy-1l" / "tiny-wide.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:5]) + lines[5][:40])  # killed mid-write: a torn line
+    (cut / "rows" / "toy-1l" / "tiny-uniform.jsonl").unlink()
+    with pytest.raises(LowprobError, match="--resume"):
+        run_bench(SMALL, cut, ["naive", "itgis", "qld"], progress=False)
+    run_bench(SMALL, cut, ["naive", "itgis", "qld"], resume=True, progress=False)
+    assert comparable(load_rows(cut)) == comparable(load_rows(whole))
+    assert all(line.endswith("\n") for line in path.read_text().splitlines(keepends=True))
+    run_bench(SMALL, cut, ["mhis"], resume=True, progress=False)  # a method added later joins the same run
+    assert {r["method"] for r in load_rows(cut)} == {"naive", "itgis", "qld", "mhis"}
+    with pytest.raises(LowprobError, match="another scale"):
+        run_bench(dataclasses.replace(SMALL, budget=128), cut, ["naive"], resume=True, progress=False)
+
+
+def test_parallel_workers_give_the_same_rows(tmp_path):
+    serial = run_bench(SMALL, tmp_path / "serial", ["itgis"], progress=False)
+    parallel = run_bench(SMALL, tmp_path / "parallel", ["itgis"], workers=2, progress=False)
+    assert comparable(load_rows(serial)) == comparable(load_rows(parallel))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("bench", "--scale", "huge", "--out", "x"), "unknown scale 'huge'"),
+    (("bench", "--scale", "tiny", "--out", "x", "--methods", "naive,magic"), "unknown method(s) magic"),
+    (("bench", "--scale", "paper", "--out", "x", "--methods", "naive"), "needs --ground-truth"),
+    (("report", "nowhere"), "no benchmark rows under nowhere"),
+])
+def test_bench_user_errors(monkeypatch, capsys, tmp_path, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
