@@ -5,6 +5,10 @@ Exact where the product space allows (<= 2^26 sequences; ``icl``), else ``REFERE
 samples with seed 0. Files go to ``lowprob.ground_truth.reference.reference_path(model, dist)``; every shard is
 checkpointed in ``….partial`` beside it, and a rerun resumes (commit the partial files to carry a
 run across sessions). Pairs are split round-robin over ``--workers`` processes, one per core.
+
+Summary: python benchmarks/reference_ground_truth.py --summary
+prints, per finished table, its mode and size, how many tokens have p in [1e-7, 1e-4] and how many
+qualify as targets of the cpu benchmark (budget 2^12).
 """
 
 import argparse
@@ -14,7 +18,8 @@ import torch
 
 from lowprob import load_distribution, load_model
 from lowprob.distributions import PAPER_DISTRIBUTIONS
-from lowprob.ground_truth import ground_truth
+from lowprob.evaluation import candidate_targets
+from lowprob.ground_truth import GroundTruth, ground_truth
 from lowprob.ground_truth.compute import MAX_EXACT
 from lowprob.ground_truth.reference import REFERENCE_SAMPLES, reference_path
 from lowprob.models.zoo import SHIPPED_CONFIGS
@@ -25,9 +30,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--worker", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--summary", action="store_true", help="describe the finished tables and exit")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pairs = [(m, d) for m in SHIPPED_CONFIGS for d in PAPER_DISTRIBUTIONS]
+    if args.summary:
+        summary(pairs)
+        return
     for model_name, dist_name in pairs[args.worker::args.workers]:
         out = reference_path(model_name, dist_name)
         if out.exists():
@@ -43,6 +52,21 @@ def main() -> None:
         out.with_name(out.name + ".partial").unlink(missing_ok=True)
         print(f"{model_name} {dist_name} {'exact' if exact else 'sampled'} n={gt.n_samples} "
               f"{time.perf_counter() - start:.0f}s", flush=True)
+
+
+def summary(pairs: list[tuple[str, str]]) -> None:
+    print("| model | distribution | ground truth | tokens with p in [1e-7, 1e-4] | cpu-benchmark candidates |")
+    print("|---|---|---|---|---|")
+    for model_name, dist_name in pairs:
+        path = reference_path(model_name, dist_name)
+        if not path.exists():
+            print(f"| {model_name} | {dist_name} | not computed yet | | |")
+            continue
+        gt = GroundTruth.load(path)
+        p = gt.probabilities
+        band = int(((p >= 1e-7) & (p <= 1e-4)).sum())
+        mode = f"exact ({gt.n_samples:,} sequences)" if gt.exact else f"{gt.n_samples:,} samples"
+        print(f"| {model_name} | {dist_name} | {mode} | {band} | {len(candidate_targets(gt, 1 << 12))} |")
 
 
 if __name__ == "__main__":

@@ -118,3 +118,13 @@ def test_bench_user_errors(monkeypatch, capsys, tmp_path, args, message):
     monkeypatch.chdir(tmp_path)
     code, _, err = run(monkeypatch, capsys, *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_only_runs_the_named_pairs_and_resume_completes_them(tmp_path):
+    part = run_bench(SMALL, tmp_path / "part", ["naive"], progress=False, only=["tiny-wide"])
+    assert {r["distribution"] for r in load_rows(part)} == {"tiny-wide"}
+    run_bench(SMALL, part, ["naive"], resume=True, progress=False)
+    whole = run_bench(SMALL, tmp_path / "whole", ["naive"], progress=False)
+    assert comparable(load_rows(part)) == comparable(load_rows(whole))
+    with pytest.raises(LowprobError, match="not a model or distribution"):
+        run_bench(SMALL, part, ["naive"], resume=True, progress=False, only=["gelu-9l"])

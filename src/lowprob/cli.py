@@ -199,12 +199,17 @@ def bench(
     workers: Annotated[int, typer.Option(help="parallel processes, one (model, distribution) pair each")] = 1,
     ground_truth: Annotated[Optional[Path], typer.Option(
         "--ground-truth", help="directory of {model}/{dist}.safetensors tables (required at paper scale)")] = None,
+    only: Annotated[Optional[str], typer.Option(
+        help="comma-separated models and/or distributions: run just those pairs (resume completes the rest)")] = None,
 ) -> None:
     """Run a benchmark scale: every method, temperature, target and seed, as resumable JSON lines."""
     from lowprob.bench import get_scale, run_bench
 
-    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-    run_bench(get_scale(scale), out, chosen, resume=resume, workers=workers, ground_truth_dir=ground_truth)
+    def split(text: str | None) -> list[str] | None:
+        return [m.strip() for m in text.split(",") if m.strip()] if text else None
+
+    run_bench(get_scale(scale), out, split(methods), resume=resume, workers=workers, ground_truth_dir=ground_truth,
+              only=split(only))
     typer.echo(f"rows in {out}/rows; next: lowprob report {out}")
 
 

@@ -122,8 +122,13 @@ def _worker(args) -> None:
 
 
 def run_bench(scale: Scale, out: str | Path, methods: list[str] | None = None, resume: bool = False,
-              workers: int = 1, ground_truth_dir: str | Path | None = None, progress: bool = True) -> Path:
-    """Run (or continue) ``scale`` into ``out``; returns ``out``."""
+              workers: int = 1, ground_truth_dir: str | Path | None = None, progress: bool = True,
+              only: list[str] | None = None) -> Path:
+    """Run (or continue) ``scale`` into ``out``; returns ``out``.
+
+    ``only`` restricts the run to pairs whose model or distribution is named (a partial run that a
+    later ``resume`` completes); the rows are the same as a full run's.
+    """
     from lowprob import estimators  # noqa: F401
 
     methods = list(methods or sorted(METHODS))
@@ -138,6 +143,16 @@ def run_bench(scale: Scale, out: str | Path, methods: list[str] | None = None, r
     gt_dir = Path(ground_truth_dir) if ground_truth_dir is not None else None
     _check_config(scale, out, resume)
     pairs = scale.pairs()
+    if only:
+        unknown = sorted(set(only) - set(scale.models) - set(scale.distributions))
+        if unknown:
+            raise LowprobError(f"--only names {', '.join(unknown)}, not a model or distribution of the "
+                               f"{scale.name} scale")
+        chosen = [(m, d) for m, d in pairs if m in only or d in only]
+        models_named = set(only) & set(scale.models)
+        dists_named = set(only) & set(scale.distributions)
+        pairs = [(m, d) for m, d in chosen if (not models_named or m in models_named)
+                 and (not dists_named or d in dists_named)]
     bar = tqdm(total=0, unit="est", desc=f"bench {scale.name}", disable=not progress, dynamic_ncols=True)
 
     def tick(kind: str, n: int) -> None:

@@ -33,6 +33,7 @@ from lowprob.models.transformer import Transformer
 
 SHARD_SIZE = 1 << 16
 MAX_EXACT = 1 << 26  # sequences; beyond this, sample
+PLAIN_CHUNK = 512  # sequences per plain forward pass: small enough to stay in cache
 
 
 def shard_seed(seed: int, shard: int) -> int:
@@ -49,7 +50,7 @@ def argmax_function(model, dist: TokenDistribution, fast: bool = True) -> Callab
 
     @torch.no_grad()
     def plain(tokens: torch.Tensor) -> torch.Tensor:
-        return torch.cat([model.logits(chunk).argmax(-1) for chunk in tokens.split(4096)])
+        return torch.cat([model.logits(chunk).argmax(-1) for chunk in tokens.split(PLAIN_CHUNK)])
 
     return plain
 

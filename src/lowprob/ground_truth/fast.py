@@ -5,7 +5,9 @@ Ground truth only needs the last position's argmax, so:
   precomputed once per distribution support (a table lookup replaces them);
 - the last block computes keys and values at every position but the query, attention output, MLP,
   final LayerNorm and unembedding only at the last position.
-Floating-point order differs from the plain path, so rows whose top-two logits are within
+Batches are processed in chunks that keep the per-position activations cache-resident (256
+sequences when blocks run at every position; measured ~2x faster on gelu-4l than 16k-sequence
+batches). Floating-point order differs from the plain path, so rows whose top-two logits are within
 ``tie_tol`` are recomputed with the plain ``model.logits``: the argmax is then the plain model's,
 near-ties included (tested).
 """
@@ -22,6 +24,7 @@ from lowprob.distributions.base import TokenDistribution
 from lowprob.models.transformer import Block, Transformer
 
 UNEMBED_CHUNK = 512
+DEEP_CHUNK, SHALLOW_CHUNK = 256, 4096  # sequences per pass: with / without full-length blocks
 
 
 def _last_position_output(block: Block, resid: Tensor, q_last: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -85,6 +88,10 @@ class FastArgmax:
 
     @torch.no_grad()
     def argmax(self, tokens: Tensor) -> Tensor:
+        chunk = SHALLOW_CHUNK if len(self.model.blocks) == 1 else DEEP_CHUNK
+        return torch.cat([self._argmax(part) for part in tokens.split(chunk)])
+
+    def _argmax(self, tokens: Tensor) -> Tensor:
         # Unembedding in row chunks keeps each [chunk, vocab] logit block in cache; only the top
         # two logits of each row leave it.
         top = [self.model.unembed(r).topk(2, dim=-1) for r in self.last_resid(tokens).split(UNEMBED_CHUNK)]
