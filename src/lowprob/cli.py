@@ -217,11 +217,13 @@ def bench(
 def report(
     directory: Annotated[Path, typer.Argument(help="a `lowprob bench` results directory")],
     out: Annotated[Optional[Path], typer.Option(help="where to write (default: DIRECTORY)")] = None,
+    zero_floor: Annotated[float, typer.Option(
+        min=1e-300, max=1e-3, help="value at which zero estimates are scored (a sensitivity knob)")] = 1e-12,
 ) -> None:
     """Score a benchmark run: Markdown tables of losses, scores.csv and PNG plots."""
     from lowprob.bench.report import write_report
 
-    typer.echo(f"wrote {write_report(directory, out)}")
+    typer.echo(f"wrote {write_report(directory, out, zero_floor)}")
 
 
 @app.command()

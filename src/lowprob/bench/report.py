@@ -75,13 +75,13 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def write_report(directory: str | Path, out: str | Path | None = None) -> Path:
+def write_report(directory: str | Path, out: str | Path | None = None, zero_floor: float = ZERO_FLOOR) -> Path:
     """Score the rows under ``directory`` and write report.md, scores.csv and PNG plots to ``out``."""
     directory = Path(directory)
     out = Path(out) if out is not None else directory
     out.mkdir(parents=True, exist_ok=True)
     rows = load_rows(directory)
-    records, notes = score_rows(rows)
+    records, notes = score_rows(rows, zero_floor)
     config_path = directory / "bench.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
     models = sorted({r["model"] for r in records})
@@ -90,7 +90,7 @@ def write_report(directory: str | Path, out: str | Path | None = None) -> Path:
     scored = [r for r in records if r["method"] != CONSTANT]
 
     lines = [f"# lowprob benchmark: `{config.get('name', '?')}` scale", ""]
-    lines += _setup_lines(config, rows, records)
+    lines += _setup_lines(config, rows, records, zero_floor)
     lines += ["", "## Mean IS loss, leak-free temperatures (nested leave-one-out)", "",
               "Lower is better; 0 is perfect. Each target is scored with a log-affine fit (and, for methods with "
               "a temperature, a temperature) chosen on the *other* targets of its (model, distribution). "
@@ -115,22 +115,23 @@ def write_report(directory: str | Path, out: str | Path | None = None) -> Path:
         table.append([model, dist, str(n), *cell])
     lines += _table(["model", "distribution", "targets", *methods], table)
     lines += ["", "## Unfit accuracy, calibration and cost (at the leak-free temperature)", "",
-              "Median |log10 q/p| with zero estimates at 1e-12; coverage of the estimators' own nominal-95% "
-              "intervals; model calls = forward + backward passes per estimate; WNRV gain = plain sampling's "
-              "work-normalised relative variance over the method's (median; needs ≥ 2 seeds).", ""]
+              "Median |log10 q/p| with zero estimates at the floor; coverage of the estimators' own nominal-95% "
+              "intervals; model calls = forward + backward passes per estimate (mean); seconds per estimate "
+              "(median); WNRV gain = plain sampling's work-normalised relative variance over the method's "
+              "(median; needs ≥ 2 seeds).", ""]
     lines += _table(["method", "median loss", "median abs log10 error", "zero estimates", "95% coverage",
                      "model calls", "seconds", "WNRV gain"], [_unfit_row(me, scored) for me in estimators])
     lines += _temperature_lines(scored)
     if notes:
         lines += ["", "## Not scored", "", *(f"- {n}" for n in notes)]
-    plots = _plots(records, models, estimators, out)
+    plots = _plots(records, models, estimators, out, zero_floor)
     lines += ["", "## Plots", "", *(f"![{p.stem}]({p.name})" for p in plots)]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     _write_csv(records, out / "scores.csv")
     return out / "report.md"
 
 
-def _setup_lines(config: dict, rows: list[dict], records: list[dict]) -> list[str]:
+def _setup_lines(config: dict, rows: list[dict], records: list[dict], zero_floor: float) -> list[str]:
     gts = {(r["model"], r["distribution"]): (r["ground_truth_exact"], r["ground_truth_n"]) for r in rows}
     exact = sum(e for e, _ in gts.values())
     sampled = sorted({n for e, n in gts.values() if not e})
@@ -142,7 +143,7 @@ def _setup_lines(config: dict, rows: list[dict], records: list[dict]) -> list[st
             f"{config.get('temperatures', '?')}. Ground truth: {exact} pair(s) exact, {len(gts) - exact} sampled "
             f"({', '.join(f'{n:,}' for n in sampled) or '–'} samples){floor}. "
             f"{len(rows):,} estimates, {sum(r['cost']['seconds'] for r in rows) / 3600:.2f} hours of estimator "
-            f"time."]
+            f"time. Zero estimates (and any below it) are scored at {zero_floor:g}."]
 
 
 def _unfit_row(method: str, scored: list[dict]) -> list[str]:
@@ -151,7 +152,7 @@ def _unfit_row(method: str, scored: list[dict]) -> list[str]:
     return [method, _fmt(float(np.median([r["loss"] for r in rs]))),
             _fmt(float(np.median([r["abs_log10_error"] for r in rs]))),
             f"{np.mean([r['zero'] for r in rs]):.0%}", f"{np.mean([r['covered'] for r in rs]):.0%}",
-            _fmt(float(np.mean([r["calls"] for r in rs]))), _fmt(float(np.mean([r["seconds"] for r in rs]))),
+            _fmt(float(np.mean([r["calls"] for r in rs]))), _fmt(float(np.median([r["seconds"] for r in rs]))),
             _fmt(float(np.median(gains))) if gains else "–"]
 
 
@@ -176,7 +177,8 @@ def _write_csv(records: list[dict], path: Path) -> None:
         writer.writerows(records)
 
 
-def _plots(records: list[dict], models: list[str], estimators: list[str], out: Path) -> list[Path]:
+def _plots(records: list[dict], models: list[str], estimators: list[str], out: Path, zero_floor: float
+           ) -> list[Path]:
     paths = []
     colors = dict(zip(models, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     free = _pair_means(records, "loss")
@@ -207,12 +209,12 @@ def _plots(records: list[dict], models: list[str], estimators: list[str], out: P
                 q = np.array([r[key] for r in rs])
                 zero = q <= 0
                 ax.scatter(p[~zero], q[~zero], s=8, alpha=0.6, color=colors[model], label=model)
-                ax.scatter(p[zero], np.full(zero.sum(), ZERO_FLOOR), s=12, marker="v", facecolors="none",
+                ax.scatter(p[zero], np.full(zero.sum(), zero_floor), s=12, marker="v", facecolors="none",
                            edgecolors=colors[model])
             lo = min(r["ground_truth"] for r in records) / 3
             ax.plot([lo, 1], [lo, 1], "k--", lw=0.8)
-            ax.set(xscale="log", yscale="log", title=me, xlabel="ground truth p", ylim=(ZERO_FLOOR / 3, 1.5))
-        axes[0][0].set_ylabel(f"{label} (zeros: ▽ at 1e-12)")
+            ax.set(xscale="log", yscale="log", title=me, xlabel="ground truth p", ylim=(zero_floor / 3, 1.5))
+        axes[0][0].set_ylabel(f"{label} (zeros: ▽ at {zero_floor:g})")
         axes[0][-1].legend(fontsize=7)
         fig.tight_layout()
         paths.append(out / f"{name}.png")

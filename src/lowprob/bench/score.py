@@ -20,6 +20,7 @@ import numpy as np
 
 from lowprob.errors import LowprobError
 from lowprob.evaluation import (
+    ZERO_FLOOR,
     abs_log10_error,
     covered,
     leak_free,
@@ -56,8 +57,8 @@ def _calls(row: dict) -> int:
     return row["cost"]["forward_passes"] + row["cost"]["backward_passes"]
 
 
-def score_rows(rows: Iterable[dict]) -> tuple[list[dict], list[str]]:
-    """Scored records, and notes on the units that could not be scored."""
+def score_rows(rows: Iterable[dict], zero_floor: float = ZERO_FLOOR) -> tuple[list[dict], list[str]]:
+    """Scored records, and notes on the units that could not be scored (zeros scored at ``zero_floor``)."""
     units: dict[tuple, list[dict]] = defaultdict(list)
     repeats: dict[tuple, list[dict]] = defaultdict(list)  # the seeds of one (pair, method, hyper, target)
     for row in rows:
@@ -80,7 +81,7 @@ def score_rows(rows: Iterable[dict]) -> tuple[list[dict], list[str]]:
             notes.append(f"{model}/{dist}/{method} seed {seed}: {len(targets)} target(s), too few to fit")
             continue
         p = np.array([cell[(grid[0], t)]["ground_truth"] for t in targets])
-        log_q = np.array([[log_estimate(cell[(h, t)]["probability"]) for t in targets] for h in grid])
+        log_q = np.array([[log_estimate(cell[(h, t)]["probability"], zero_floor) for t in targets] for h in grid])
         free, best = leak_free(np.log(p), log_q), oracle(np.log(p), log_q)
         for i, t in enumerate(targets):
             chosen, top = cell[(grid[free.choice[i]], t)], cell[(grid[best.choice[i]], t)]
@@ -93,7 +94,7 @@ def score_rows(rows: Iterable[dict]) -> tuple[list[dict], list[str]]:
                 "fitted": math.exp(free.fitted[i]), "loss": float(free.losses[i]),
                 "oracle_temperature": _temperature(top), "oracle_fitted": math.exp(best.fitted[i]),
                 "oracle_loss": float(best.losses[i]),
-                "zero": q == 0, "abs_log10_error": float(abs_log10_error(p[i], q)),
+                "zero": q == 0, "abs_log10_error": float(abs_log10_error(p[i], q, zero_floor)),
                 "covered": bool(covered(p[i], *chosen["interval"])),
                 "calls": _calls(chosen), "seconds": chosen["cost"]["seconds"], "flops": chosen["cost"]["flops"],
                 "wnrv": _wnrv(repeats[_setting(chosen)]),

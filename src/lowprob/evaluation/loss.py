@@ -17,7 +17,9 @@ Everything works on log-probabilities (float64 numpy arrays), because targets sp
 Zero estimates have no logarithm: they are scored as ``ZERO_FLOOR`` (1e-12, the bottom of the range
 lowprob is for), i.e. as a confident claim that the event is rarer than anything measured. The fit may
 map that floor elsewhere, so a method that always says 0 scores like the optimal constant; a method
-that says 0 now and then pays ~``p / 1e-12`` for each. Reports count zero estimates separately.
+that says 0 now and then pays ~``p / 1e-12`` for each, and zeros pull the fit's slope down. Reports
+count zero estimates separately, and ``lowprob report --zero-floor`` shows how much a result rests
+on this choice.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ ZERO_FLOOR = 1e-12
 SLOPE_BOUND = 100.0  # |a| beyond this is a degenerate fit (all estimates nearly equal), not a calibration
 
 
-def log_estimate(q) -> np.ndarray:
-    """``log max(q, ZERO_FLOOR)``: the log-space value at which an estimate is scored."""
-    return np.log(np.maximum(np.asarray(q, dtype=np.float64), ZERO_FLOOR))
+def log_estimate(q, floor: float = ZERO_FLOOR) -> np.ndarray:
+    """``log max(q, floor)``: the log-space value at which an estimate is scored."""
+    return np.log(np.maximum(np.asarray(q, dtype=np.float64), floor))
 
 
 def is_loss(log_p, log_q) -> np.ndarray:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from lowprob.evaluation.loss import log_estimate
+from lowprob.evaluation.loss import ZERO_FLOOR, log_estimate
 
 
-def abs_log10_error(p, q) -> np.ndarray:
-    return np.abs(log_estimate(q) - np.log(np.asarray(p, np.float64))) / np.log(10.0)
+def abs_log10_error(p, q, floor: float = ZERO_FLOOR) -> np.ndarray:
+    return np.abs(log_estimate(q, floor) - np.log(np.asarray(p, np.float64))) / np.log(10.0)
 
 
 def covered(p, lo, hi) -> np.ndarray:
