@@ -23,6 +23,7 @@ from lowprob.bench.score import CONSTANT, load_rows, score_rows, wnrv_gain
 from lowprob.evaluation import ZERO_FLOOR
 
 BOOTSTRAP_REPS = 1000
+SENSITIVITY_FLOORS = (1e-12, 1e-10, 1e-8)
 
 
 def _order(methods) -> list[str]:
@@ -122,6 +123,7 @@ def write_report(directory: str | Path, out: str | Path | None = None, zero_floo
     lines += _table(["method", "median loss", "median abs log10 error", "zero estimates", "95% coverage",
                      "model calls", "seconds", "WNRV gain"], [_unfit_row(me, scored) for me in estimators])
     lines += _temperature_lines(scored)
+    lines += _floor_lines(rows, zero_floor, methods)
     if notes:
         lines += ["", "## Not scored", "", *(f"- {n}" for n in notes)]
     plots = _plots(records, models, estimators, out, zero_floor)
@@ -167,6 +169,21 @@ def _temperature_lines(scored: list[dict]) -> list[str]:
     pairs = sorted({(m, d) for m, d, _ in chosen})
     rows = [[m, d, *(", ".join(_fmt(t) for t in sorted(chosen[(m, d, me)])) for me in tempered)] for m, d in pairs]
     return ["", "## Oracle temperatures", "", *_table(["model", "distribution", *tempered], rows)]
+
+
+def _floor_lines(rows: list[dict], zero_floor: float, methods: list[str]) -> list[str]:
+    """Mean leak-free loss at other zero floors: how much the ranking rests on scoring zeros."""
+    floors = sorted({zero_floor, *SENSITIVITY_FLOORS})
+    table = []
+    for floor in floors:
+        cells = _model_means(score_rows(rows, floor)[0], "loss", [], methods, with_ci=False)
+        table.append([f"{floor:g}" + (" (used above)" if floor == zero_floor else ""),
+                      *(cells[("all", me)] for me in methods)])
+    return ["", "## Sensitivity to the zero floor", "",
+            "Mean leak-free loss over all pairs when zero estimates are scored at other values. A low floor "
+            "is near the paper's q = 0 ⇒ infinite loss, and zeros also flatten the fit for the method's other "
+            "estimates; a floor near the targets treats a zero as a mild underestimate.", "",
+            *_table(["zero floor", *methods], table)]
 
 
 def _write_csv(records: list[dict], path: Path) -> None:
