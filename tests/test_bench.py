@@ -100,6 +100,10 @@ def test_resume_after_a_crash_gives_the_uninterrupted_rows(tmp_path):
     assert {r["method"] for r in load_rows(cut)} == {"naive", "itgis", "qld", "mhis"}
     with pytest.raises(LowprobError, match="another scale"):
         run_bench(dataclasses.replace(SMALL, budget=128), cut, ["naive"], resume=True, progress=False)
+    meta = cut / "rows" / "toy-1l" / "tiny-wide.targets.json"
+    meta.write_text(meta.read_text().replace('"targets": [', '"targets": [0, '))  # as if the ground truth changed
+    with pytest.raises(LowprobError, match="ground truth of toy-1l/tiny-wide changed"):
+        run_bench(SMALL, cut, ["naive"], resume=True, progress=False)
 
 
 def test_parallel_workers_give_the_same_rows(tmp_path):

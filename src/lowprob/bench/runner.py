@@ -76,9 +76,13 @@ def run_pair(scale: Scale, model_name: str, dist_name: str, out: Path, methods: 
     pair_dir = out / "rows" / model_name
     pair_dir.mkdir(parents=True, exist_ok=True)
     r = target_range(gt, scale.budget)
-    _atomic_write_json(pair_dir / f"{dist_name}.targets.json", {
-        "targets": targets, "n_candidates": len(candidate_targets(gt, scale.budget)), "range": [r.low, r.high],
-        "ground_truth": {"exact": gt.exact, "n": gt.n_samples, "seed": gt.seed}})
+    meta = {"targets": targets, "n_candidates": len(candidate_targets(gt, scale.budget)), "range": [r.low, r.high],
+            "ground_truth": {"exact": gt.exact, "n": gt.n_samples, "seed": gt.seed}}
+    meta_path = pair_dir / f"{dist_name}.targets.json"
+    if meta_path.exists() and json.loads(meta_path.read_text()) != json.loads(json.dumps(meta)):
+        raise LowprobError(f"the ground truth of {model_name}/{dist_name} changed since {out} was started "
+                           f"(other targets); run into an empty directory")
+    _atomic_write_json(meta_path, meta)
     rows_path = pair_dir / f"{dist_name}.jsonl"
     done = _done_rows(rows_path)
     jobs = [(m, h, s, t) for m in methods for h in hyper_grid(scale, m) for s in scale.seeds for t in targets
