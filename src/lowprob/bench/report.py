@@ -198,25 +198,32 @@ def _plots(records: list[dict], models: list[str], estimators: list[str], out: P
            ) -> list[Path]:
     paths = []
     colors = dict(zip(models, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
-    free = _pair_means(records, "loss")
+    free, top = _pair_means(records, "loss"), _pair_means(records, "oracle_loss")
     methods = [CONSTANT, *estimators]
     for model in models:
         dists = sorted({d for m, d, _ in free if m == model})
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * (len(dists) + 1)), 3.8))
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * (len(dists) + 1)), 4.2))
         width = 0.8 / len(methods)
         for j, me in enumerate(methods):
-            vals = [free.get((model, d, me), np.nan) for d in dists]
-            vals.append(np.nanmean(vals) if not np.all(np.isnan(vals)) else np.nan)
-            ax.bar(np.arange(len(dists) + 1) + (j - (len(methods) - 1) / 2) * width, vals, width, label=me,
-                   color="0.6" if me == CONSTANT else None)
+            x = np.arange(len(dists) + 1) + (j - (len(methods) - 1) / 2) * width
+            for means, bar in ((free, True), (top, False)):
+                vals = [means.get((model, d, me), np.nan) for d in dists]
+                vals.append(np.nanmean(vals) if not np.all(np.isnan(vals)) else np.nan)
+                if bar:
+                    ax.bar(x, vals, width, label=me, color="0.6" if me == CONSTANT else None)
+                else:
+                    ax.scatter(x, vals, marker="_", s=60, color="k", zorder=3,
+                               label="oracle temperature" if j == len(methods) - 1 else None)
         ax.set_xticks(np.arange(len(dists) + 1), [*dists, "mean"])
-        ax.set(yscale="log", ylabel="mean IS loss (leak-free)", title=f"{model}: loss by distribution and method")
-        ax.legend(fontsize=7, ncol=len(methods))
+        ax.set(yscale="log", ylabel="mean IS loss", title=f"{model}: loss by distribution and method "
+               "(bars: leak-free)")
+        ax.legend(fontsize=7, ncol=len(methods) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.08))
         fig.tight_layout()
         paths.append(out / f"loss_{model}.png")
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
-    for key, name, label in (("estimate", "scatter_raw", "raw estimate"),
+    p_all = np.array([r["ground_truth"] for r in records])
+    for key, name, label in (("estimate", "scatter_raw", f"raw estimate (▽ = 0, drawn at {zero_floor:g})"),
                              ("fitted", "scatter_fitted", "leave-one-out fitted estimate")):
         fig, axes = plt.subplots(1, len(estimators), figsize=(3.2 * len(estimators), 3.4), squeeze=False)
         for ax, me in zip(axes[0], estimators, strict=True):
@@ -228,10 +235,14 @@ def _plots(records: list[dict], models: list[str], estimators: list[str], out: P
                 ax.scatter(p[~zero], q[~zero], s=8, alpha=0.6, color=colors[model], label=model)
                 ax.scatter(p[zero], np.full(zero.sum(), zero_floor), s=12, marker="v", facecolors="none",
                            edgecolors=colors[model])
-            lo = min(r["ground_truth"] for r in records) / 3
-            ax.plot([lo, 1], [lo, 1], "k--", lw=0.8)
-            ax.set(xscale="log", yscale="log", title=me, xlabel="ground truth p", ylim=(zero_floor / 3, 1.5))
-        axes[0][0].set_ylabel(f"{label} (zeros: ▽ at {zero_floor:g})")
+            ends = [p_all.min() / 3, 1.0]
+            ax.plot(ends, ends, "k--", lw=0.8)
+            ax.set(xscale="log", yscale="log", title=me, xlabel="ground truth p")
+            if key == "estimate":
+                ax.set_ylim(zero_floor / 3, 1.5)
+            else:  # fitted estimates are never 0: zoom to the data around y = x
+                ax.set(xlim=(p_all.min() / 3, p_all.max() * 3), ylim=(p_all.min() / 30, p_all.max() * 30))
+        axes[0][0].set_ylabel(label, fontsize=8)
         axes[0][-1].legend(fontsize=7)
         fig.tight_layout()
         paths.append(out / f"{name}.png")
