@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -119,10 +121,26 @@ def _check_config(scale: Scale, out: Path, resume: bool) -> None:
     _atomic_write_json(config, scale.to_json())
 
 
+_QUEUE = None  # a worker's channel for progress ticks, set by ``_init_worker``
+
+
+def _init_worker(parent: int, queue) -> None:
+    """Worker set-up: one thread, a progress channel, and exit when the parent dies (no orphans)."""
+    global _QUEUE
+    _QUEUE = queue
+    torch.set_num_threads(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _worker(args) -> None:
-    scale, model_name, dist_name, out, methods, gt_dir, queue, threads = args
-    torch.set_num_threads(threads)
-    run_pair(scale, model_name, dist_name, out, methods, gt_dir, lambda kind, n: queue.put((kind, n)))
+    scale, model_name, dist_name, out, methods, gt_dir = args
+    run_pair(scale, model_name, dist_name, out, methods, gt_dir, lambda kind, n: _QUEUE.put((kind, n)))
 
 
 def run_bench(scale: Scale, out: str | Path, methods: list[str] | None = None, resume: bool = False,
@@ -171,9 +189,10 @@ def run_bench(scale: Scale, out: str | Path, methods: list[str] | None = None, r
             run_pair(scale, model_name, dist_name, out, methods, gt_dir, tick)
     else:
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            queue = manager.Queue()
-            futures = [pool.submit(_worker, (scale, m, d, out, methods, gt_dir, queue, 1)) for m, d in pairs]
+        queue = ctx.Queue()
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(os.getpid(), queue)) as pool:
+            futures = [pool.submit(_worker, (scale, m, d, out, methods, gt_dir)) for m, d in pairs]
             while True:
                 try:
                     tick(*queue.get(timeout=0.5))
