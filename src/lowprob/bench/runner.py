@@ -34,6 +34,7 @@ from lowprob.estimators import METHODS, estimate
 from lowprob.evaluation import select_targets, target_range
 from lowprob.evaluation.targets import candidate_targets
 from lowprob.events import ArgmaxIs
+from lowprob.files import atomic_write, read_jsonl
 from lowprob.ground_truth import model_sha256
 
 Tick = Callable[[str, int], None]  # ("total", n) when a pair's work is known, ("done", 1) per estimate
@@ -50,23 +51,8 @@ def row_key(method: str, hyper: dict, target: int, seed: int) -> tuple:
     return method, json.dumps(hyper, sort_keys=True), target, seed
 
 
-def _atomic_write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
-def _done_rows(path: Path) -> set[tuple]:
-    """Keys of the complete rows in ``path``; a torn last line (a crash mid-write) is cut off."""
-    if not path.exists():
-        return set()
-    data = path.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) != len(data):
-        with path.open("r+b") as f:
-            f.truncate(len(complete))
-    rows = [json.loads(line) for line in complete.decode().splitlines()]
-    return {row_key(r["method"], r["hyper"], r["target"], r["seed"]) for r in rows}
+def _write_json(path: Path, obj) -> None:
+    atomic_write(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
 def run_pair(scale: Scale, model_name: str, dist_name: str, out: Path, methods: list[str],
@@ -84,9 +70,9 @@ def run_pair(scale: Scale, model_name: str, dist_name: str, out: Path, methods: 
     if meta_path.exists() and json.loads(meta_path.read_text()) != json.loads(json.dumps(meta)):
         raise LowprobError(f"the ground truth of {model_name}/{dist_name} changed since {out} was started "
                            f"(other targets); run into an empty directory")
-    _atomic_write_json(meta_path, meta)
+    _write_json(meta_path, meta)
     rows_path = pair_dir / f"{dist_name}.jsonl"
-    done = _done_rows(rows_path)
+    done = {row_key(r["method"], r["hyper"], r["target"], r["seed"]) for r in read_jsonl(rows_path, repair=True)}
     jobs = [(m, h, s, t) for m in methods for h in hyper_grid(scale, m) for s in scale.seeds for t in targets
             if row_key(m, h, t, s) not in done]  # seed before target: QLD/GLD reuse one activation set
     tick("total", len(jobs))
@@ -118,7 +104,7 @@ def _check_config(scale: Scale, out: Path, resume: bool) -> None:
         if config.exists() and json.loads(config.read_text()) != json.loads(json.dumps(scale.to_json())):
             raise LowprobError(f"{out} holds a run of another scale definition; choose an empty directory")
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_json(config, scale.to_json())
+    _write_json(config, scale.to_json())
 
 
 _QUEUE = None  # a worker's channel for progress ticks, set by ``_init_worker``

@@ -30,6 +30,7 @@ from lowprob.evaluation import (
     plain_sampling_wnrv,
     work_normalised_variance,
 )
+from lowprob.files import read_jsonl
 
 CONSTANT = "constant"
 
@@ -39,14 +40,7 @@ def load_rows(directory: str | Path) -> list[dict]:
     files = sorted(Path(directory).glob("rows/*/*.jsonl"))
     if not files:
         raise LowprobError(f"no benchmark rows under {directory}/rows: run `lowprob bench --out {directory}` first")
-    rows = []
-    for path in files:
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # the torn last line of an interrupted run; --resume rewrites it
-    return rows
+    return [row for path in files for row in read_jsonl(path)]
 
 
 def _temperature(row: dict) -> float | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lowprob.files import read_jsonl
 from lowprob.mlp.flops import forward_flops
 from lowprob.mlp.montecarlo import ground_truth, mc_moments, mc_throughput
 from lowprob.mlp.networks import random_mlp
@@ -207,8 +208,8 @@ def run_bench(out: Path, cfg: BenchConfig, tasks: list[str], resume: bool, progr
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "rows.jsonl"
     rows = []
-    if resume and rows_path.exists():
-        rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+    if resume:
+        rows = read_jsonl(rows_path, repair=True)  # a crash can leave a torn last line
     elif rows_path.exists():
         rows_path.unlink()
     done = {r["key"] for r in rows}

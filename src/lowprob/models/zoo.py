@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lowprob.errors import LowprobError
+from lowprob.files import atomic_write
 from lowprob.models.tokenizer import Tokenizer
 from lowprob.models.transformer import Transformer, TransformerConfig
 
@@ -43,12 +44,6 @@ def shipped_tokenizer_path() -> Path:
     return shipped_dir("gelu-1l") / "tokenizer.json"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def save_model(model: Transformer, directory: str | Path, card: dict[str, Any]) -> dict[str, Any]:
     """Write a model directory; return the card as written, with the weights' and tokenizer's sha256."""
     directory = Path(directory)
@@ -61,11 +56,11 @@ def save_model(model: Transformer, directory: str | Path, card: dict[str, Any]) 
     weights = tmp.read_bytes()
     os.replace(tmp, directory / "model.safetensors")
     tokenizer = model.tokenizer.to_str().encode()
-    _atomic_write(directory / "tokenizer.json", tokenizer)
-    _atomic_write(directory / "config.json", json.dumps(model.cfg.to_dict(), indent=1).encode())
+    atomic_write(directory / "tokenizer.json", tokenizer)
+    atomic_write(directory / "config.json", json.dumps(model.cfg.to_dict(), indent=1).encode())
     card = {**card, "weights_sha256": sha256_bytes(weights),
             "tokenizer_sha256": sha256_bytes(tokenizer)}
-    _atomic_write(directory / "card.json", json.dumps(card, indent=1).encode())
+    atomic_write(directory / "card.json", json.dumps(card, indent=1).encode())
     return card
 
 
