@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 import lowprob
-from lowprob.bench.scales import Scale, load_problem, target_seed
+from lowprob.bench.scales import Scale, hyper_key, load_problem, target_seed
 from lowprob.errors import LowprobError
 from lowprob.estimators import METHODS, estimate
 from lowprob.evaluation import select_targets, target_range
@@ -48,7 +48,7 @@ def hyper_grid(scale: Scale, method: str) -> list[dict]:
 
 
 def row_key(method: str, hyper: dict, target: int, seed: int) -> tuple:
-    return method, json.dumps(hyper, sort_keys=True), target, seed
+    return method, hyper_key(hyper), target, seed
 
 
 def _write_json(path: Path, obj) -> None:

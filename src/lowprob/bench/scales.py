@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,6 +65,11 @@ def get_scale(name: str) -> Scale:
     if name not in SCALES:
         raise LowprobError(f"unknown scale {name!r}: choose one of {', '.join(SCALES)}")
     return SCALES[name]
+
+
+def hyper_key(hyper: dict) -> str:
+    """A hashable, order-independent identity for one hyper-parameter setting (rows, grids, resume)."""
+    return json.dumps(hyper, sort_keys=True)
 
 
 def target_seed(model_name: str, dist_name: str) -> int:

@@ -10,7 +10,6 @@ has fewer than 3 targets is listed, not scored.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lowprob.bench.scales import hyper_key
 from lowprob.errors import LowprobError
 from lowprob.evaluation import (
     ZERO_FLOOR,
@@ -62,9 +62,9 @@ def score_rows(rows: Iterable[dict], zero_floor: float = ZERO_FLOOR) -> tuple[li
     notes: list[str] = []
     truths: dict[tuple, dict[int, dict]] = defaultdict(dict)
     for (model, dist, method, seed), unit in sorted(units.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        grid = sorted({json.dumps(r["hyper"], sort_keys=True) for r in unit})
+        grid = sorted({hyper_key(r["hyper"]) for r in unit})
         targets = sorted({r["target"] for r in unit})
-        cell = {(json.dumps(r["hyper"], sort_keys=True), r["target"]): r for r in unit}
+        cell = {(hyper_key(r["hyper"]), r["target"]): r for r in unit}
         for r in unit:
             truths[(model, dist)][r["target"]] = r
         if len(cell) < len(grid) * len(targets):
@@ -108,7 +108,7 @@ def score_rows(rows: Iterable[dict], zero_floor: float = ZERO_FLOOR) -> tuple[li
 
 
 def _setting(row: dict) -> tuple:
-    return row["model"], row["distribution"], row["method"], json.dumps(row["hyper"], sort_keys=True), row["target"]
+    return row["model"], row["distribution"], row["method"], hyper_key(row["hyper"]), row["target"]
 
 
 def _wnrv(repeats: list[dict]) -> float | None:
