@@ -23,11 +23,10 @@ from lowprob.evaluation import (
     ZERO_FLOOR,
     abs_log10_error,
     covered,
-    leak_free,
     log_estimate,
     loo_constant_losses,
-    oracle,
     plain_sampling_wnrv,
+    select,
     work_normalised_variance,
 )
 from lowprob.files import read_jsonl
@@ -76,7 +75,7 @@ def score_rows(rows: Iterable[dict], zero_floor: float = ZERO_FLOOR) -> tuple[li
             continue
         p = np.array([cell[(grid[0], t)]["ground_truth"] for t in targets])
         log_q = np.array([[log_estimate(cell[(h, t)]["probability"], zero_floor) for t in targets] for h in grid])
-        free, best = leak_free(np.log(p), log_q), oracle(np.log(p), log_q)
+        free, best = select(np.log(p), log_q)
         for i, t in enumerate(targets):
             chosen, top = cell[(grid[free.choice[i]], t)], cell[(grid[best.choice[i]], t)]
             q = chosen["probability"]

@@ -80,23 +80,28 @@ def fit_log_affine(log_p, log_q, mask=None, iterations: int = 100) -> tuple[np.n
     return a, b
 
 
-def _others(n: int) -> np.ndarray:
+def others_mask(n: int) -> np.ndarray:
     """[n, n] mask: row i is every target but i."""
     return ~np.eye(n, dtype=bool)
 
 
-def loo_fitted(log_p, log_q) -> np.ndarray:
-    """Leave-one-out fitted log-estimates: entry i uses the fit on every target but i (needs n ≥ 2).
+def held_out_fits(log_p, log_q) -> np.ndarray:
+    """``[..., i, j]``: target j's log-estimate under the fit on every target but i, capped at p = 1.
 
-    Batched over leading axes of ``log_q`` (e.g. one row per temperature).
+    Batched over leading axes of ``log_q`` (e.g. one row per temperature); needs n ≥ 2.
     """
     log_p = np.asarray(log_p, np.float64)
     log_q = np.asarray(log_q, np.float64)
     n = log_p.shape[-1]
     if n < 2:
         raise ValueError("leave-one-out needs at least 2 targets")
-    a, b = fit_log_affine(log_p[..., None, :], log_q[..., None, :], _others(n))
-    return np.minimum(a * log_q + b, 0.0)
+    a, b = fit_log_affine(log_p[..., None, :], log_q[..., None, :], others_mask(n))
+    return np.minimum(a[..., None] * log_q[..., None, :] + b[..., None], 0.0)
+
+
+def loo_fitted(log_p, log_q) -> np.ndarray:
+    """Leave-one-out fitted log-estimates: entry i uses the fit on every target but i."""
+    return np.diagonal(held_out_fits(log_p, log_q), axis1=-2, axis2=-1)
 
 
 def loo_losses(log_p, log_q) -> np.ndarray:
@@ -110,5 +115,5 @@ def loo_constant_losses(log_p) -> np.ndarray:
     n = log_p.shape[-1]
     if n < 2:
         raise ValueError("leave-one-out needs at least 2 targets")
-    log_c = _masked_logmeanexp(np.broadcast_to(log_p, (n, n)), _others(n))
+    log_c = _masked_logmeanexp(np.broadcast_to(log_p, (n, n)), others_mask(n))
     return is_loss(log_p, log_c)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lowprob.evaluation.loss import fit_log_affine, is_loss, loo_fitted
+from lowprob.evaluation.loss import held_out_fits, is_loss, others_mask
 
 
 @dataclass(frozen=True)
@@ -28,27 +28,20 @@ class Selection:
     losses: np.ndarray  # [n] IS loss of those fitted estimates
 
 
-def leak_free(log_p, log_q) -> Selection:
-    """Nested leave-one-out selection over the first axis of ``log_q`` [K, n] (n ≥ 3)."""
+def select(log_p, log_q) -> tuple[Selection, Selection]:
+    """(leak-free, oracle) selections over the first axis of ``log_q`` [K, n] (n ≥ 3), from one set of fits."""
     log_p = np.asarray(log_p, np.float64)
-    log_q = np.asarray(log_q, np.float64)
-    n = log_q.shape[1]
+    n = np.shape(log_q)[1]
     if n < 3:
         raise ValueError("nested leave-one-out needs at least 3 targets")
-    others = ~np.eye(n, dtype=bool)  # [i, j]: j may be used when i is held out
-    a, b = fit_log_affine(log_p[None, None, :], log_q[:, None, :], others[None])  # [K, i]
-    fitted = np.minimum(a[..., None] * log_q[:, None, :] + b[..., None], 0.0)  # [K, i, j], capped at p = 1
-    inner = np.where(others, is_loss(log_p, fitted), 0.0).sum(-1) / (n - 1)  # [K, i]
-    choice = inner.argmin(axis=0)
+    fitted = held_out_fits(log_p, log_q)  # [K, i, j]: the fit without target i, applied to target j
     held_out = np.arange(n)
-    scored = fitted[choice, held_out, held_out]
-    return Selection(choice, scored, is_loss(log_p, scored))
-
-
-def oracle(log_p, log_q) -> Selection:
-    """The one grid point with the lowest mean leave-one-out loss (uses every target's truth)."""
-    log_p = np.asarray(log_p, np.float64)
-    fitted = loo_fitted(log_p, np.asarray(log_q, np.float64))  # [K, n]
-    losses = is_loss(log_p, fitted)
-    best = int(losses.mean(axis=1).argmin())
-    return Selection(np.full(losses.shape[1], best), fitted[best], losses[best])
+    loo = fitted[:, held_out, held_out]  # [K, n]: each target under the fit on the others
+    # leak-free: for target i, the grid point whose fit (without i) is best in-sample on the others
+    inner = np.where(others_mask(n), is_loss(log_p, fitted), 0.0).sum(-1) / (n - 1)  # [K, i]
+    choice = inner.argmin(axis=0)
+    free = loo[choice, held_out]
+    # oracle: the one grid point with the lowest mean leave-one-out loss over all targets
+    best = int(is_loss(log_p, loo).mean(axis=1).argmin())
+    return (Selection(choice, free, is_loss(log_p, free)),
+            Selection(np.full(n, best), loo[best], is_loss(log_p, loo[best])))
