@@ -36,12 +36,16 @@ def _fmt(x: float | None) -> str:
     return f"{x:.3g}" if abs(x) < 1e4 else f"{x:.1e}"
 
 
-def _pair_means(records: list[dict], key: str) -> dict[tuple, float]:
-    """Mean of ``key`` per (model, distribution, method), over targets and seeds."""
+def _per_pair(records: list[dict], key: str) -> dict[tuple, np.ndarray]:
+    """Values of ``key`` per (model, distribution, method), over targets and seeds."""
     groups = defaultdict(list)
     for r in records:
         groups[(r["model"], r["distribution"], r["method"])].append(r[key])
-    return {k: float(np.mean(v)) for k, v in groups.items()}
+    return {k: np.array(v) for k, v in groups.items()}
+
+
+def _pair_means(records: list[dict], key: str) -> dict[tuple, float]:
+    return {k: float(v.mean()) for k, v in _per_pair(records, key).items()}
 
 
 def _bootstrap(groups: list[np.ndarray], seed: int = 0) -> tuple[float, float]:
@@ -53,14 +57,11 @@ def _bootstrap(groups: list[np.ndarray], seed: int = 0) -> tuple[float, float]:
 def _model_means(records: list[dict], key: str, models: list[str], methods: list[str], with_ci: bool
                  ) -> dict[tuple, str]:
     """Cells "mean [lo, hi]" per (model or "all", method), means of per-distribution means."""
-    per_pair = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        per_pair[(r["model"], r["method"])][r["distribution"]].append(r[key])
+    per_pair = _per_pair(records, key)
     cells = {}
     for model in [*models, "all"]:
         for method in methods:
-            groups = [np.array(v) for (m, me), by in per_pair.items() if me == method and model in (m, "all")
-                      for v in by.values()]
+            groups = [v for (m, _, me), v in per_pair.items() if me == method and model in (m, "all")]
             if not groups:
                 cells[(model, method)] = "–"
                 continue
@@ -123,7 +124,7 @@ def write_report(directory: str | Path, out: str | Path | None = None, zero_floo
     lines += _table(["method", "median loss", "median abs log10 error", "zero estimates", "95% coverage",
                      "model calls", "seconds", "WNRV gain"], [_unfit_row(me, scored) for me in estimators])
     lines += _temperature_lines(scored)
-    lines += _floor_lines(rows, zero_floor, methods)
+    lines += _floor_lines(rows, records, zero_floor, methods)
     if notes:
         lines += ["", "## Not scored", "", *(f"- {n}" for n in notes)]
     plots = _plots(records, models, estimators, out, zero_floor)
@@ -171,12 +172,12 @@ def _temperature_lines(scored: list[dict]) -> list[str]:
     return ["", "## Oracle temperatures", "", *_table(["model", "distribution", *tempered], rows)]
 
 
-def _floor_lines(rows: list[dict], zero_floor: float, methods: list[str]) -> list[str]:
+def _floor_lines(rows: list[dict], records: list[dict], zero_floor: float, methods: list[str]) -> list[str]:
     """Mean leak-free loss at other zero floors: how much the ranking rests on scoring zeros."""
-    floors = sorted({zero_floor, *SENSITIVITY_FLOORS})
     table = []
-    for floor in floors:
-        cells = _model_means(score_rows(rows, floor)[0], "loss", [], methods, with_ci=False)
+    for floor in sorted({zero_floor, *SENSITIVITY_FLOORS}):
+        scored = records if floor == zero_floor else score_rows(rows, floor)[0]
+        cells = _model_means(scored, "loss", [], methods, with_ci=False)
         table.append([f"{floor:g}" + (" (used above)" if floor == zero_floor else ""),
                       *(cells[("all", me)] for me in methods)])
     return ["", "## Sensitivity to the zero floor", "",
