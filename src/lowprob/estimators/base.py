@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from scipy import stats
 
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
@@ -79,6 +80,14 @@ def register(name: str, description: str, **defaults: Any) -> Callable[[Estimato
         return fn
 
     return wrap
+
+
+def poisson_upper(count: float = 0.0, level: float = 0.95) -> float:
+    """Garwood's upper limit for a Poisson mean after ``count`` events (≈ 3.69 for none, at 95%).
+
+    Samplers that saw no hit bound the probability by this many "hits' worth" of their largest weight.
+    """
+    return float(stats.chi2.ppf(1 - (1 - level) / 2, 2 * count + 2) / 2)
 
 
 def score_and_gradient(model, event: Event, tokens: torch.Tensor):

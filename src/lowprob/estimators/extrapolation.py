@@ -27,7 +27,7 @@ import torch
 from scipy import optimize, stats
 
 from lowprob.errors import LowprobError
-from lowprob.estimators.base import RawEstimate, register
+from lowprob.estimators.base import RawEstimate, poisson_upper, register
 from lowprob.events import ArgmaxIs
 from lowprob.ground_truth.result import model_sha256
 
@@ -155,7 +155,7 @@ def qld(model, dist, event, budget: int, generator: torch.Generator) -> RawEstim
         half = stats.t.ppf(0.975, len(groups) - 1) * float(np.std(groups, ddof=1)) / math.sqrt(len(groups))
         interval = (max(0.0, p - half), p + half)
     else:
-        interval = (0.0, max(p, stats.chi2.ppf(0.975, 2) / 2 / budget**2))
+        interval = (0.0, max(p, poisson_upper() / budget**2))
     return RawEstimate(p, interval, budget, 0, {**diag, "activations_shared": True, "cache_hit": hit})
 
 

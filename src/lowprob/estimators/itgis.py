@@ -26,7 +26,7 @@ from scipy import stats
 
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
-from lowprob.estimators.base import RawEstimate, register, score_and_gradient
+from lowprob.estimators.base import RawEstimate, poisson_upper, register, score_and_gradient
 
 DECAY = 0.9
 MAX_BATCH, MIN_ROUNDS = 256, 16
@@ -85,10 +85,10 @@ def compound_poisson_interval(log_w_hits: torch.Tensor, n: int, max_log_weight: 
     """95% interval for (Σ hit weights) / n, and the effective number of hits (see module docstring)."""
     alpha = 1 - level
     if len(log_w_hits) == 0:
-        return (0.0, stats.chi2.ppf(1 - alpha / 2, 2) / 2 * math.exp(max_log_weight) / n), 0.0
+        return (0.0, poisson_upper(0, level) * math.exp(max_log_weight) / n), 0.0
     log_sum, log_sum_sq = float(log_w_hits.logsumexp(0)), float((2 * log_w_hits).logsumexp(0))
     n_eff = math.exp(2 * log_sum - log_sum_sq)
     scale = math.exp(log_sum_sq - log_sum) / n
     lo = stats.chi2.ppf(alpha / 2, 2 * n_eff) / 2 * scale
-    hi = stats.chi2.ppf(1 - alpha / 2, 2 * n_eff + 2) / 2 * scale
+    hi = poisson_upper(n_eff, level) * scale
     return (float(lo), float(hi)), n_eff

@@ -19,7 +19,7 @@ import torch
 from scipy import stats
 
 from lowprob.distributions.base import TokenDistribution
-from lowprob.estimators.base import RawEstimate, register, score_and_gradient
+from lowprob.estimators.base import RawEstimate, poisson_upper, register, score_and_gradient
 
 
 class _PaddedSupports:
@@ -100,7 +100,7 @@ def _ratio_estimate(log_w: torch.Tensor, hits: torch.Tensor) -> tuple[float, tup
     p = float((log_num.logsumexp(0) - log_den.logsumexp(0)).exp())
     chains = log_w.shape[1]
     if not hits.any():
-        return 0.0, (0.0, float(stats.chi2.ppf(0.975, 2) / 2 * (log_w.max() - log_den.logsumexp(0)).exp()))
+        return 0.0, (0.0, poisson_upper() * float((log_w.max() - log_den.logsumexp(0)).exp()))
     if chains < 2:
         return p, (0.0, 1.0)
     shift = log_den.max()
