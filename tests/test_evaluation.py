@@ -23,6 +23,7 @@ from lowprob.evaluation import (
     target_range,
     work_normalised_variance,
 )
+from lowprob.evaluation.loss import held_out_fits, loo_fitted
 from lowprob.ground_truth import GroundTruth
 
 P = np.array([3e-9, 2e-7, 1e-6, 4e-6, 1e-5, 7e-5, 1e-4])
@@ -99,6 +100,16 @@ def noisy(k, n, seed):
     lp = np.log(10 ** rng.uniform(-8, -4, n))
     lq = lp[None] + rng.normal(0, 1, (k, n)) * np.arange(1, k + 1)[:, None]
     return lp, lq
+
+
+def test_nested_fits_leave_both_targets_out():
+    lp, lq = noisy(3, 6, 2)
+    nested = held_out_fits(lp, lq)
+    for i in range(6):
+        for j in range(6):
+            a, b = fit_log_affine(lp, lq, ~np.isin(np.arange(6), [i, j]))
+            np.testing.assert_allclose(nested[:, i, j], np.minimum(a * lq[:, j] + b, 0.0), rtol=1e-12)
+    np.testing.assert_array_equal(np.diagonal(nested, axis1=1, axis2=2), loo_fitted(lp, lq))
 
 
 def test_selection_prefers_the_accurate_temperature():

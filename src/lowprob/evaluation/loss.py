@@ -47,7 +47,7 @@ def _masked_logmeanexp(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (top[..., 0] + np.log(np.exp(x - top).sum(axis=-1))) - np.log(mask.sum(axis=-1))
 
 
-def fit_log_affine(log_p, log_q, mask=None, iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
+def fit_log_affine(log_p, log_q, mask=None, iterations: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Loss-minimising ``(a, b)`` of ``log q' = a·log q + b`` over the last axis, batched.
 
     ``mask`` (bool, broadcastable to the data) selects the targets each fit may use: leave-one-out
@@ -59,16 +59,18 @@ def fit_log_affine(log_p, log_q, mask=None, iterations: int = 100) -> tuple[np.n
     if not mask.any(axis=-1).all():
         raise ValueError("every fit needs at least one target")
     count = mask.sum(axis=-1)
-    mean_q = np.where(mask, log_q, 0.0).sum(axis=-1) / count
+    masked_p = np.where(mask, log_p, -np.inf)
+    masked_q = np.where(mask, log_q, 0.0)  # masked-out targets: weight 0 below, so any finite value
+    mean_q = masked_q.sum(axis=-1) / count
 
     def slope(a: np.ndarray) -> np.ndarray:  # d loss / d a at the best b for this a
-        x = np.where(mask, log_p - a[..., None] * log_q, -np.inf)
+        x = masked_p - a[..., None] * masked_q
         w = np.exp(x - x.max(axis=-1, keepdims=True))
-        return mean_q - (w * np.where(mask, log_q, 0.0)).sum(axis=-1) / w.sum(axis=-1)
+        return mean_q - (w * masked_q).sum(axis=-1) / w.sum(axis=-1)
 
     lo = np.full(mean_q.shape, -SLOPE_BOUND)
     hi = np.full(mean_q.shape, SLOPE_BOUND)
-    for _ in range(iterations):
+    for _ in range(iterations):  # 64 halvings of [-100, 100] reach float64 resolution
         mid = 0.5 * (lo + hi)
         rising = slope(mid) > 0
         hi = np.where(rising, mid, hi)
@@ -85,23 +87,39 @@ def others_mask(n: int) -> np.ndarray:
     return ~np.eye(n, dtype=bool)
 
 
-def held_out_fits(log_p, log_q) -> np.ndarray:
-    """``[..., i, j]``: target j's log-estimate under the fit on every target but i, capped at p = 1.
-
-    Batched over leading axes of ``log_q`` (e.g. one row per temperature); needs n ≥ 2.
-    """
+def loo_fitted(log_p, log_q) -> np.ndarray:
+    """Leave-one-out fitted log-estimates: entry i uses the fit on every target but i."""
     log_p = np.asarray(log_p, np.float64)
     log_q = np.asarray(log_q, np.float64)
     n = log_p.shape[-1]
     if n < 2:
         raise ValueError("leave-one-out needs at least 2 targets")
     a, b = fit_log_affine(log_p[..., None, :], log_q[..., None, :], others_mask(n))
-    return np.minimum(a[..., None] * log_q[..., None, :] + b[..., None], 0.0)
+    return np.minimum(a * log_q + b, 0.0)
 
 
-def loo_fitted(log_p, log_q) -> np.ndarray:
-    """Leave-one-out fitted log-estimates: entry i uses the fit on every target but i."""
-    return np.diagonal(held_out_fits(log_p, log_q), axis1=-2, axis2=-1)
+def held_out_fits(log_p, log_q) -> np.ndarray:
+    """``[..., i, j]``: target j's log-estimate under the fit on every target but i and j.
+
+    The diagonal is :func:`loo_fitted`; row i is a leave-one-out evaluation of the targets other than
+    i that never touched target i, which is what nested selection needs. Batched over leading axes of
+    ``log_q`` (e.g. one row per temperature); needs n ≥ 3. The fit without {i, j} serves both (i, j)
+    and (j, i), so each pair is fitted once.
+    """
+    log_p = np.asarray(log_p, np.float64)
+    log_q = np.asarray(log_q, np.float64)
+    n = log_p.shape[-1]
+    if n < 3:
+        raise ValueError("nested leave-one-out needs at least 3 targets")
+    i, j = np.triu_indices(n, k=1)
+    keep = others_mask(n)
+    a, b = fit_log_affine(log_p[..., None, :], log_q[..., None, :], keep[i] & keep[j])  # [..., pairs]
+    out = np.empty((*log_q.shape, n))
+    out[..., i, j] = a * log_q[..., j] + b
+    out[..., j, i] = a * log_q[..., i] + b
+    diagonal = np.arange(n)
+    out[..., diagonal, diagonal] = loo_fitted(log_p, log_q)
+    return np.minimum(out, 0.0)
 
 
 def loo_losses(log_p, log_q) -> np.ndarray:
