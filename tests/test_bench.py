@@ -5,6 +5,7 @@ import json
 import math
 import sys
 
+import numpy as np
 import pytest
 
 from lowprob.bench import get_scale, run_bench
@@ -76,6 +77,12 @@ def test_tiny_report_scores_every_method(tiny_run, monkeypatch, capsys):
         if r["method"] != CONSTANT:  # a record's loss is the IS loss of its own fitted estimate
             assert r["loss"] == pytest.approx(float(is_loss(math.log(r["ground_truth"]), math.log(r["fitted"]))),
                                               rel=1e-9)
+    per_pair = {}
+    for r in records:
+        per_pair.setdefault((r["method"], r["model"], r["distribution"]), []).append(r["loss"])
+    mean = {m: np.mean([np.mean(v) for (me, *_), v in per_pair.items() if me == m]) for m in {k[0] for k in per_pair}}
+    ranking = next(line for line in report.splitlines() if line.startswith("| all |") and " < " in line)
+    assert ranking.split(" | ")[1] == " < ".join(sorted(mean, key=mean.get))  # leak-free, best first
     by_unit = {}
     for r in records:
         by_unit.setdefault((r["model"], r["distribution"], r["method"], r["seed"]), []).append(r)

@@ -54,6 +54,11 @@ def _bootstrap(groups: list[np.ndarray], seed: int = 0) -> tuple[float, float]:
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
+def _groups(per_pair: dict[tuple, np.ndarray], model: str, method: str) -> list[np.ndarray]:
+    """A method's per-distribution value arrays for one model, or every model's for "all"."""
+    return [v for (m, _, me), v in per_pair.items() if me == method and model in (m, "all")]
+
+
 def _model_means(records: list[dict], key: str, models: list[str], methods: list[str], with_ci: bool
                  ) -> dict[tuple, str]:
     """Cells "mean [lo, hi]" per (model or "all", method), means of per-distribution means."""
@@ -61,7 +66,7 @@ def _model_means(records: list[dict], key: str, models: list[str], methods: list
     cells = {}
     for model in [*models, "all"]:
         for method in methods:
-            groups = [v for (m, _, me), v in per_pair.items() if me == method and model in (m, "all")]
+            groups = _groups(per_pair, model, method)
             if not groups:
                 cells[(model, method)] = "–"
                 continue
@@ -71,6 +76,20 @@ def _model_means(records: list[dict], key: str, models: list[str], methods: list
                 cell += f" [{_fmt(lo)}, {_fmt(hi)}]"
             cells[(model, method)] = cell
     return cells
+
+
+def _ranking_lines(records: list[dict], models: list[str], methods: list[str]) -> list[str]:
+    """Methods from best to worst mean loss per model, under both protocols: the orderings to compare."""
+    tables = {key: _per_pair(records, key) for key in ("loss", "oracle_loss")}
+    rows = []
+    for model in [*models, "all"]:
+        cells = []
+        for per_pair in tables.values():
+            means = {me: np.mean([g.mean() for g in groups])
+                     for me in methods if (groups := _groups(per_pair, model, me))}
+            cells.append(" < ".join(sorted(means, key=means.get)))
+        rows.append([model, *cells])
+    return ["", "## Ranking by mean IS loss (best first)", "", *_table(["model", "leak-free", "oracle"], rows)]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -102,6 +121,7 @@ def write_report(directory: str | Path, out: str | Path | None = None, zero_floo
     lines += ["", "## Mean IS loss, oracle temperatures (the paper's protocol: tuned on the scored targets)", ""]
     cells = _model_means(records, "oracle_loss", models, methods, with_ci=False)
     lines += _table(["model", *methods], [[m, *(cells[(m, me)] for me in methods)] for m in [*models, "all"]])
+    lines += _ranking_lines(records, models, methods)
     lines += ["", "## Per distribution (leak-free; oracle in parentheses where it differs)", ""]
     free, top = _pair_means(records, "loss"), _pair_means(records, "oracle_loss")
     n_targets = {(r["model"], r["distribution"]): 0 for r in records}
