@@ -8,15 +8,30 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one step: readers see the old file or the new, never half."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary sibling to write ``path``'s new content to; it replaces ``path`` only if the block succeeds.
+
+    Readers see the old file or the new, never half of one, whatever writer fills the temporary file.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` in one step."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def read_jsonl(path: str | Path, repair: bool = False) -> list[dict]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from tqdm import tqdm
 
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
+from lowprob.files import atomic_path
 from lowprob.ground_truth.result import GroundTruth, model_sha256
 from lowprob.models.transformer import Transformer
 
@@ -108,10 +108,9 @@ def _load_checkpoint(path: Path, spec: JobSpec) -> tuple[torch.Tensor, int] | No
 
 
 def _save_checkpoint(path: Path, spec: JobSpec, totals: torch.Tensor, shards_done: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"totals": totals}, str(tmp), metadata={"spec": json.dumps(asdict(spec)),
-                                                       "shards_done": str(shards_done)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({"totals": totals}, str(tmp), metadata={"spec": json.dumps(asdict(spec)),
+                                                           "shards_done": str(shards_done)})
 
 
 def ground_truth(model, dist: TokenDistribution, *, exact: bool = False, samples: int | None = None,

@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from lowprob.errors import LowprobError
+from lowprob.files import atomic_path
 
 FORMAT = "lowprob.GroundTruth/1"
 
@@ -51,10 +52,8 @@ class GroundTruth:
         meta = {"format": FORMAT, "exact": json.dumps(self.exact), "n_samples": str(self.n_samples),
                 "seed": json.dumps(self.seed), "model_sha256": self.model_sha256,
                 "distribution_sha256": self.distribution_sha256, "version": self.version}
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
 
     @classmethod
     def load(cls, path: str | Path, model: torch.nn.Module | None = None, dist=None) -> GroundTruth:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from lowprob.errors import LowprobError
+from lowprob.files import atomic_write
 
 KINDS = ("code", "english", "spanish")
 EOT = "<|endoftext|>"  # document separator and beginning-of-sequence token
@@ -260,10 +261,8 @@ def build_corpus(out: Path | None = None, debs: Path | None = None) -> Path:
         path.write_text(EOT.join(docs), encoding="utf-8")
         outputs[path.name] = {"documents": len(docs), "bytes": path.stat().st_size,
                               "sha256": _sha256_file(path)}
-    tmp_manifest = manifest_path.with_suffix(".tmp")
-    tmp_manifest.write_text(json.dumps({"recipe": recipe, "sources": sources, "outputs": outputs},
-                                       indent=1))
-    tmp_manifest.replace(manifest_path)
+    atomic_write(manifest_path, json.dumps({"recipe": recipe, "sources": sources, "outputs": outputs},
+                                           indent=1).encode())
     return out
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from lowprob.errors import LowprobError
+from lowprob.files import atomic_path
 from lowprob.models.corpus import EOT, KINDS, manifest_summary
 from lowprob.models.tokenizer import Tokenizer, balanced_documents
 from lowprob.models.transformer import Transformer, TransformerConfig
@@ -76,9 +77,8 @@ def corpus_tokens(corpus: Path, tokenizer: Tokenizer, kind: str, split: str) -> 
         ids.extend(encoded)
         ids.append(tokenizer.bos_id)
     arr = np.asarray(ids, dtype=np.uint16 if tokenizer.vocab_size <= 65536 else np.int32)
-    tmp = cache.with_name(cache.stem + ".tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, cache)
+    with atomic_path(cache) as tmp, tmp.open("wb") as f:  # a file object: np.save would append ".npy" to a name
+        np.save(f, arr)
     return arr
 
 
@@ -116,10 +116,8 @@ def evaluate(model: Transformer, corpus: Path, tokenizer: Tokenizer, n_windows: 
 
 def _save_checkpoint(path: Path, model: Transformer, opt: torch.optim.Optimizer, step: int,
                      elapsed: float) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                "elapsed": elapsed}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, tmp)
 
 
 def train(name: str, cfg: TransformerConfig, out: Path, corpus: Path, tokenizer: Tokenizer,

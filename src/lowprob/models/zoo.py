@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lowprob.errors import LowprobError
-from lowprob.files import atomic_write
+from lowprob.files import atomic_path, atomic_write
 from lowprob.models.tokenizer import Tokenizer
 from lowprob.models.transformer import Transformer, TransformerConfig
 
@@ -51,10 +50,9 @@ def save_model(model: Transformer, directory: str | Path, card: dict[str, Any]) 
     if model.tokenizer is None:
         raise LowprobError("a saved model needs a tokenizer (model.tokenizer is None)")
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    tmp = directory / "model.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    weights = tmp.read_bytes()
-    os.replace(tmp, directory / "model.safetensors")
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+        weights = tmp.read_bytes()
     tokenizer = model.tokenizer.to_str().encode()
     atomic_write(directory / "tokenizer.json", tokenizer)
     atomic_write(directory / "config.json", json.dumps(model.cfg.to_dict(), indent=1).encode())
