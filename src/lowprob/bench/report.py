@@ -215,6 +215,12 @@ def _write_csv(records: list[dict], path: Path) -> None:
         writer.writerows(records)
 
 
+def _bar_values(means: dict[tuple, float], model: str, dists: list[str], method: str) -> list[float]:
+    """Per-distribution means of one model and method, then their mean (the "mean" group of bars)."""
+    vals = [means.get((model, d, method), np.nan) for d in dists]
+    return [*vals, np.nanmean(vals) if not np.all(np.isnan(vals)) else np.nan]
+
+
 def _plots(records: list[dict], models: list[str], estimators: list[str], out: Path, zero_floor: float
            ) -> list[Path]:
     paths = []
@@ -227,14 +233,9 @@ def _plots(records: list[dict], models: list[str], estimators: list[str], out: P
         width = 0.8 / len(methods)
         for j, me in enumerate(methods):
             x = np.arange(len(dists) + 1) + (j - (len(methods) - 1) / 2) * width
-            for means, bar in ((free, True), (top, False)):
-                vals = [means.get((model, d, me), np.nan) for d in dists]
-                vals.append(np.nanmean(vals) if not np.all(np.isnan(vals)) else np.nan)
-                if bar:
-                    ax.bar(x, vals, width, label=me, color="0.6" if me == CONSTANT else None)
-                else:
-                    ax.scatter(x, vals, marker="_", s=60, color="k", zorder=3,
-                               label="oracle temperature" if j == len(methods) - 1 else None)
+            ax.bar(x, _bar_values(free, model, dists, me), width, label=me, color="0.6" if me == CONSTANT else None)
+            ax.scatter(x, _bar_values(top, model, dists, me), marker="_", s=60, color="k", zorder=3,
+                       label="oracle temperature" if j == len(methods) - 1 else None)
         ax.set_xticks(np.arange(len(dists) + 1), [*dists, "mean"])
         ax.set(yscale="log", ylabel="mean IS loss", title=f"{model}: loss by distribution and method "
                "(bars: leak-free)")
