@@ -15,9 +15,9 @@ import time
 import torch
 
 from lowprob import load_distribution, load_model
-from lowprob.ground_truth.compute import argmax_function
-from lowprob.ground_truth.fast import FastArgmax
 from lowprob.models.zoo import SHIPPED_CONFIGS
+from lowprob.truth.compute import argmax_function
+from lowprob.truth.fast import FastArgmax
 
 
 def matmul_peak(n: int = 1024, repeats: int = 20) -> float:

@@ -2,7 +2,7 @@
 
 Run:   python benchmarks/reference_ground_truth.py [--workers 2 --worker I] [--threads 1]
 Exact where the product space allows (<= 2^26 sequences; ``icl``), else ``REFERENCE_SAMPLES[model]``
-samples with seed 0. Files go to ``lowprob.ground_truth.reference.reference_path(model, dist)``; every shard is
+samples with seed 0. Files go to ``lowprob.truth.reference.reference_path(model, dist)``; every shard is
 checkpointed in ``….partial`` beside it, and a rerun resumes (commit the partial files to carry a
 run across sessions). Pairs are split round-robin over ``--workers`` processes, one per core.
 
@@ -19,10 +19,10 @@ import torch
 from lowprob import load_distribution, load_model
 from lowprob.distributions import PAPER_DISTRIBUTIONS
 from lowprob.evaluation import candidate_targets
-from lowprob.ground_truth import GroundTruth, ground_truth
-from lowprob.ground_truth.compute import MAX_EXACT
-from lowprob.ground_truth.reference import REFERENCE_SAMPLES, reference_path
 from lowprob.models.zoo import SHIPPED_CONFIGS
+from lowprob.truth import GroundTruth, ground_truth
+from lowprob.truth.compute import MAX_EXACT
+from lowprob.truth.reference import REFERENCE_SAMPLES, reference_path
 
 
 def main() -> None:

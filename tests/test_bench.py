@@ -62,10 +62,11 @@ def test_tiny_scale_rows_follow_the_contract(tiny_run):
 
 
 def test_tiny_report_scores_every_method(tiny_run, monkeypatch, capsys):
-    code, _, _ = run(monkeypatch, capsys, "report", str(tiny_run))
+    code, out, _ = run(monkeypatch, capsys, "report", str(tiny_run))
     assert code == 0
+    assert all(name in out for name in ("report.md", "scores.csv", "coverage.png", "loss_toy-1l.png"))
     report = (tiny_run / "report.md").read_text()
-    assert report.startswith("# lowprob benchmark: `tiny` scale")
+    assert report.startswith("# lowprob benchmark: `tiny` scale\n\n> **A smoke test.**")
     for name in ("loss_toy-1l.png", "loss_toy-2l.png", "scatter_raw.png", "scatter_fitted.png", "coverage.png"):
         assert (tiny_run / name).stat().st_size > 10_000
         assert f"({name})" in report
@@ -121,7 +122,7 @@ def test_parallel_workers_give_the_same_rows(tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (("bench", "--scale", "huge", "--out", "x"), "unknown scale 'huge'"),
-    (("bench", "--scale", "tiny", "--out", "x", "--methods", "naive,magic"), "unknown method(s) magic"),
+    (("bench", "--scale", "tiny", "--out", "x", "--methods", "naive,magic"), "unknown method 'magic'"),
     (("bench", "--scale", "paper", "--out", "x", "--methods", "naive"), "needs --ground-truth"),
     (("report", "nowhere"), "no benchmark rows under nowhere"),
 ])

@@ -24,7 +24,7 @@ from lowprob.evaluation import (
     work_normalised_variance,
 )
 from lowprob.evaluation.loss import held_out_fits, loo_fitted
-from lowprob.ground_truth import GroundTruth
+from lowprob.truth import GroundTruth
 
 P = np.array([3e-9, 2e-7, 1e-6, 4e-6, 1e-5, 7e-5, 1e-4])
 

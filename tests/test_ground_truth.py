@@ -7,8 +7,8 @@ from scipy import stats
 
 from lowprob import LowprobError, Transformer
 from lowprob.distributions.tiny import tiny_distribution
-from lowprob.ground_truth import GroundTruth, ground_truth
-from lowprob.ground_truth.compute import JobSpec, argmax_function, shard_totals
+from lowprob.truth import GroundTruth, ground_truth
+from lowprob.truth.compute import JobSpec, argmax_function, shard_totals
 
 from .conftest import TINY
 
@@ -124,7 +124,7 @@ def test_bad_requests_are_clear_errors(model, dist):
 def test_fast_path_argmax_equals_plain_on_toy_models(n_layers):
     import dataclasses
 
-    from lowprob.ground_truth.fast import FastArgmax
+    from lowprob.truth.fast import FastArgmax
 
     model = Transformer(dataclasses.replace(TINY, n_layers=n_layers), seed=n_layers)
     for name in ("tiny-zipf", "tiny-constants"):
@@ -139,7 +139,7 @@ def test_fast_path_argmax_equals_plain_on_toy_models(n_layers):
 @pytest.mark.parametrize("name, dist_name", [("gelu-1l", "english"), ("gelu-2l", "icl"), ("gelu-4l", "hex")])
 def test_fast_path_argmax_equals_plain_on_shipped_models(name, dist_name):
     import lowprob
-    from lowprob.ground_truth.fast import FastArgmax
+    from lowprob.truth.fast import FastArgmax
 
     model = lowprob.load_model(name)
     d = lowprob.load_distribution(dist_name, model)
@@ -148,7 +148,7 @@ def test_fast_path_argmax_equals_plain_on_shipped_models(name, dist_name):
 
 
 def test_fast_path_resolves_exact_and_near_ties_like_the_plain_model(dist):
-    from lowprob.ground_truth.fast import FastArgmax
+    from lowprob.truth.fast import FastArgmax
 
     model = Transformer(TINY, seed=0)
     tokens = dist.sample(4000, torch.Generator().manual_seed(0))
@@ -165,7 +165,7 @@ def test_fast_path_resolves_exact_and_near_ties_like_the_plain_model(dist):
 
 @pytest.mark.parametrize("mode", [dict(exact=True), dict(samples=20_000, seed=5)])
 def test_resume_after_a_crash_is_bit_identical(model, dist, mode, tmp_path, monkeypatch):
-    from lowprob.ground_truth import compute
+    from lowprob.truth import compute
 
     whole = ground_truth(model, dist, shard_size=1500, **mode)
     real_save = compute._save_checkpoint

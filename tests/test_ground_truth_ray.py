@@ -5,7 +5,7 @@ import torch
 
 from lowprob import Transformer
 from lowprob.distributions.tiny import tiny_distribution
-from lowprob.ground_truth import ground_truth
+from lowprob.truth import ground_truth
 
 from .conftest import TINY
 

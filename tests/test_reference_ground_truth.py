@@ -4,9 +4,9 @@ slice of samples agrees with each table (chi-square, cells with < 5 expected cou
 import pytest
 
 import lowprob
-from lowprob.ground_truth import GroundTruth
-from lowprob.ground_truth.compute import MAX_EXACT
-from lowprob.ground_truth.reference import REFERENCE_DIR, REFERENCE_SAMPLES
+from lowprob.truth import GroundTruth
+from lowprob.truth.compute import MAX_EXACT
+from lowprob.truth.reference import REFERENCE_DIR, REFERENCE_SAMPLES
 
 from .test_ground_truth import chi_square_p
 

@@ -1,15 +1,37 @@
-"""lowprob: estimate the probability of rare model outputs, and say how sure the estimate is."""
+"""lowprob: estimate the probability of rare model outputs, and say how sure the estimate is.
 
-from lowprob.distributions import TokenDistribution, load_distribution
+The public API is loaded on first use (PEP 562): ``import lowprob`` itself is cheap, so the
+``lowprob`` command answers ``--help`` and refuses bad arguments without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from lowprob._version import __version__
 from lowprob.errors import LowprobError
-from lowprob.estimators import Estimate, estimate
-from lowprob.events import ArgmaxIs, Event
-from lowprob.ground_truth import GroundTruth, ground_truth  # the function shadows the subpackage name
-from lowprob.models import Tokenizer, Transformer, TransformerConfig, load_model
 
-__version__ = "0.1.0"
-
+_EXPORTS = {
+    "TokenDistribution": "lowprob.distributions", "load_distribution": "lowprob.distributions",
+    "Estimate": "lowprob.estimators", "estimate": "lowprob.estimators",
+    "ArgmaxIs": "lowprob.events", "Event": "lowprob.events",
+    "GroundTruth": "lowprob.truth", "ground_truth": "lowprob.truth",
+    "Tokenizer": "lowprob.models", "Transformer": "lowprob.models", "TransformerConfig": "lowprob.models",
+    "load_model": "lowprob.models",
+}
 __all__ = [
     "ArgmaxIs", "Estimate", "Event", "GroundTruth", "LowprobError", "TokenDistribution", "Tokenizer", "Transformer",
     "TransformerConfig", "__version__", "estimate", "ground_truth", "load_distribution", "load_model",
 ]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later look-ups are plain attribute reads
+        return value
+    raise AttributeError(f"module 'lowprob' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,21 +1,23 @@
 """The ``lowprob`` command: a thin layer over the library.
 
 User errors (``LowprobError``) print one line and exit with code 2; anything else is a bug and
-keeps its traceback.
+keeps its traceback. Module-level imports stay light (no torch): ``--help`` is instant, and a
+command checks what it can of its arguments before it imports torch or loads a model.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
 from lowprob.errors import LowprobError
+from lowprob.estimators.catalog import DEFAULT_METHOD, METHODS, get_method
 from lowprob.mlp.cli import app as mlp_app
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Estimate the probability of rare model outputs.")
 
 
@@ -112,46 +114,39 @@ def dists(
             typer.echo(f"  {tok.decode(row.tolist())!r}")
 
 
-def parse_target(model, target: str) -> int:
-    """A token id, or a string that encodes to exactly one token."""
-    if target.lstrip("-").isdigit():
-        return int(target)
-    if model.tokenizer is None:
-        raise LowprobError("this model has no tokenizer: give the target as a token id")
-    ids = model.tokenizer.encode(target)
-    if len(ids) != 1:
-        raise LowprobError(f"target {target!r} encodes to {len(ids)} tokens {ids}; give one token or its id")
-    return ids[0]
+MethodName = Literal[tuple(sorted(METHODS))]
+_TEMPERED = ", ".join(name for name, m in METHODS.items() if "temperature" in m.params)
 
 
 @app.command()
 def estimate(
     model: Annotated[str, typer.Option(help="shipped model name or model directory")],
     dist: Annotated[str, typer.Option(help="distribution name or .safetensors file")],
-    target: Annotated[str, typer.Option(help="token id, or a string that is exactly one token")],
-    method: Annotated[str, typer.Option(help="estimation method")] = "itgis",
+    target: Annotated[str, typer.Option(
+        help='the token: an id (8 or id:8) or its text (" en", or as a JSON string \'"8"\'); a number that is '
+             "also a token's text is refused as ambiguous")],
+    method: Annotated[MethodName, typer.Option(help="estimation method")] = DEFAULT_METHOD,
     budget: Annotated[int, typer.Option(help="model calls (samples through the model)")] = 4096,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    temperature: Annotated[Optional[float], typer.Option(help="tilt temperature (itgis)")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="random seed")] = 0,
+    temperature: Annotated[Optional[float], typer.Option(
+        help=f"tilt temperature ({_TEMPERED}; default: the method's)")] = None,
     length: Annotated[str, typer.Option(help="cpu or paper (paper distributions)")] = "cpu",
     json_out: Annotated[bool, typer.Option("--json", help="print the estimate as JSON")] = False,
 ) -> None:
     """Estimate the probability that MODEL's last-position argmax is TARGET under DIST."""
     import json
 
+    hyper = {} if temperature is None else {"temperature": temperature}
+    get_method(method).resolve(budget, hyper)  # refuse bad arguments before loading anything
+
     import lowprob
+    from lowprob.events import parse_token
 
     lm = lowprob.load_model(model)
-    hyper = {} if temperature is None else {"temperature": temperature}
-    est = lowprob.estimate(lm, lowprob.load_distribution(dist, lm, length), lowprob.ArgmaxIs(parse_target(lm, target)),
-                           method=method, budget=budget, seed=seed, **hyper)
-    if json_out:
-        typer.echo(json.dumps(est.to_json()))
-        return
-    lo, hi = est.interval
-    typer.echo(f"{est.method}: P = {est.probability:.4g}  (95% interval {lo:.3g} .. {hi:.3g})  "
-               f"{est.cost.forward_passes} forward + {est.cost.backward_passes} backward passes, "
-               f"{est.cost.flops:.3g} FLOPs, {est.cost.seconds:.2f} s")
+    distribution = lowprob.load_distribution(dist, lm, length)
+    event = lowprob.ArgmaxIs(parse_token(target, lm.tokenizer, lm.d_vocab))
+    est = lowprob.estimate(lm, distribution, event, method=method, budget=budget, seed=seed, **hyper)
+    typer.echo(json.dumps(est.to_json()) if json_out else est.summary())
 
 
 @app.command("ground-truth")
@@ -164,17 +159,21 @@ def ground_truth_command(
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
     length: Annotated[str, typer.Option(help="cpu or paper (paper distributions)")] = "cpu",
     shard_size: Annotated[int, typer.Option(min=1, help="sequences per shard/checkpoint")] = 1 << 16,
-    resume: Annotated[bool, typer.Option(help="continue from OUT.partial after an interruption")] = False,
-    backend: Annotated[str, typer.Option(help="local, or ray (pip install 'lowprob[ray]')")] = "local",
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="continue from OUT.partial after an interruption")] = False,
+    backend: Annotated[Literal["local", "ray"], typer.Option(
+        help="where shards run: here, or on Ray (pip install 'lowprob[ray]')")] = "local",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local one)")] = None,
 ) -> None:
     """Exact or sampled argmax-token probabilities for every token, checkpointed after every shard."""
     from lowprob.distributions import load_distribution
-    from lowprob.ground_truth import ground_truth
+    from lowprob.files import prepare_output
     from lowprob.models.zoo import load_model
+    from lowprob.truth import ground_truth
 
     if exact == (samples is not None):
         raise LowprobError("give exactly one of --exact or --samples N")
+    prepare_output(out)
     partial = out.with_name(out.name + ".partial")
     if partial.exists() and not resume:
         raise LowprobError(f"{partial} holds an interrupted run: pass --resume to continue it, or delete it")
@@ -195,18 +194,23 @@ def bench(
     scale: Annotated[str, typer.Option(help="tiny (toy models, minutes), cpu (the reference run) or paper")],
     out: Annotated[Path, typer.Option(help="results directory (rows/*.jsonl, bench.json)")],
     methods: Annotated[Optional[str], typer.Option(help="comma-separated methods (default: all)")] = None,
-    resume: Annotated[bool, typer.Option(help="continue the run in OUT, skipping finished estimates")] = False,
-    workers: Annotated[int, typer.Option(help="parallel processes, one (model, distribution) pair each")] = 1,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="continue the run in OUT, skipping finished estimates")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="parallel processes, one (model, distribution) pair each")] = 1,
     ground_truth: Annotated[Optional[Path], typer.Option(
         "--ground-truth", help="directory of {model}/{dist}.safetensors tables (required at paper scale)")] = None,
     only: Annotated[Optional[str], typer.Option(
         help="comma-separated models and/or distributions: run just those pairs (resume completes the rest)")] = None,
 ) -> None:
     """Run a benchmark scale: every method, temperature, target and seed, as resumable JSON lines."""
-    from lowprob.bench import get_scale, run_bench
 
     def split(text: str | None) -> list[str] | None:
         return [m.strip() for m in text.split(",") if m.strip()] if text else None
+
+    for name in split(methods) or []:
+        get_method(name)  # an unknown method is refused before torch loads
+
+    from lowprob.bench import get_scale, run_bench
 
     run_bench(get_scale(scale), out, split(methods), resume=resume, workers=workers, ground_truth_dir=ground_truth,
               only=split(only))
@@ -223,7 +227,8 @@ def report(
     """Score a benchmark run: Markdown tables of losses, scores.csv and PNG plots."""
     from lowprob.bench.report import write_report
 
-    typer.echo(f"wrote {write_report(directory, out, zero_floor)}")
+    paths = write_report(directory, out, zero_floor)
+    typer.echo(f"wrote {len(paths)} files in {paths[0].parent}: " + ", ".join(p.name for p in paths))
 
 
 @app.command()
@@ -232,7 +237,7 @@ def train(
     out: Annotated[Path, typer.Option(help="model directory to write")],
     steps: Annotated[Optional[int], typer.Option(help="override the recipe's step count")] = None,
     seed: Annotated[int, typer.Option(help="initialisation and data-order seed")] = 0,
-    resume: Annotated[bool, typer.Option(help="continue from OUT/checkpoint.pt")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint.pt")] = False,
     new_tokenizer: Annotated[bool, typer.Option(
         help="train a tokenizer from the corpus instead of reusing the shipped one")] = False,
     corpus: Annotated[Optional[Path], typer.Option(help="corpus cache directory")] = None,

@@ -21,6 +21,7 @@ import numpy as np
 
 from lowprob.bench.score import CONSTANT, load_rows, score_rows, wnrv_gain
 from lowprob.evaluation import ZERO_FLOOR
+from lowprob.files import prepare_output
 
 BOOTSTRAP_REPS = 1000
 SENSITIVITY_FLOORS = (1e-12, 1e-10, 1e-8)
@@ -96,11 +97,16 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def write_report(directory: str | Path, out: str | Path | None = None, zero_floor: float = ZERO_FLOOR) -> Path:
-    """Score the rows under ``directory`` and write report.md, scores.csv and PNG plots to ``out``."""
+SMOKE_TEST = ("> **A smoke test.** The `tiny` scale runs random toy models on tiny input spaces at budget 256 to "
+              "check the pipeline end to end in minutes; its losses say nothing about how the methods do on "
+              "trained models (see the `cpu` scale's report for that).")
+
+
+def write_report(directory: str | Path, out: str | Path | None = None, zero_floor: float = ZERO_FLOOR
+                 ) -> list[Path]:
+    """Score the rows under ``directory``; write report.md, scores.csv and PNG plots to ``out``; return their paths."""
     directory = Path(directory)
-    out = Path(out) if out is not None else directory
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output(out if out is not None else directory, kind="directory")
     rows = load_rows(directory)
     records, notes = score_rows(rows, zero_floor)
     config_path = directory / "bench.json"
@@ -111,6 +117,8 @@ def write_report(directory: str | Path, out: str | Path | None = None, zero_floo
     scored = [r for r in records if r["method"] != CONSTANT]
 
     lines = [f"# lowprob benchmark: `{config.get('name', '?')}` scale", ""]
+    if config.get("name") == "tiny":
+        lines += [SMOKE_TEST, ""]
     lines += _setup_lines(config, rows, records, zero_floor)
     lines += ["", "## Mean IS loss, leak-free temperatures (nested leave-one-out)", "",
               "Lower is better; 0 is perfect. Each target is scored with a log-affine fit (and, for methods with "
@@ -151,7 +159,7 @@ def write_report(directory: str | Path, out: str | Path | None = None, zero_floo
     lines += ["", "## Plots", "", *(f"![{p.stem}]({p.name})" for p in plots)]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     _write_csv(records, out / "scores.csv")
-    return out / "report.md"
+    return [out / "report.md", out / "scores.csv", *plots]
 
 
 def _setup_lines(config: dict, rows: list[dict], records: list[dict], zero_floor: float) -> list[str]:
@@ -221,6 +229,14 @@ def _bar_values(means: dict[tuple, float], model: str, dists: list[str], method:
     return [*vals, np.nanmean(vals) if not np.all(np.isnan(vals)) else np.nan]
 
 
+def _loss_axis_cap(values: list[float]) -> float:
+    """Top of a loss axis: two decades above the upper quartile, so a few huge losses cannot flatten the rest."""
+    finite = np.array([v for v in values if np.isfinite(v) and v > 0])
+    if not len(finite):
+        return 1.0
+    return float(min(finite.max(), 10 ** (np.ceil(np.log10(np.quantile(finite, 0.75))) + 2)))
+
+
 def _plots(records: list[dict], models: list[str], estimators: list[str], out: Path, zero_floor: float
            ) -> list[Path]:
     paths = []
@@ -229,16 +245,24 @@ def _plots(records: list[dict], models: list[str], estimators: list[str], out: P
     methods = [CONSTANT, *estimators]
     for model in models:
         dists = sorted({d for m, d, _ in free if m == model})
+        bars = {me: (_bar_values(free, model, dists, me), _bar_values(top, model, dists, me)) for me in methods}
+        cap = _loss_axis_cap([v for pair in bars.values() for vals in pair for v in vals])
         fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * (len(dists) + 1)), 4.2))
         width = 0.8 / len(methods)
         for j, me in enumerate(methods):
             x = np.arange(len(dists) + 1) + (j - (len(methods) - 1) / 2) * width
-            ax.bar(x, _bar_values(free, model, dists, me), width, label=me, color="0.6" if me == CONSTANT else None)
-            ax.scatter(x, _bar_values(top, model, dists, me), marker="_", s=60, color="k", zorder=3,
+            leak_free, oracle = (np.array(v) for v in bars[me])
+            ax.bar(x, np.minimum(leak_free, cap), width, label=me, color="0.6" if me == CONSTANT else None)
+            ax.scatter(x, np.minimum(oracle, cap), marker="_", s=60, color="k", zorder=3,
                        label="oracle temperature" if j == len(methods) - 1 else None)
+            for xi, v in zip(x, leak_free, strict=True):
+                if v > cap:  # a cut bar carries its value
+                    ax.text(xi, cap, _fmt(float(v)), rotation=90, ha="center", va="top", fontsize=6, color="w")
         ax.set_xticks(np.arange(len(dists) + 1), [*dists, "mean"])
-        ax.set(yscale="log", ylabel="mean IS loss", title=f"{model}: loss by distribution and method "
-               "(bars: leak-free)")
+        cut = any(v > cap for vals in bars.values() for v in vals[0])
+        ax.set(yscale="log", ylabel="mean IS loss", title=f"{model}: loss by distribution and method (bars: "
+               "leak-free" + (f"; cut at {_fmt(cap)}, values on the cut bars)" if cut else ")"))
+        ax.set_ylim(top=cap * 1.05)
         ax.legend(fontsize=7, ncol=len(methods) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.08))
         fig.tight_layout()
         paths.append(out / f"loss_{model}.png")

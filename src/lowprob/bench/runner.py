@@ -8,7 +8,7 @@ Layout of the output directory:
 * ``rows/{model}/{dist}.targets.json`` — the pair's targets and the range they were drawn from.
 
 A crash loses at most the estimate in flight: ``--resume`` drops a torn last line and skips every row
-already written. Pairs are independent, so ``workers`` processes (one thread each) run them in
+already written. Pairs are independent, so ``workers`` processes (``lowprob.threads``' budget each) run them in
 parallel; rows do not depend on the worker count, only on seeds.
 """
 
@@ -21,28 +21,28 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty
 
 import torch
 from tqdm import tqdm
 
-import lowprob
+from lowprob._version import __version__
 from lowprob.bench.scales import Scale, hyper_key, load_problem, target_seed
 from lowprob.errors import LowprobError
 from lowprob.estimators import METHODS, estimate
 from lowprob.evaluation import select_targets, target_range
 from lowprob.evaluation.targets import candidate_targets
 from lowprob.events import ArgmaxIs
-from lowprob.files import atomic_write, read_jsonl
-from lowprob.ground_truth import model_sha256
-
-Tick = Callable[[str, int], None]  # ("total", n) when a pair's work is known, ("done", 1) per estimate
+from lowprob.files import atomic_write, prepare_output, read_jsonl
+from lowprob.threads import thread_count, torch_threads
+from lowprob.truth import model_sha256
 
 
 def hyper_grid(scale: Scale, method: str) -> list[dict]:
     """The hyper-parameter settings a method is run at: the temperature grid, or its defaults."""
-    if "temperature" in METHODS[method].defaults:
+    if "temperature" in METHODS[method].params:
         return [{"temperature": t} for t in scale.temperatures]
     return [{}]
 
@@ -55,44 +55,62 @@ def _write_json(path: Path, obj) -> None:
     atomic_write(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
-def run_pair(scale: Scale, model_name: str, dist_name: str, out: Path, methods: list[str],
-             ground_truth_dir: Path | None, tick: Tick) -> None:
-    from lowprob import estimators  # noqa: F401  (registers the built-in methods)
+@dataclass(frozen=True)
+class PairPlan:
+    """One pair's work, settled before anything runs: its targets, their ground truth, the jobs left."""
 
-    model, dist, gt = load_problem(scale, model_name, dist_name, ground_truth_dir)
+    model: str
+    distribution: str
+    meta: dict  # what rows/{model}/{dist}.targets.json holds
+    truth: dict[int, dict]  # target -> the ground-truth fields every row carries
+    jobs: list[tuple[str, dict, int, int]]  # (method, hyper, seed, target) not yet in the rows file
+
+
+def plan_pair(scale: Scale, model_name: str, dist_name: str, out: Path, methods: list[str],
+              ground_truth_dir: Path | None) -> PairPlan:
+    """Choose the pair's targets and list the estimates still to make; refuse a changed ground truth."""
+    _, _, gt = load_problem(scale, model_name, dist_name, ground_truth_dir)
     targets = select_targets(gt, scale.budget, scale.n_targets, seed=target_seed(model_name, dist_name))
-    pair_dir = out / "rows" / model_name
-    pair_dir.mkdir(parents=True, exist_ok=True)
     r = target_range(gt, scale.budget)
     meta = {"targets": targets, "n_candidates": len(candidate_targets(gt, scale.budget)), "range": [r.low, r.high],
             "ground_truth": {"exact": gt.exact, "n": gt.n_samples, "seed": gt.seed}}
-    meta_path = pair_dir / f"{dist_name}.targets.json"
+    meta_path = out / "rows" / model_name / f"{dist_name}.targets.json"
     if meta_path.exists() and json.loads(meta_path.read_text()) != json.loads(json.dumps(meta)):
         raise LowprobError(f"the ground truth of {model_name}/{dist_name} changed since {out} was started "
                            f"(other targets); run into an empty directory")
-    _write_json(meta_path, meta)
-    rows_path = pair_dir / f"{dist_name}.jsonl"
-    done = {row_key(r["method"], r["hyper"], r["target"], r["seed"]) for r in read_jsonl(rows_path, repair=True)}
+    truth = {t: {"ground_truth": float(gt.probabilities[t]), "ground_truth_exact": gt.exact,
+                 "ground_truth_n": gt.n_samples,
+                 "ground_truth_count": None if gt.counts is None else int(gt.counts[t])} for t in targets}
+    done = {row_key(r["method"], r["hyper"], r["target"], r["seed"])
+            for r in read_jsonl(meta_path.with_name(f"{dist_name}.jsonl"))}
     jobs = [(m, h, s, t) for m in methods for h in hyper_grid(scale, m) for s in scale.seeds for t in targets
             if row_key(m, h, t, s) not in done]  # seed before target: QLD/GLD reuse one activation set
-    tick("total", len(jobs))
-    common = {"scale": scale.name, "model": model_name, "distribution": dist_name, "length": scale.length,
+    return PairPlan(model_name, dist_name, meta, truth, jobs)
+
+
+def run_pair(scale: Scale, plan: PairPlan, out: Path, ground_truth_dir: Path | None, tick: Callable[[], None]
+             ) -> None:
+    """Make the plan's estimates, appending one row per estimate to rows/{model}/{dist}.jsonl."""
+    model, dist, _ = load_problem(scale, plan.model, plan.distribution, ground_truth_dir)
+    pair_dir = out / "rows" / plan.model
+    pair_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(pair_dir / f"{plan.distribution}.targets.json", plan.meta)
+    rows_path = pair_dir / f"{plan.distribution}.jsonl"
+    read_jsonl(rows_path, repair=True)  # drop a torn last line before appending
+    common = {"scale": scale.name, "model": plan.model, "distribution": plan.distribution, "length": scale.length,
               "model_sha256": model_sha256(model), "distribution_sha256": dist.content_hash(),
-              "version": lowprob.__version__}
+              "version": __version__}
     tokenizer = getattr(model, "tokenizer", None)
     with rows_path.open("a") as f:
-        for method, hyper, seed, target in jobs:
+        for method, hyper, seed, target in plan.jobs:
             est = estimate(model, dist, ArgmaxIs(target), method=method, budget=scale.budget, seed=seed, **hyper)
             row = {**common, "target": target, "target_text": tokenizer.decode([target]) if tokenizer else None,
                    "method": method, "hyper": hyper, "seed": seed, "budget": scale.budget,
                    "probability": est.probability, "interval": list(est.interval),
-                   "cost": est.to_json()["cost"], "diagnostics": est.diagnostics,
-                   "ground_truth": float(gt.probabilities[target]), "ground_truth_exact": gt.exact,
-                   "ground_truth_n": gt.n_samples,
-                   "ground_truth_count": None if gt.counts is None else int(gt.counts[target])}
+                   "cost": est.to_json()["cost"], "diagnostics": est.diagnostics, **plan.truth[target]}
             f.write(json.dumps(row) + "\n")
             f.flush()
-            tick("done", 1)
+            tick()
 
 
 def _check_config(scale: Scale, out: Path, resume: bool) -> None:
@@ -103,18 +121,16 @@ def _check_config(scale: Scale, out: Path, resume: bool) -> None:
                                f"or choose an empty directory")
         if config.exists() and json.loads(config.read_text()) != json.loads(json.dumps(scale.to_json())):
             raise LowprobError(f"{out} holds a run of another scale definition; choose an empty directory")
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(config, scale.to_json())
 
 
 _QUEUE = None  # a worker's channel for progress ticks, set by ``_init_worker``
 
 
 def _init_worker(parent: int, queue) -> None:
-    """Worker set-up: one thread, a progress channel, and exit when the parent dies (no orphans)."""
+    """Worker set-up: its thread budget, a progress channel, and exit when the parent dies (no orphans)."""
     global _QUEUE
     _QUEUE = queue
-    torch.set_num_threads(1)
+    torch.set_num_threads(thread_count())
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -125,8 +141,22 @@ def _init_worker(parent: int, queue) -> None:
 
 
 def _worker(args) -> None:
-    scale, model_name, dist_name, out, methods, gt_dir = args
-    run_pair(scale, model_name, dist_name, out, methods, gt_dir, lambda kind, n: _QUEUE.put((kind, n)))
+    scale, plan, out, gt_dir = args
+    run_pair(scale, plan, out, gt_dir, lambda: _QUEUE.put(1))
+
+
+def _chosen_pairs(scale: Scale, only: list[str] | None) -> list[tuple[str, str]]:
+    pairs = scale.pairs()
+    if not only:
+        return pairs
+    unknown = sorted(set(only) - set(scale.models) - set(scale.distributions))
+    if unknown:
+        raise LowprobError(f"--only names {', '.join(unknown)}, not a model or distribution of the "
+                           f"{scale.name} scale")
+    models_named = set(only) & set(scale.models)
+    dists_named = set(only) & set(scale.distributions)
+    return [(m, d) for m, d in pairs if (not models_named or m in models_named)
+            and (not dists_named or d in dists_named)]
 
 
 def run_bench(scale: Scale, out: str | Path, methods: list[str] | None = None, resume: bool = False,
@@ -134,54 +164,43 @@ def run_bench(scale: Scale, out: str | Path, methods: list[str] | None = None, r
               only: list[str] | None = None) -> Path:
     """Run (or continue) ``scale`` into ``out``; returns ``out``.
 
+    Every pair is planned first (targets chosen, ground truth checked, finished rows counted), so a
+    problem is reported before anything is written and the progress bar knows the whole job.
     ``only`` restricts the run to pairs whose model or distribution is named (a partial run that a
     later ``resume`` completes); the rows are the same as a full run's.
     """
-    from lowprob import estimators  # noqa: F401
-
     methods = list(methods or sorted(METHODS))
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise LowprobError(f"unknown method(s) {', '.join(unknown)}: choose from {', '.join(sorted(METHODS))}")
-    if workers < 1:
-        raise LowprobError(f"--workers must be at least 1, got {workers}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise LowprobError(f"--workers must be a positive integer, got {workers!r}")
     if scale.name == "paper" and ground_truth_dir is None:
         raise LowprobError("the paper scale needs --ground-truth DIR with 2^32-sample tables (see the README)")
     out = Path(out)
     gt_dir = Path(ground_truth_dir) if ground_truth_dir is not None else None
     _check_config(scale, out, resume)
-    pairs = scale.pairs()
-    if only:
-        unknown = sorted(set(only) - set(scale.models) - set(scale.distributions))
-        if unknown:
-            raise LowprobError(f"--only names {', '.join(unknown)}, not a model or distribution of the "
-                               f"{scale.name} scale")
-        chosen = [(m, d) for m, d in pairs if m in only or d in only]
-        models_named = set(only) & set(scale.models)
-        dists_named = set(only) & set(scale.distributions)
-        pairs = [(m, d) for m, d in chosen if (not models_named or m in models_named)
-                 and (not dists_named or d in dists_named)]
-    bar = tqdm(total=0, unit="est", desc=f"bench {scale.name}", disable=not progress, dynamic_ncols=True)
-
-    def tick(kind: str, n: int) -> None:
-        if kind == "total":
-            bar.total += n
-            bar.refresh()
-        else:
-            bar.update(n)
-
+    pairs = _chosen_pairs(scale, only)
+    with torch_threads():
+        plans = [plan_pair(scale, m, d, out, methods, gt_dir) for m, d in pairs]
+    prepare_output(out, kind="directory")
+    _write_json(out / "bench.json", scale.to_json())
+    bar = tqdm(total=sum(len(p.jobs) for p in plans), unit="est", desc=f"bench {scale.name}", disable=not progress,
+               dynamic_ncols=True)
+    plans = [p for p in plans if p.jobs]
     if workers == 1:
-        for model_name, dist_name in pairs:
-            run_pair(scale, model_name, dist_name, out, methods, gt_dir, tick)
+        with torch_threads():
+            for plan in plans:
+                run_pair(scale, plan, out, gt_dir, lambda: bar.update(1))
     else:
         ctx = multiprocessing.get_context("spawn")
         queue = ctx.Queue()
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(os.getpid(), queue)) as pool:
-            futures = [pool.submit(_worker, (scale, m, d, out, methods, gt_dir)) for m, d in pairs]
+            futures = [pool.submit(_worker, (scale, plan, out, gt_dir)) for plan in plans]
             while True:
                 try:
-                    tick(*queue.get(timeout=0.5))
+                    bar.update(queue.get(timeout=0.5))
                     continue
                 except Empty:
                     pass

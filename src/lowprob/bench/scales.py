@@ -18,10 +18,10 @@ from pathlib import Path
 from lowprob.distributions import PAPER_DISTRIBUTIONS, TokenDistribution, load_distribution
 from lowprob.distributions.tiny import tiny_distribution
 from lowprob.errors import LowprobError
-from lowprob.ground_truth import GroundTruth, ground_truth
-from lowprob.ground_truth.reference import load_reference
 from lowprob.models import Transformer, TransformerConfig, load_model
 from lowprob.models.zoo import SHIPPED_CONFIGS
+from lowprob.truth import GroundTruth, ground_truth
+from lowprob.truth.reference import load_reference
 
 TEMPERATURES = (0.3, 0.45, 0.67, 1.0, 1.5, 2.24, 3.34, 5.0)  # the paper's grid, ~1.5x steps
 

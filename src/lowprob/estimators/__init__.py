@@ -1,6 +1,19 @@
-"""Estimators behind one API; importing this package registers the built-in methods."""
+"""Estimators behind one API: ``estimate`` and the catalog of methods it dispatches to.
 
-from lowprob.estimators import extrapolation, itgis, mhis, naive  # noqa: F401  (registration side effects)
-from lowprob.estimators.base import METHODS, Cost, Estimate, estimate
+``catalog`` is torch-free; ``estimate``, ``Estimate`` and ``Cost`` load on first use (PEP 562), so
+that reading the catalog (the CLI's ``--help``) does not import torch.
+"""
 
-__all__ = ["METHODS", "Cost", "Estimate", "estimate"]
+from __future__ import annotations
+
+import importlib
+
+from lowprob.estimators.catalog import DEFAULT_METHOD, METHODS
+
+__all__ = ["DEFAULT_METHOD", "METHODS", "Cost", "Estimate", "estimate"]
+
+
+def __getattr__(name: str):
+    if name in ("Cost", "Estimate", "estimate"):
+        return getattr(importlib.import_module("lowprob.estimators.base"), name)
+    raise AttributeError(f"module 'lowprob.estimators' has no attribute {name!r}")

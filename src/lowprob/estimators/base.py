@@ -1,8 +1,9 @@
 """One API for every estimator: ``estimate(model, dist, event, method, budget, seed, **hyper)``.
 
-An estimator is a function registered with its hyper-parameters' defaults. It returns the estimate,
-a nominal 95% interval, the model calls it made and diagnostics; ``estimate`` validates the request
-at the boundary, times the run, prices it in FLOPs and checks the result is a finite probability.
+An estimator is a function declared in ``estimators.catalog`` with its hyper-parameters. It returns
+the estimate, a nominal 95% interval, the model calls it made and diagnostics (a ``RawEstimate``);
+``estimate`` validates the request at the boundary, times the run, prices it in FLOPs and turns it
+into an ``Estimate`` that names what was estimated and lies in [0, 1].
 ``budget`` counts samples pushed through the model (one sequence = one call, as in the paper).
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,7 +19,9 @@ from scipy import stats
 
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
+from lowprob.estimators.catalog import DEFAULT_METHOD, get_method
 from lowprob.events import Event
+from lowprob.threads import torch_threads
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,11 @@ class Cost:
 
 @dataclass(frozen=True)
 class Estimate:
+    """An estimate of P(event), what it was an estimate of, what it cost and how sure it is.
+
+    ``interval`` is a nominal 95% interval and always lies in [0, 1], as does ``probability``.
+    """
+
     method: str
     probability: float
     interval: tuple[float, float]
@@ -40,11 +47,29 @@ class Estimate:
     cost: Cost
     diagnostics: dict[str, Any] = field(default_factory=dict)
     hyper: dict[str, Any] = field(default_factory=dict)
+    model: str = ""  # the model's name (a shipped name or its directory's), "" if it has none
+    distribution: str = ""  # the distribution's name, "" if it has none
+    event: dict[str, Any] = field(default_factory=dict)  # Event.describe(): kind, token id and text
+
+    def __post_init__(self) -> None:
+        lo, hi = self.interval
+        if not (0 <= lo <= hi <= 1 and 0 <= self.probability <= 1):
+            raise ValueError(f"an Estimate needs 0 <= lo <= hi <= 1 and 0 <= p <= 1, got {self.probability} "
+                             f"{self.interval}")
 
     def to_json(self) -> dict[str, Any]:
-        return {"method": self.method, "probability": self.probability, "interval": list(self.interval),
+        return {"method": self.method, "model": self.model, "distribution": self.distribution,
+                "event": self.event, "probability": self.probability, "interval": list(self.interval),
                 "budget": self.budget, "seed": self.seed, "cost": asdict(self.cost),
                 "diagnostics": self.diagnostics, "hyper": self.hyper}
+
+    def summary(self) -> str:
+        """One line for people: what was estimated, the estimate, its interval and its cost."""
+        lo, hi = self.interval
+        return (f"{self.method}: P({self.event.get('label', 'event')}) = {self.probability:.4g}  "
+                f"(95% interval {lo:.3g} .. {hi:.3g})  model {self.model or 'unnamed'}, distribution "
+                f"{self.distribution or 'unnamed'}; {self.cost.forward_passes} forward + "
+                f"{self.cost.backward_passes} backward passes, {self.cost.flops:.3g} FLOPs, {self.cost.seconds:.2f} s")
 
 
 @dataclass(frozen=True)
@@ -56,30 +81,6 @@ class RawEstimate:
     forward_passes: int
     backward_passes: int
     diagnostics: dict[str, Any]
-
-
-EstimatorFn = Callable[..., RawEstimate]
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    fn: EstimatorFn
-    defaults: dict[str, Any]
-    description: str
-
-
-METHODS: dict[str, Method] = {}
-
-
-def register(name: str, description: str, **defaults: Any) -> Callable[[EstimatorFn], EstimatorFn]:
-    """Register ``fn(model, dist, event, budget, generator, **hyper) -> RawEstimate`` as ``name``."""
-
-    def wrap(fn: EstimatorFn) -> EstimatorFn:
-        METHODS[name] = Method(name, fn, defaults, description)
-        return fn
-
-    return wrap
 
 
 def poisson_upper(count: float = 0.0, level: float = 0.95) -> float:
@@ -119,36 +120,33 @@ def forward_flops(model, seq_len: int) -> float:
     return float(cfg.n_layers * block + 2 * d * cfg.d_vocab)
 
 
-def estimate(model, dist: TokenDistribution, event: Event, method: str = "itgis", budget: int = 4096,
+def estimate(model, dist: TokenDistribution, event: Event, method: str = DEFAULT_METHOD, budget: int = 4096,
              seed: int = 0, **hyper: Any) -> Estimate:
-    """Estimate P(event) for inputs from ``dist``, spending ``budget`` model calls."""
-    from lowprob import estimators  # noqa: F401  (registers the built-in methods)
+    """Estimate P(event) for inputs from ``dist``, spending ``budget`` model calls.
 
-    if method not in METHODS:
-        raise LowprobError(f"unknown method {method!r}: choose one of {', '.join(sorted(METHODS))}")
-    spec = METHODS[method]
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise LowprobError(f"budget must be a positive integer (model calls), got {budget!r}")
-    unknown = sorted(set(hyper) - set(spec.defaults))
-    if unknown:
-        valid = ", ".join(sorted(spec.defaults)) or "none"
-        raise LowprobError(f"{method} has no hyper-parameter {', '.join(unknown)}; valid: {valid}")
-    params = {**spec.defaults, **hyper}
-    if "temperature" in params and not (isinstance(params["temperature"], (int, float))
-                                        and math.isfinite(params["temperature"]) and params["temperature"] > 0):
-        raise LowprobError(f"temperature must be a positive finite number, got {params['temperature']!r}")
+    Every method goes through here: the request is checked against the method's declaration
+    (``estimators.catalog``), the run is timed and priced in FLOPs, and the result is put in [0, 1]
+    — an importance-sampling average can exceed 1 and a bound built from a largest weight can too,
+    while the truth cannot (the unclipped value is kept in the diagnostics).
+    """
+    spec = get_method(method)
+    params = spec.resolve(budget, hyper)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise LowprobError(f"seed must be a non-negative integer, got {seed!r}")
     event.validate(model)
     dist.check_model(model)
     generator = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
-    raw = spec.fn(model, dist, event, budget, generator, **params)
-    seconds = time.perf_counter() - start
-    lo, hi = raw.interval
-    if not (math.isfinite(raw.probability) and raw.probability >= 0 and math.isfinite(lo) and math.isfinite(hi)
-            and 0 <= lo <= hi):
-        raise RuntimeError(f"{method} returned an invalid estimate {raw.probability} {raw.interval}: a bug")
+    with torch_threads():
+        start = time.perf_counter()
+        raw = spec.function()(model, dist, event, budget, generator, **params)
+        seconds = time.perf_counter() - start
+    p, (lo, hi) = raw.probability, raw.interval
+    if not all(math.isfinite(v) and v >= 0 for v in (p, lo, hi)) or lo > hi:
+        raise RuntimeError(f"{method} returned an invalid estimate {p} {raw.interval}: a bug")
+    diagnostics = raw.diagnostics if p <= 1 else {**raw.diagnostics, "unclipped_probability": p}
     per_call = forward_flops(model, len(dist))
     flops = per_call * (raw.forward_passes + 2 * raw.backward_passes)  # a backward pass costs ~2 forwards
     cost = Cost(raw.forward_passes, raw.backward_passes, flops, seconds)
-    return Estimate(method, float(raw.probability), (float(lo), float(hi)), budget, seed, cost,
-                    raw.diagnostics, params)
+    return Estimate(method, min(float(p), 1.0), (min(float(lo), 1.0), min(float(hi), 1.0)), budget, seed, cost,
+                    diagnostics, params, model=getattr(model, "name", "") or "", distribution=dist.name,
+                    event=event.describe(getattr(model, "tokenizer", None)))

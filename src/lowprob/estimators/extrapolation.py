@@ -27,9 +27,9 @@ import torch
 from scipy import optimize, stats
 
 from lowprob.errors import LowprobError
-from lowprob.estimators.base import RawEstimate, poisson_upper, register
+from lowprob.estimators.base import RawEstimate, poisson_upper
 from lowprob.events import ArgmaxIs
-from lowprob.ground_truth.result import model_sha256
+from lowprob.truth.result import model_sha256
 
 JITTER = 1e-5
 GROUPS = 8  # QLD's interval: spread of the estimate over disjoint groups of activations
@@ -136,15 +136,13 @@ def qld_probability(acts: torch.Tensor, w_u: torch.Tensor, b_u: torch.Tensor, ta
     return total / len(z) ** 2, {"direction": kind, "min_norm": float(np.linalg.norm(z_star))}
 
 
-# --- registered methods --------------------------------------------------------------------------
-@register("gld", "Gaussian fit to the target's logit gap, Φ(μ/σ) (activations shared across targets)")
+# --- the methods ---------------------------------------------------------------------------------------
 def gld(model, dist, event, budget: int, generator: torch.Generator) -> RawEstimate:
     acts, hit = shared_activations(model, dist, budget, generator)
     p, interval, diag = gld_probability(acts, *_unembedding(model), _target(event))
     return RawEstimate(p, interval, budget, 0, {**diag, "activations_shared": True, "cache_hit": hit})
 
 
-@register("qld", "quadratic logit decomposition along the min-norm accepting direction (shared activations)")
 def qld(model, dist, event, budget: int, generator: torch.Generator) -> RawEstimate:
     acts, hit = shared_activations(model, dist, budget, generator)
     w_u, b_u = _unembedding(model)

@@ -25,8 +25,7 @@ import torch
 from scipy import stats
 
 from lowprob.distributions.base import TokenDistribution
-from lowprob.errors import LowprobError
-from lowprob.estimators.base import RawEstimate, poisson_upper, register, score_and_gradient
+from lowprob.estimators.base import RawEstimate, poisson_upper, score_and_gradient
 
 DECAY = 0.9
 MAX_BATCH, MIN_ROUNDS = 256, 16
@@ -49,13 +48,10 @@ def tilted(dist: TokenDistribution, scores: list[torch.Tensor], temperature: flo
     return TokenDistribution.from_positions(positions, normalize=True)
 
 
-@register("itgis", "importance sampling with gradient-tilted independent tokens", temperature=1.0, batch_size=None)
 def itgis(model, dist: TokenDistribution, event, budget: int, generator: torch.Generator,
           temperature: float, batch_size: int | None) -> RawEstimate:
     if batch_size is None:
         batch_size = min(MAX_BATCH, -(-budget // MIN_ROUNDS))
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise LowprobError(f"batch_size must be a positive integer, got {batch_size!r}")
     ema = [torch.zeros(n, dtype=torch.float64) for n in dist.support_sizes()]
     proposal = dist
     log_terms, log_weights = [], []

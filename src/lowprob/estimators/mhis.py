@@ -19,7 +19,10 @@ import torch
 from scipy import stats
 
 from lowprob.distributions.base import TokenDistribution
-from lowprob.estimators.base import RawEstimate, poisson_upper, register, score_and_gradient
+from lowprob.errors import LowprobError
+from lowprob.estimators.base import RawEstimate, poisson_upper, score_and_gradient
+
+CHAINS = 32  # default number of chains, fewer when the budget is smaller
 
 
 class _PaddedSupports:
@@ -43,12 +46,14 @@ class _PaddedSupports:
         return torch.log_softmax(self.log_prior[pos] + tilt, dim=1)
 
 
-@register("mhis", "Metropolis-Hastings importance sampling with gradient-informed proposals",
-          temperature=1.0, chains=32, burn_in_fraction=0.25)
 @torch.no_grad()
 def mhis(model, dist: TokenDistribution, event, budget: int, generator: torch.Generator,
-         temperature: float, chains: int, burn_in_fraction: float) -> RawEstimate:
-    chains = max(1, min(int(chains), budget))
+         temperature: float, chains: int | None, burn_in_fraction: float) -> RawEstimate:
+    if chains is None:
+        chains = min(CHAINS, budget)
+    elif chains > budget:
+        raise LowprobError(f"mhis: {chains} chains need a budget of at least {chains} (one call per initial state), "
+                           f"got {budget}")
     steps = max(0, budget // chains - 1)  # the initial states cost one pass per chain
     burn = int(steps * burn_in_fraction)
     variable = torch.tensor(dist.variable_positions(), dtype=torch.long)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from scipy import stats
 
-from lowprob.estimators.base import RawEstimate, register
+from lowprob.estimators.base import RawEstimate
 
 BATCH = 4096
 
@@ -21,7 +21,6 @@ def clopper_pearson(hits: int, n: int, level: float = 0.95) -> tuple[float, floa
     return lo, hi
 
 
-@register("naive", "hit fraction of plain samples, Clopper–Pearson interval")
 @torch.no_grad()
 def naive(model, dist, event, budget: int, generator: torch.Generator) -> RawEstimate:
     hits = 0

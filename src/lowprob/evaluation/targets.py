@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lowprob.ground_truth import GroundTruth
+from lowprob.truth import GroundTruth
 
 MIN_COUNT = 8
 EXACT_FLOOR = 1e-9

@@ -12,7 +12,7 @@ import typer
 
 from lowprob.errors import LowprobError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Estimate MLP behaviour from the weights (cumulant propagation) and compare "
                        "with sampling.")
 

@@ -144,10 +144,11 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """Decoder-only LM; ``seed`` makes the random initialisation reproducible."""
 
-    def __init__(self, cfg: TransformerConfig, seed: int = 0, tokenizer: Any = None) -> None:
+    def __init__(self, cfg: TransformerConfig, seed: int = 0, tokenizer: Any = None, name: str = "") -> None:
         super().__init__()
         self.cfg = cfg
         self.tokenizer = tokenizer
+        self.name = name  # what results call the model: its shipped name or directory, "" for a toy
         self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model))
         self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))

@@ -107,7 +107,7 @@ def load_model(name_or_path: str | Path) -> Transformer:
         state = load_file(str(directory / "model.safetensors"))
     except SafetensorError as exc:
         raise LowprobError(f"{directory / 'model.safetensors'} is unreadable ({exc})") from None
-    model = Transformer(cfg, tokenizer=Tokenizer.from_file(directory / "tokenizer.json"))
+    model = Transformer(cfg, tokenizer=Tokenizer.from_file(directory / "tokenizer.json"), name=str(name_or_path))
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     if expected != got:

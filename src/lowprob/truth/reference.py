@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lowprob.errors import LowprobError
-from lowprob.ground_truth.result import GroundTruth
+from lowprob.truth.result import GroundTruth
 
 REFERENCE_DIR = Path(__file__).parent / "reference"
 REFERENCE_SAMPLES = {"gelu-1l": 1 << 24, "gelu-2l": 1 << 22, "gelu-4l": 1 << 22}

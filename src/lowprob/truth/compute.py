@@ -25,11 +25,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from lowprob._version import __version__
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
 from lowprob.files import atomic_path
-from lowprob.ground_truth.result import GroundTruth, model_sha256
 from lowprob.models.transformer import Transformer
+from lowprob.threads import torch_threads
+from lowprob.truth.result import GroundTruth, model_sha256
 
 SHARD_SIZE = 1 << 16
 MAX_EXACT = 1 << 26  # sequences; beyond this, sample
@@ -44,7 +46,7 @@ def shard_seed(seed: int, shard: int) -> int:
 def argmax_function(model, dist: TokenDistribution, fast: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
     """Last-position argmax: the fast path for the shipped ``Transformer``, plain ``logits`` otherwise."""
     if fast and isinstance(model, Transformer):
-        from lowprob.ground_truth.fast import FastArgmax
+        from lowprob.truth.fast import FastArgmax
 
         return FastArgmax(model, dist).argmax
 
@@ -122,8 +124,6 @@ def ground_truth(model, dist: TokenDistribution, *, exact: bool = False, samples
     ``backend="ray"`` runs shards as Ray tasks (a local cluster, or ``address``); shard results are
     added in shard order, so every backend gives the same bits.
     """
-    from lowprob import __version__
-
     dist.check_model(model)
     if exact == (samples is not None):
         raise LowprobError("choose exactly one of exact=True or samples=N")
@@ -145,12 +145,12 @@ def ground_truth(model, dist: TokenDistribution, *, exact: bool = False, samples
         totals, done = state
     shards = range(done, spec.n_shards)
     if backend == "ray":
-        from lowprob.ground_truth.ray_backend import ray_shards
+        from lowprob.truth.ray_backend import ray_shards
 
         results = ray_shards(model, dist, spec, shards, fast, address)
     else:
         results = _local_shards(model, dist, spec, shards, fast)
-    with tqdm(total=spec.n, initial=min(done * shard_size, spec.n), unit="seq", unit_scale=True,
+    with torch_threads(), tqdm(total=spec.n, initial=min(done * shard_size, spec.n), unit="seq", unit_scale=True,
               disable=not progress, desc="exact" if exact else "sampled") as bar:
         for shard, result in zip(shards, results, strict=True):
             totals += result

@@ -1,0 +1,106 @@
+"""The estimation methods: each one's name, description, hyper-parameters and smallest budget.
+
+This is the one place a method is declared — its hyper-parameters with their defaults, what values
+they accept and what they mean — and the one place a request is checked against that declaration.
+It imports no torch, so the CLI can list the choices in ``--help`` and refuse a bad argument
+before it spends seconds importing torch and loading a model; the implementation (a function
+``fn(model, dist, event, budget, generator, **hyper) -> RawEstimate``) is imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lowprob.errors import LowprobError
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyper-parameter: its default, the values it accepts (said in words) and its meaning."""
+
+    default: Any
+    accepts: Callable[[Any], bool]
+    expected: str  # completes "must be ...", e.g. "a positive finite number"
+    help: str
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def positive_number(default: float, help: str) -> Param:
+    return Param(default, lambda v: _is_number(v) and v > 0, "a positive finite number", help)
+
+
+def positive_count(default: int | None, help: str) -> Param:
+    """A positive integer; a ``None`` default means "chosen from the budget" and may be passed too."""
+    accepts = (lambda v: v is None or _is_count(v)) if default is None else _is_count
+    return Param(default, accepts, "a positive integer" + (" (or None: automatic)" if default is None else ""),
+                 help)
+
+
+def fraction(default: float, help: str) -> Param:
+    return Param(default, lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)", help)
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    implementation: str  # "module:function"
+    params: dict[str, Param] = field(default_factory=dict)
+    min_budget: int = 1  # fewer model calls than this cannot give an estimate at all
+
+    def resolve(self, budget: Any, hyper: dict[str, Any]) -> dict[str, Any]:
+        """Check ``budget`` and ``hyper`` against the declaration; return the full hyper-parameters."""
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise LowprobError(f"budget must be a positive integer (model calls), got {budget!r}")
+        if budget < self.min_budget:
+            raise LowprobError(f"{self.name} needs a budget of at least {self.min_budget} model calls, got {budget}")
+        unknown = sorted(set(hyper) - set(self.params))
+        if unknown:
+            valid = ", ".join(sorted(self.params)) or "none"
+            raise LowprobError(f"{self.name} has no hyper-parameter {', '.join(unknown)}; valid: {valid}")
+        for key, value in hyper.items():
+            if not self.params[key].accepts(value):
+                raise LowprobError(f"{self.name}: {key} must be {self.params[key].expected}, got {value!r}")
+        return {**{k: p.default for k, p in self.params.items()}, **hyper}
+
+    def function(self) -> Callable[..., Any]:
+        module, name = self.implementation.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+_TEMPERATURE = "tilt temperature: lower tilts harder toward the event"
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("naive", "hit fraction of plain samples, Clopper–Pearson interval", "lowprob.estimators.naive:naive"),
+    Method("itgis", "importance sampling with gradient-tilted independent tokens", "lowprob.estimators.itgis:itgis",
+           {"temperature": positive_number(1.0, _TEMPERATURE),
+            "batch_size": positive_count(None, "samples per adaptive round (default: min(256, budget/16))")}),
+    Method("mhis", "Metropolis-Hastings importance sampling with gradient-informed proposals",
+           "lowprob.estimators.mhis:mhis",
+           {"temperature": positive_number(1.0, _TEMPERATURE),
+            "chains": positive_count(None, "independent chains (default: min(32, budget))"),
+            "burn_in_fraction": fraction(0.25, "share of each chain's steps discarded as burn-in")}),
+    Method("gld", "Gaussian fit to the target's logit gap, Φ(μ/σ) (activations shared across targets)",
+           "lowprob.estimators.extrapolation:gld", min_budget=2),
+    Method("qld", "quadratic logit decomposition along the min-norm accepting direction (shared activations)",
+           "lowprob.estimators.extrapolation:qld", min_budget=2),
+)}
+
+DEFAULT_METHOD = "itgis"
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise LowprobError(f"unknown method {name!r}: choose one of {', '.join(sorted(METHODS))}")
+    return METHODS[name]
