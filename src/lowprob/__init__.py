@@ -14,14 +14,17 @@ from lowprob.errors import LowprobError
 _EXPORTS = {
     "TokenDistribution": "lowprob.distributions", "load_distribution": "lowprob.distributions",
     "Estimate": "lowprob.estimators", "estimate": "lowprob.estimators",
-    "ArgmaxIs": "lowprob.events", "Event": "lowprob.events",
-    "GroundTruth": "lowprob.truth", "ground_truth": "lowprob.truth",
+    "ArgmaxIs": "lowprob.events", "ArgmaxIn": "lowprob.events", "Event": "lowprob.events",
+    "InTopK": "lowprob.events", "MarginAtLeast": "lowprob.events", "ProbabilityAbove": "lowprob.events",
+    "parse_event": "lowprob.events",
+    "GroundTruth": "lowprob.truth", "exact_probability": "lowprob.truth", "ground_truth": "lowprob.truth",
     "Tokenizer": "lowprob.models", "Transformer": "lowprob.models", "TransformerConfig": "lowprob.models",
     "load_model": "lowprob.models",
 }
 __all__ = [
-    "ArgmaxIs", "Estimate", "Event", "GroundTruth", "LowprobError", "TokenDistribution", "Tokenizer", "Transformer",
-    "TransformerConfig", "__version__", "estimate", "ground_truth", "load_distribution", "load_model",
+    "ArgmaxIn", "ArgmaxIs", "Estimate", "Event", "GroundTruth", "InTopK", "LowprobError", "MarginAtLeast",
+    "ProbabilityAbove", "TokenDistribution", "Tokenizer", "Transformer", "TransformerConfig", "__version__",
+    "estimate", "exact_probability", "ground_truth", "load_distribution", "load_model", "parse_event",
 ]
 
 

@@ -122,9 +122,12 @@ _TEMPERED = ", ".join(name for name, m in METHODS.items() if "temperature" in m.
 def estimate(
     model: Annotated[str, typer.Option(help="shipped model name or model directory")],
     dist: Annotated[str, typer.Option(help="distribution name or .safetensors file")],
-    target: Annotated[str, typer.Option(
-        help='the token: an id (8 or id:8) or its text (" en", or as a JSON string \'"8"\'); a number that is '
-             "also a token's text is refused as ambiguous")],
+    target: Annotated[Optional[str], typer.Option(
+        help='the token whose argmax to estimate: an id (8 or id:8) or its text (" en", or as a JSON string '
+             "'\"8\"'); a number that is also a token's text is refused as ambiguous")] = None,
+    event: Annotated[Optional[str], typer.Option(
+        help="the event instead of --target: argmax-is: TOKEN | argmax-in: TOKEN, TOKEN, ... | top-k: TOKEN, K | "
+             "margin: TOKEN, M | prob-above: TOKEN, Q (TOKEN: an id or a JSON string)")] = None,
     method: Annotated[MethodName, typer.Option(help="estimation method")] = DEFAULT_METHOD,
     budget: Annotated[int, typer.Option(help="model calls (samples through the model)")] = 4096,
     seed: Annotated[int, typer.Option(min=0, help="random seed")] = 0,
@@ -133,19 +136,22 @@ def estimate(
     length: Annotated[str, typer.Option(help="cpu or paper (paper distributions)")] = "cpu",
     json_out: Annotated[bool, typer.Option("--json", help="print the estimate as JSON")] = False,
 ) -> None:
-    """Estimate the probability that MODEL's last-position argmax is TARGET under DIST."""
+    """Estimate the probability of an EVENT on MODEL's last-position logits (by default: argmax is TARGET)."""
     import json
 
+    if (target is None) == (event is None):
+        raise LowprobError("give exactly one of --target TOKEN or --event TEXT")
     hyper = {} if temperature is None else {"temperature": temperature}
     get_method(method).resolve(budget, hyper)  # refuse bad arguments before loading anything
 
     import lowprob
-    from lowprob.events import parse_token
+    from lowprob.events import ArgmaxIs, parse_event, parse_token
 
     lm = lowprob.load_model(model)
     distribution = lowprob.load_distribution(dist, lm, length)
-    event = lowprob.ArgmaxIs(parse_token(target, lm.tokenizer, lm.d_vocab))
-    est = lowprob.estimate(lm, distribution, event, method=method, budget=budget, seed=seed, **hyper)
+    what = (ArgmaxIs(parse_token(target, lm.tokenizer, lm.d_vocab)) if target is not None
+            else parse_event(event, lm.tokenizer, lm.d_vocab))
+    est = lowprob.estimate(lm, distribution, what, method=method, budget=budget, seed=seed, **hyper)
     typer.echo(json.dumps(est.to_json()) if json_out else est.summary())
 
 

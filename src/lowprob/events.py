@@ -1,14 +1,19 @@
-"""Events: binary properties of the last position's logits.
+"""Events: binary properties of the last position's logits, and the text that names them.
 
 An estimator sees an event through two functions of a batch of logits: ``indicator`` (did the event
 happen?) and ``score`` (a differentiable "how close", which gradient-based proposals tilt towards and
-activation-based methods extrapolate). New predicates (a margin, top-k membership, …) only implement
-these two; estimators that need nothing else work with them unchanged.
+activation-based methods extrapolate). A new predicate only implements these two (plus ``describe``
+for results); estimators that need nothing else work with it unchanged.
+
+Ties follow ``torch.argmax``: among equal logits the lowest id ranks first. So a token's *rank* is
+the number of tokens with a larger logit plus those with an equal logit and a lower id, and
+"argmax is t" is "rank of t is 0".
 """
 
 from __future__ import annotations
 
 import json
+import math
 import operator
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -31,17 +36,60 @@ class Event(ABC):
     def score(self, logits: Tensor) -> Tensor:
         """Float [B], differentiable: larger means closer to the event."""
 
-    def validate(self, model) -> None:  # noqa: B027 (optional hook, nothing to check by default)
-        """Raise a clear error if the event makes no sense for ``model``."""
+    @abstractmethod
+    def tokens_named(self) -> tuple[int, ...]:
+        """The token ids the event is about (checked against the model's vocabulary)."""
 
     @abstractmethod
     def describe(self, tokenizer=None) -> dict[str, Any]:
         """What the event is, as JSON for results: ``kind``, its parameters, and a human ``label``."""
 
+    def validate(self, model) -> None:
+        """Raise a clear error if the event makes no sense for ``model``."""
+        for token in self.tokens_named():
+            if not 0 <= token < model.d_vocab:
+                raise LowprobError(f"target token must be an id in 0..{model.d_vocab - 1}, got {token}")
+
+    def probability_from_argmax(self, argmax_probabilities: Tensor) -> float | None:
+        """P(event) from a table of argmax-token probabilities, or None if the table cannot tell."""
+        return None
+
+
+def _token_id(value: Any) -> int:
+    """An integer id from anything integer-like (``np.int64``, a 0-dim integer tensor), else an error."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise LowprobError(f"target token must be an integer id, got {value!r}") from None
+
+
+def _rank(logits: Tensor, token: int) -> Tensor:
+    """[B]: how many tokens rank above ``token`` (larger logit, or equal logit and lower id)."""
+    target = logits[:, token : token + 1]
+    above = (logits > target).sum(-1)
+    return above + (logits[:, :token] == target).sum(-1)
+
+
+def _best_other(logits: Tensor, token: int, k: int = 1) -> Tensor:
+    """[B]: the k-th largest logit among the tokens other than ``token``."""
+    others = logits.clone()
+    others[:, token] = -math.inf
+    return others.topk(k, dim=-1).values[:, k - 1]
+
+
+def _shown(token: int, tokenizer) -> str:
+    return f"{tokenizer.decode([token])!r} (id {token})" if tokenizer is not None else f"id {token}"
+
+
+def _text(token: int, tokenizer) -> str | None:
+    return tokenizer.decode([token]) if tokenizer is not None else None
+
 
 @dataclass(frozen=True)
 class ArgmaxIs(Event):
-    """The last position's argmax is ``token`` (ties go to the lowest id, as in ``torch.argmax``).
+    """The last position's argmax is ``token``.
 
     ``token`` may be any integer-like id (``np.int64``, a 0-dim integer tensor from ``argmax()``);
     it is stored as a plain ``int``.
@@ -50,12 +98,7 @@ class ArgmaxIs(Event):
     token: int
 
     def __post_init__(self) -> None:
-        try:
-            if isinstance(self.token, bool):
-                raise TypeError
-            object.__setattr__(self, "token", operator.index(self.token))
-        except TypeError:
-            raise LowprobError(f"target token must be an integer id, got {self.token!r}") from None
+        object.__setattr__(self, "token", _token_id(self.token))
 
     def indicator(self, logits: Tensor) -> Tensor:
         return logits.argmax(-1) == self.token
@@ -64,14 +107,166 @@ class ArgmaxIs(Event):
         """The target logit, the quantity the benchmark's gradient methods tilt by."""
         return logits[:, self.token]
 
-    def validate(self, model) -> None:
-        if not 0 <= self.token < model.d_vocab:
-            raise LowprobError(f"target token must be an id in 0..{model.d_vocab - 1}, got {self.token}")
+    def tokens_named(self) -> tuple[int, ...]:
+        return (self.token,)
+
+    def probability_from_argmax(self, argmax_probabilities: Tensor) -> float:
+        return float(argmax_probabilities[self.token])
 
     def describe(self, tokenizer=None) -> dict[str, Any]:
-        text = tokenizer.decode([self.token]) if tokenizer is not None else None
-        shown = f"{text!r} (id {self.token})" if text is not None else f"id {self.token}"
-        return {"kind": "argmax-is", "token": self.token, "text": text, "label": f"argmax is {shown}"}
+        return {"kind": "argmax-is", "token": self.token, "text": _text(self.token, tokenizer),
+                "label": f"argmax is {_shown(self.token, tokenizer)}"}
+
+
+@dataclass(frozen=True)
+class ArgmaxIn(Event):
+    """The argmax is one of ``tokens`` (say, any way of writing "yes")."""
+
+    tokens: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        tokens = tuple(sorted({_token_id(t) for t in self.tokens}))
+        if not tokens:
+            raise LowprobError("argmax-in needs at least one token")
+        object.__setattr__(self, "tokens", tokens)
+
+    def indicator(self, logits: Tensor) -> Tensor:
+        import torch
+
+        return torch.isin(logits.argmax(-1), torch.tensor(self.tokens, device=logits.device))
+
+    def score(self, logits: Tensor) -> Tensor:
+        """A smooth maximum of the targets' logits (their log-sum-exp)."""
+        return logits[:, list(self.tokens)].logsumexp(-1)
+
+    def tokens_named(self) -> tuple[int, ...]:
+        return self.tokens
+
+    def probability_from_argmax(self, argmax_probabilities: Tensor) -> float:
+        return float(argmax_probabilities[list(self.tokens)].sum())
+
+    def describe(self, tokenizer=None) -> dict[str, Any]:
+        return {"kind": "argmax-in", "tokens": list(self.tokens), "texts": [_text(t, tokenizer) for t in self.tokens],
+                "label": "argmax is one of " + ", ".join(_shown(t, tokenizer) for t in self.tokens)}
+
+
+@dataclass(frozen=True)
+class InTopK(Event):
+    """``token`` is among the ``k`` highest logits (``k = 1`` is ``ArgmaxIs``)."""
+
+    token: int
+    k: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "token", _token_id(self.token))
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise LowprobError(f"top-k needs a positive integer k, got {self.k!r}")
+
+    def indicator(self, logits: Tensor) -> Tensor:
+        return _rank(logits, self.token) < self.k
+
+    def score(self, logits: Tensor) -> Tensor:
+        """The target's logit minus the k-th largest other logit (≥ 0 about when the event happens)."""
+        return logits[:, self.token] - _best_other(logits, self.token, self.k)
+
+    def tokens_named(self) -> tuple[int, ...]:
+        return (self.token,)
+
+    def validate(self, model) -> None:
+        super().validate(model)
+        if self.k > model.d_vocab:
+            raise LowprobError(f"top-k: k = {self.k} exceeds the vocabulary ({model.d_vocab} tokens)")
+
+    def describe(self, tokenizer=None) -> dict[str, Any]:
+        return {"kind": "top-k", "token": self.token, "text": _text(self.token, tokenizer), "k": self.k,
+                "label": f"{_shown(self.token, tokenizer)} is in the top {self.k}"}
+
+
+@dataclass(frozen=True)
+class MarginAtLeast(Event):
+    """``token``'s logit exceeds every other logit by at least ``margin`` (a confident argmax)."""
+
+    token: int
+    margin: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "token", _token_id(self.token))
+        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or not math.isfinite(self.margin):
+            raise LowprobError(f"margin must be a finite number, got {self.margin!r}")
+
+    def indicator(self, logits: Tensor) -> Tensor:
+        return self.score(logits) >= self.margin
+
+    def score(self, logits: Tensor) -> Tensor:
+        """The target's logit minus the largest other logit."""
+        return logits[:, self.token] - _best_other(logits, self.token)
+
+    def tokens_named(self) -> tuple[int, ...]:
+        return (self.token,)
+
+    def describe(self, tokenizer=None) -> dict[str, Any]:
+        return {"kind": "margin", "token": self.token, "text": _text(self.token, tokenizer), "margin": self.margin,
+                "label": f"{_shown(self.token, tokenizer)} leads every other logit by >= {self.margin:g}"}
+
+
+@dataclass(frozen=True)
+class ProbabilityAbove(Event):
+    """The model gives ``token`` a next-token probability of at least ``q``."""
+
+    token: int
+    q: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "token", _token_id(self.token))
+        if isinstance(self.q, bool) or not isinstance(self.q, (int, float)) or not 0 < self.q <= 1:
+            raise LowprobError(f"prob-above needs a probability q in (0, 1], got {self.q!r}")
+
+    def indicator(self, logits: Tensor) -> Tensor:
+        return self.score(logits) >= math.log(self.q)
+
+    def score(self, logits: Tensor) -> Tensor:
+        """The token's log-probability."""
+        return logits.log_softmax(-1)[:, self.token]
+
+    def tokens_named(self) -> tuple[int, ...]:
+        return (self.token,)
+
+    def describe(self, tokenizer=None) -> dict[str, Any]:
+        return {"kind": "prob-above", "token": self.token, "text": _text(self.token, tokenizer), "q": self.q,
+                "label": f"P({_shown(self.token, tokenizer)}) >= {self.q:g}"}
+
+
+EVENT_FORMS = ("argmax-is: TOKEN | argmax-in: TOKEN, TOKEN, ... | top-k: TOKEN, K | margin: TOKEN, M | "
+               "prob-above: TOKEN, Q  (TOKEN: an id, or a JSON string such as \" yes\")")
+
+
+def parse_event(text: str, tokenizer, d_vocab: int) -> Event:
+    """An event from its text form (``EVENT_FORMS``), e.g. ``argmax-in: " yes", " sure"``."""
+    kind, colon, rest = text.partition(":")
+    kind = kind.strip()
+    try:
+        args = json.loads(f"[{rest}]") if colon else None
+    except json.JSONDecodeError:
+        args = None
+    makers = {
+        "argmax-is": (lambda a: len(a) == 1, lambda a: ArgmaxIs(_event_token(a[0], tokenizer, d_vocab))),
+        "argmax-in": (lambda a: len(a) >= 1, lambda a: ArgmaxIn(tuple(_event_token(t, tokenizer, d_vocab) for t in a))),
+        "top-k": (lambda a: len(a) == 2, lambda a: InTopK(_event_token(a[0], tokenizer, d_vocab), a[1])),
+        "margin": (lambda a: len(a) == 2, lambda a: MarginAtLeast(_event_token(a[0], tokenizer, d_vocab), a[1])),
+        "prob-above": (lambda a: len(a) == 2, lambda a: ProbabilityAbove(_event_token(a[0], tokenizer, d_vocab), a[1])),
+    }
+    if kind not in makers or args is None or not makers[kind][0](args):
+        raise LowprobError(f"cannot read the event {text!r}: write one of {EVENT_FORMS}")
+    return makers[kind][1](args)
+
+
+def _event_token(value: Any, tokenizer, d_vocab: int) -> int:
+    """A TOKEN of the event syntax: a JSON number is an id, a JSON string is the text of one token."""
+    if isinstance(value, str):
+        return parse_token(json.dumps(value), tokenizer, d_vocab)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return parse_token(f"id:{value}", tokenizer, d_vocab)
+    raise LowprobError(f"a TOKEN is an id or a JSON string, got {value!r}")
 
 
 def parse_token(spec: str, tokenizer, d_vocab: int) -> int:

@@ -105,7 +105,7 @@ def run_pair(scale: Scale, plan: PairPlan, out: Path, ground_truth_dir: Path | N
         for method, hyper, seed, target in plan.jobs:
             est = estimate(model, dist, ArgmaxIs(target), method=method, budget=scale.budget, seed=seed, **hyper)
             row = {**common, "target": target, "target_text": tokenizer.decode([target]) if tokenizer else None,
-                   "method": method, "hyper": hyper, "seed": seed, "budget": scale.budget,
+                   "event": est.event, "method": method, "hyper": hyper, "seed": seed, "budget": scale.budget,
                    "probability": est.probability, "interval": list(est.interval),
                    "cost": est.to_json()["cost"], "diagnostics": est.diagnostics, **plan.truth[target]}
             f.write(json.dumps(row) + "\n")

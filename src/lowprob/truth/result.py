@@ -45,6 +45,15 @@ class GroundTruth:
     distribution_sha256: str
     version: str
 
+    def probability(self, event) -> float:
+        """P(event) from this table, for events an argmax table answers (``ArgmaxIs``, ``ArgmaxIn``)."""
+        p = event.probability_from_argmax(self.probabilities)
+        if p is None:
+            raise LowprobError(f"a ground-truth table holds argmax-token probabilities, which cannot tell "
+                               f"P({event.describe()['label']}); use lowprob.truth.exact_probability on an "
+                               f"enumerable distribution")
+        return p
+
     def save(self, path: str | Path) -> None:
         tensors = {"probabilities": self.probabilities.contiguous()}
         if self.counts is not None:

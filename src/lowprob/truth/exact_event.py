@@ -1,0 +1,33 @@
+"""Exact P(event) for any event, by enumerating a small input space.
+
+A ground-truth table stores the argmax token's distribution, which answers argmax events only
+(``GroundTruth.probability``). Any other event — top-k membership, a margin, a probability
+threshold — is answered here by running every sequence and adding the probabilities of those where
+the event holds, in float64.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lowprob.distributions.base import TokenDistribution
+from lowprob.errors import LowprobError
+from lowprob.events import Event
+from lowprob.threads import torch_threads
+from lowprob.truth.compute import MAX_EXACT, PLAIN_CHUNK
+
+
+@torch.no_grad()
+def exact_probability(model, dist: TokenDistribution, event: Event, chunk_size: int = PLAIN_CHUNK) -> float:
+    """P(event) for inputs from ``dist``, exactly (support ≤ 2^26 sequences)."""
+    dist.check_model(model)
+    event.validate(model)
+    if dist.support_size() > MAX_EXACT:
+        raise LowprobError(f"the distribution has {dist.support_size():.3g} sequences, more than exact "
+                           f"enumeration's 2^26; estimate the event instead")
+    total = torch.zeros((), dtype=torch.float64)
+    with torch_threads():
+        for tokens, logp in dist.enumerate(chunk_size):
+            hit = event.indicator(model.logits(tokens))
+            total += logp[hit].exp().sum()
+    return float(total)
