@@ -9,6 +9,7 @@ from torch import nn
 import lowprob
 from lowprob import ArgmaxIs, LowprobError, Transformer, TransformerConfig, estimate
 from lowprob.distributions.tiny import tiny_distribution
+from lowprob.models.protocol import LanguageModel
 
 SHARP = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=8, d_vocab=32, init_std=0.3)
 
@@ -127,15 +128,21 @@ class BagOfTokens(nn.Module):
         self.W_H = nn.Parameter(torch.randn(d_model, d_model, generator=g) / math.sqrt(d_model))
         self.W_U = nn.Parameter(torch.randn(d_model, d_vocab, generator=g))
         self.b_U = nn.Parameter(torch.randn(d_vocab, generator=g))
-        self.n_ctx, self.d_vocab, self.tokenizer = n_ctx, d_vocab, None
+        self.n_ctx, self.d_vocab, self.tokenizer, self.name = n_ctx, d_vocab, None, "bag-of-tokens"
 
     def final_residual(self, token_embeddings):
         T = token_embeddings.shape[1]
         pooled = (token_embeddings * self.pos_w[:T, None]).sum(1)
         return torch.tanh(pooled @ self.W_H)
 
+    def unembed(self, resid):
+        return resid @ self.W_U + self.b_U
+
     def logits(self, tokens):
-        return self.final_residual(self.W_E[tokens]) @ self.W_U + self.b_U
+        return self.unembed(self.final_residual(self.W_E[tokens]))
+
+    def flops_per_sequence(self, seq_len):
+        return 2.0 * sum(p.numel() for p in self.parameters()) * seq_len
 
     def forward(self, tokens):
         return self.logits(tokens)[:, None]
@@ -143,6 +150,7 @@ class BagOfTokens(nn.Module):
 
 def test_estimators_work_with_any_model_of_the_protocol():
     model = BagOfTokens()
+    assert isinstance(model, LanguageModel) and isinstance(Transformer(SHARP), LanguageModel)
     dist = tiny_distribution("tiny-constants", 32)
     exact = lowprob.ground_truth(model, dist, exact=True).probabilities
     target = int(torch.where((exact > 1e-3) & (exact < 2e-2))[0][0])

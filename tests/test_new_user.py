@@ -28,7 +28,7 @@ from lowprob.estimators.catalog import Method
 from lowprob.events import parse_token
 from lowprob.files import atomic_path
 from lowprob.models import save_model
-from lowprob.truth import model_sha256
+from lowprob.models.protocol import model_sha256
 
 from .test_bench import SMALL
 from .test_cli import run

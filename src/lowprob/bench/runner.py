@@ -36,8 +36,8 @@ from lowprob.evaluation import select_targets, target_range
 from lowprob.evaluation.targets import candidate_targets
 from lowprob.events import ArgmaxIs
 from lowprob.files import atomic_write, prepare_output, read_jsonl
+from lowprob.models.protocol import model_sha256
 from lowprob.threads import thread_count, torch_threads
-from lowprob.truth import model_sha256
 
 
 def hyper_grid(scale: Scale, method: str) -> list[dict]:

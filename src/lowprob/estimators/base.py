@@ -100,24 +100,10 @@ def score_and_gradient(model, event: Event, tokens: torch.Tensor):
     emb = model.W_E[tokens].detach().requires_grad_(True)
     with torch.enable_grad():
         resid = model.final_residual(emb)
-        logits = resid @ model.W_U if model.b_U is None else resid @ model.W_U + model.b_U
+        logits = model.unembed(resid)
         score = event.score(logits)
         (grad,) = torch.autograd.grad(score.sum(), emb)
     return score.detach().double(), event.indicator(logits.detach()), grad
-
-
-def forward_flops(model, seq_len: int) -> float:
-    """FLOPs of one sequence's forward pass to the last position's logits (2 per multiply-add).
-
-    For the shipped transformer: every block at every position plus causal attention, and the
-    unembedding at the last position only. Other protocol models: 2 x parameters x positions.
-    """
-    cfg = getattr(model, "cfg", None)
-    if cfg is None or not hasattr(cfg, "d_mlp"):
-        return 2.0 * sum(p.numel() for p in model.parameters()) * seq_len
-    d, T = cfg.d_model, seq_len
-    block = 2 * T * (4 * d * d + 2 * d * cfg.d_mlp) + 2 * T * T * d
-    return float(cfg.n_layers * block + 2 * d * cfg.d_vocab)
 
 
 def estimate(model, dist: TokenDistribution, event: Event, method: str = DEFAULT_METHOD, budget: int = 4096,
@@ -144,7 +130,7 @@ def estimate(model, dist: TokenDistribution, event: Event, method: str = DEFAULT
     if not all(math.isfinite(v) and v >= 0 for v in (p, lo, hi)) or lo > hi:
         raise RuntimeError(f"{method} returned an invalid estimate {p} {raw.interval}: a bug")
     diagnostics = raw.diagnostics if p <= 1 else {**raw.diagnostics, "unclipped_probability": p}
-    per_call = forward_flops(model, len(dist))
+    per_call = model.flops_per_sequence(len(dist))
     flops = per_call * (raw.forward_passes + 2 * raw.backward_passes)  # a backward pass costs ~2 forwards
     cost = Cost(raw.forward_passes, raw.backward_passes, flops, seconds)
     return Estimate(method, min(float(p), 1.0), (min(float(lo), 1.0), min(float(hi), 1.0)), budget, seed, cost,

@@ -29,7 +29,7 @@ from scipy import optimize, stats
 from lowprob.errors import LowprobError
 from lowprob.estimators.base import RawEstimate, poisson_upper
 from lowprob.events import ArgmaxIs
-from lowprob.truth.result import model_sha256
+from lowprob.models.protocol import model_sha256
 
 JITTER = 1e-5
 GROUPS = 8  # QLD's interval: spread of the estimate over disjoint groups of activations

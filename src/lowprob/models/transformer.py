@@ -1,7 +1,7 @@
 """A GELU decoder-only transformer with TransformerLens-style weight names.
 
-It implements the model protocol every estimator relies on (``W_E``, ``W_U``, ``b_U``, ``n_ctx``,
-``d_vocab``, ``tokenizer``, ``final_residual``, ``logits``, ``forward``): pre-LayerNorm blocks,
+It implements the model protocol (``lowprob.models.protocol.LanguageModel``) and ``forward`` over
+all positions: pre-LayerNorm blocks,
 causal multi-head attention scaled by 1/sqrt(d_head), a GELU MLP, learned absolute position
 embeddings, a final LayerNorm and an unembedding with an optional bias.
 """
@@ -221,6 +221,13 @@ class Transformer(nn.Module):
         """Logits at every position, [B, T, d_vocab]."""
         self.check_tokens(tokens)
         return self.unembed(self.residual(self.W_E[tokens]))
+
+    def flops_per_sequence(self, seq_len: int) -> float:
+        """Every block at every position plus causal attention, and the unembedding at the last position only."""
+        cfg = self.cfg
+        d, T = cfg.d_model, seq_len
+        block = 2 * T * (4 * d * d + 2 * d * cfg.d_mlp) + 2 * T * T * d
+        return float(cfg.n_layers * block + 2 * d * cfg.d_vocab)
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

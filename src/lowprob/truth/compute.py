@@ -29,9 +29,10 @@ from lowprob._version import __version__
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
 from lowprob.files import atomic_path
+from lowprob.models.protocol import model_sha256
 from lowprob.models.transformer import Transformer
 from lowprob.threads import torch_threads
-from lowprob.truth.result import GroundTruth, model_sha256
+from lowprob.truth.result import GroundTruth
 
 SHARD_SIZE = 1 << 16
 MAX_EXACT = 1 << 26  # sequences; beyond this, sample

@@ -8,7 +8,6 @@ computed for another model or distribution gives silently wrong losses.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,18 +19,9 @@ from torch import Tensor
 
 from lowprob.errors import LowprobError
 from lowprob.files import atomic_path
+from lowprob.models.protocol import model_sha256
 
 FORMAT = "lowprob.GroundTruth/1"
-
-
-def model_sha256(model: torch.nn.Module) -> str:
-    """sha256 of a model's parameters and buffers (names, shapes, dtypes and bytes)."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().contiguous().cpu()
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # reshape: 0-dim tensors cannot change dtype
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
