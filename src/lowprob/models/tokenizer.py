@@ -21,24 +21,25 @@ BOS = "<|endoftext|>"
 
 
 class Tokenizer:
-    """Encode/decode text; ``bos_id`` starts every sequence the models see."""
+    """Encode/decode text; ``bos_id`` starts every sequence the shipped models see.
+
+    Also wraps a Hugging Face model's ``tokenizer.json``: ``encode`` adds no special tokens (a
+    template must contain any it wants), and ``bos_id`` is None when there is no ``<|endoftext|>``.
+    """
 
     def __init__(self, hf: _HFTokenizer) -> None:
         self._hf = hf
-        bos = hf.token_to_id(BOS)
-        if bos is None:
-            raise LowprobError(f"tokenizer has no {BOS!r} token; it was not made by lowprob")
-        self.bos_id: int = bos
+        self.bos_id: int | None = hf.token_to_id(BOS)
 
     @property
     def vocab_size(self) -> int:
         return self._hf.get_vocab_size()
 
     def encode(self, text: str) -> list[int]:
-        return self._hf.encode(text).ids
+        return self._hf.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self._hf.encode_batch(texts)]
+        return [e.ids for e in self._hf.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._hf.decode(list(ids), skip_special_tokens=False)

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from lowprob.errors import LowprobError
 from lowprob.files import atomic_path, atomic_write
+from lowprob.models.protocol import LanguageModel
 from lowprob.models.tokenizer import Tokenizer
 from lowprob.models.transformer import Transformer, TransformerConfig
 
@@ -83,9 +84,14 @@ def resolve(name_or_path: str | Path) -> Path:
                        f"{', '.join(SHIPPED_CONFIGS)} or a model directory")
 
 
-def load_model(name_or_path: str | Path) -> Transformer:
-    """Load a shipped model by name, or a model directory, verifying every file against its card."""
+def load_model(name_or_path: str | Path) -> LanguageModel:
+    """A shipped model by name, a lowprob model directory (every file verified against its card), or a
+    local Hugging Face causal-LM directory (``config.json`` and weights as ``save_pretrained`` writes them)."""
     directory = resolve(name_or_path)
+    from lowprob.models.adapters.hf import is_hugging_face_dir, load_hugging_face
+
+    if is_hugging_face_dir(directory):
+        return load_hugging_face(directory)
     card = read_card(directory)
     try:
         cfg = TransformerConfig.from_dict(json.loads((directory / "config.json").read_text()))

@@ -1,0 +1,74 @@
+"""Hugging Face ``transformers`` causal LMs behind the model protocol.
+
+The wrapped model's base (``model.base_model``) takes ``inputs_embeds`` and returns the final-normed
+hidden states — true of GPT-2, GPT-NeoX/Pythia and Llama-family models alike — and its output
+embedding (``get_output_embeddings()``) is the unembedding. Nothing is downloaded: a directory as
+``save_pretrained`` writes it is read with ``local_files_only``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lowprob.errors import LowprobError
+from lowprob.models.adapters.base import AdaptedLM
+
+
+class HuggingFaceLM(AdaptedLM):
+    def __init__(self, model: Any, tokenizer: Any = None, name: str = "") -> None:
+        config = model.config
+        n_ctx = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        if n_ctx is None:
+            raise LowprobError(f"{type(model).__name__}'s config gives no context length (max_position_embeddings)")
+        head = model.get_output_embeddings()
+        if head is None:
+            raise LowprobError(f"{type(model).__name__} has no output embedding: load a causal LM (…ForCausalLM)")
+        super().__init__(n_ctx, head.weight.shape[0], head.weight.shape[1], tokenizer, name)
+        self.hf = model.eval()
+        self.hf.requires_grad_(False)
+
+    @property
+    def W_E(self) -> Tensor:
+        return self.hf.get_input_embeddings().weight
+
+    @property
+    def W_U(self) -> Tensor:
+        return self.hf.get_output_embeddings().weight.T
+
+    @property
+    def b_U(self) -> Tensor | None:
+        return self.hf.get_output_embeddings().bias
+
+    def hidden(self, token_embeddings: Tensor) -> Tensor:
+        return self.hf.base_model(inputs_embeds=token_embeddings, use_cache=False).last_hidden_state
+
+
+def from_hugging_face(model: Any, tokenizer: Any = None, name: str = "") -> HuggingFaceLM:
+    """Wrap a loaded ``transformers`` causal LM (and optionally a lowprob ``Tokenizer``)."""
+    return HuggingFaceLM(model, tokenizer, name)
+
+
+def is_hugging_face_dir(path: Path) -> bool:
+    return (path / "config.json").exists() and not (path / "card.json").exists()
+
+
+def load_hugging_face(path: str | Path, device: str = "cpu") -> HuggingFaceLM:
+    """A causal LM from a local directory as ``save_pretrained`` writes it; ``tokenizer.json`` if present."""
+    try:
+        import transformers
+    except ImportError:
+        raise LowprobError("reading a Hugging Face model needs transformers: pip install 'lowprob[hf]'") from None
+    from lowprob.models.tokenizer import Tokenizer
+
+    path = Path(path)
+    try:
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
+                                                                  dtype=torch.float32).to(device)
+    except (OSError, ValueError, KeyError) as exc:
+        raise LowprobError(f"cannot load a Hugging Face causal LM from {path}: {exc}") from None
+    tokenizer = Tokenizer.from_file(path / "tokenizer.json") if (path / "tokenizer.json").exists() else None
+    return HuggingFaceLM(model, tokenizer, name=path.name)

@@ -1,0 +1,100 @@
+"""Adapters: tiny random Hugging Face and TransformerLens models, built here (nothing is downloaded),
+give the same logits as their own forward, and every estimator and exact ground truth run on them."""
+
+import math
+
+import pytest
+import torch
+
+import lowprob
+from lowprob import ArgmaxIs, estimate
+from lowprob.distributions.tiny import tiny_distribution
+from lowprob.models import LanguageModel, from_transformer_lens, model_sha256
+
+transformers = pytest.importorskip("transformers")
+
+VOCAB = 48
+
+
+def tiny_hf(kind: str):
+    torch.manual_seed(0)
+    small = dict(vocab_size=VOCAB, bos_token_id=0, eos_token_id=0)
+    if kind == "gpt2":
+        config = transformers.GPT2Config(n_positions=16, n_embd=16, n_layer=2, n_head=2, **small)
+        return transformers.GPT2LMHeadModel(config)
+    if kind == "gpt-neox":
+        config = transformers.GPTNeoXConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                            num_attention_heads=2, max_position_embeddings=16, **small)
+        return transformers.GPTNeoXForCausalLM(config)
+    config = transformers.LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                      num_key_value_heads=1, max_position_embeddings=16, **small)
+    return transformers.LlamaForCausalLM(config)
+
+
+@pytest.fixture(scope="module", params=["gpt2", "gpt-neox", "llama"])
+def hf_dir(request, tmp_path_factory):
+    """A local model directory as save_pretrained writes it."""
+    path = tmp_path_factory.mktemp(request.param)
+    model = tiny_hf(request.param)
+    with torch.no_grad():  # sharper logits than the default init, so that some outputs are rare
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_(8.0)
+    model.save_pretrained(path)
+    return request.param, path, model.eval()
+
+
+def test_a_hugging_face_directory_loads_and_matches_its_own_forward(hf_dir):
+    kind, path, reference = hf_dir
+    model = lowprob.load_model(path)
+    assert isinstance(model, LanguageModel) and model.d_vocab == VOCAB and model.name == path.name
+    tokens = torch.randint(0, VOCAB, (6, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = (model.logits(tokens) - reference(tokens).logits[:, -1]).abs().max().item()
+    assert diff < 1e-5, (kind, diff)
+
+
+def test_every_estimator_and_exact_ground_truth_run_on_a_hugging_face_model(hf_dir):
+    _, path, _ = hf_dir
+    model = lowprob.load_model(path)
+    dist = tiny_distribution("tiny-uniform", VOCAB)
+    exact = lowprob.ground_truth(model, dist, exact=True).probabilities
+    assert exact.sum().item() == pytest.approx(1.0)
+    target = int(torch.where((exact > 1e-3) & (exact < 5e-2))[0][0])
+    for method in sorted(lowprob.estimators.METHODS):
+        e = estimate(model, dist, ArgmaxIs(target), method=method, budget=256, seed=0)
+        assert 0 <= e.interval[0] <= e.interval[1] <= 1 and e.cost.flops > 0
+    values = torch.tensor([estimate(model, dist, ArgmaxIs(target), method="itgis", budget=256, seed=s).probability
+                           for s in range(40)], dtype=torch.float64)
+    p = exact[target].item()
+    assert abs(values.mean().item() - p) < 3.5 * values.std().item() / math.sqrt(40), (values.mean().item(), p)
+
+
+def test_a_directory_that_is_not_a_model_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "nonsense"}')
+    with pytest.raises(lowprob.LowprobError, match="cannot load a Hugging Face causal LM"):
+        lowprob.load_model(tmp_path)
+
+
+def test_a_transformer_lens_model_matches_its_own_forward_and_runs_the_estimators():
+    tl = pytest.importorskip("transformer_lens")
+    cfg = tl.HookedTransformerConfig(n_layers=2, d_model=16, n_ctx=8, d_head=8, n_heads=2, d_mlp=32, d_vocab=VOCAB,
+                                     act_fn="gelu", normalization_type="LN", seed=0, initializer_range=0.3)
+    hooked = tl.HookedTransformer(cfg).eval()
+    model = from_transformer_lens(hooked, name="tl-tiny")
+    assert isinstance(model, LanguageModel)
+    tokens = torch.randint(0, VOCAB, (5, 6), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (model.logits(tokens) - hooked(tokens)[:, -1]).abs().max().item() < 1e-5
+    assert len(model_sha256(model)) == 64  # its attention keeps IGNORE as a 0-dim buffer
+    dist = tiny_distribution("tiny-uniform", VOCAB)
+    exact = lowprob.ground_truth(model, dist, exact=True).probabilities
+    target = int(exact.argsort()[-3])
+    for method in sorted(lowprob.estimators.METHODS):
+        e = estimate(model, dist, ArgmaxIs(target), method=method, budget=128, seed=0)
+        assert 0 <= e.interval[0] <= e.interval[1] <= 1
+
+
+def test_from_transformer_lens_refuses_other_objects():
+    with pytest.raises(lowprob.LowprobError, match="takes a HookedTransformer"):
+        from_transformer_lens(torch.nn.Linear(2, 2))
