@@ -11,6 +11,7 @@ import torch
 import lowprob
 from lowprob.estimators import METHODS
 from lowprob.models.zoo import SHIPPED_CONFIGS
+from lowprob.threads import thread_count
 
 
 def main() -> None:
@@ -19,7 +20,7 @@ def main() -> None:
     parser.add_argument("--dist", default="hex")
     args = parser.parse_args()
     methods = sorted(METHODS)
-    print(f"threads {torch.get_num_threads()}, budget {args.budget}, distribution {args.dist} (cpu length)")
+    print(f"threads {thread_count()} (lowprob.threads), budget {args.budget}, distribution {args.dist} (cpu length)")
     print(f"{'model':<9}" + "".join(f"{m + ' (s)':>14}" for m in methods))
     for name in SHIPPED_CONFIGS:
         model = lowprob.load_model(name)
