@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from lowprob.bench.score import CONSTANT, load_rows, score_rows, wnrv_gain
+from lowprob.estimators.catalog import INTERVAL_KINDS, METHODS
 from lowprob.evaluation import ZERO_FLOOR
 from lowprob.files import prepare_output
 
@@ -150,7 +151,8 @@ def write_report(directory: str | Path, out: str | Path | None = None, zero_floo
               "(median); WNRV gain = plain sampling's work-normalised relative variance over the method's "
               "(median; needs ≥ 2 seeds).", ""]
     lines += _table(["method", "median loss", "median abs log10 error", "zero estimates", "95% coverage",
-                     "model calls", "seconds", "WNRV gain"], [_unfit_row(me, scored) for me in estimators])
+                     "interval", "model calls", "seconds", "WNRV gain"], [_unfit_row(me, scored) for me in estimators])
+    lines += ["", "Interval kinds: " + "; ".join(f"*{k}*: {v}" for k, v in INTERVAL_KINDS.items()) + "."]
     lines += _temperature_lines(scored)
     lines += _floor_lines(rows, records, zero_floor, methods)
     if notes:
@@ -183,6 +185,7 @@ def _unfit_row(method: str, scored: list[dict]) -> list[str]:
     return [method, _fmt(float(np.median([r["loss"] for r in rs]))),
             _fmt(float(np.median([r["abs_log10_error"] for r in rs]))),
             f"{np.mean([r['zero'] for r in rs]):.0%}", f"{np.mean([r['covered'] for r in rs]):.0%}",
+            METHODS[method].interval if method in METHODS else "–",
             _fmt(float(np.mean([r["calls"] for r in rs]))), _fmt(float(np.median([r["seconds"] for r in rs]))),
             _fmt(float(np.median(gains))) if gains else "–"]
 

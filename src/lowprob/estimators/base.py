@@ -50,6 +50,7 @@ class Estimate:
     model: str = ""  # the model's name (a shipped name or its directory's), "" if it has none
     distribution: str = ""  # the distribution's name, "" if it has none
     event: dict[str, Any] = field(default_factory=dict)  # Event.describe(): kind, token id and text
+    interval_kind: str = "approximate"  # what the interval accounts for (estimators.catalog.INTERVAL_KINDS)
 
     def __post_init__(self) -> None:
         lo, hi = self.interval
@@ -60,14 +61,16 @@ class Estimate:
     def to_json(self) -> dict[str, Any]:
         return {"method": self.method, "model": self.model, "distribution": self.distribution,
                 "event": self.event, "probability": self.probability, "interval": list(self.interval),
+                "interval_kind": self.interval_kind,
                 "budget": self.budget, "seed": self.seed, "cost": asdict(self.cost),
                 "diagnostics": self.diagnostics, "hyper": self.hyper}
 
     def summary(self) -> str:
         """One line for people: what was estimated, the estimate, its interval and its cost."""
         lo, hi = self.interval
+        caveat = "; sampling error only" if self.interval_kind == "sampling-only" else ""
         return (f"{self.method}: P({self.event.get('label', 'event')}) = {self.probability:.4g}  "
-                f"(95% interval {lo:.3g} .. {hi:.3g})  model {self.model or 'unnamed'}, distribution "
+                f"(95% interval {lo:.3g} .. {hi:.3g}{caveat})  model {self.model or 'unnamed'}, distribution "
                 f"{self.distribution or 'unnamed'}; {self.cost.forward_passes} forward + "
                 f"{self.cost.backward_passes} backward passes, {self.cost.flops:.3g} FLOPs, {self.cost.seconds:.2f} s")
 
@@ -135,4 +138,4 @@ def estimate(model, dist: TokenDistribution, event: Event, method: str = DEFAULT
     cost = Cost(raw.forward_passes, raw.backward_passes, flops, seconds)
     return Estimate(method, min(float(p), 1.0), (min(float(lo), 1.0), min(float(hi), 1.0)), budget, seed, cost,
                     diagnostics, params, model=getattr(model, "name", "") or "", distribution=dist.name,
-                    event=event.describe(getattr(model, "tokenizer", None)))
+                    event=event.describe(getattr(model, "tokenizer", None)), interval_kind=spec.interval)

@@ -51,6 +51,14 @@ def fraction(default: float, help: str) -> Param:
     return Param(default, lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)", help)
 
 
+INTERVAL_KINDS = {
+    "exact": "an exact binomial interval: it covers at least at its nominal level",
+    "approximate": "an approximate interval from the sampling variability of unbiased terms",
+    "sampling-only": "reflects sampling error only, not the method's own bias or approximation error: the truth "
+                     "can lie far outside it",
+}
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -58,6 +66,7 @@ class Method:
     implementation: str  # "module:function"
     params: dict[str, Param] = field(default_factory=dict)
     min_budget: int = 1  # fewer model calls than this cannot give an estimate at all
+    interval: str = "approximate"  # what the method's 95% interval accounts for: a key of INTERVAL_KINDS
 
     def resolve(self, budget: Any, hyper: dict[str, Any]) -> dict[str, Any]:
         """Check ``budget`` and ``hyper`` against the declaration; return the full hyper-parameters."""
@@ -82,7 +91,8 @@ class Method:
 _TEMPERATURE = "tilt temperature: lower tilts harder toward the event"
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("naive", "hit fraction of plain samples, Clopper–Pearson interval", "lowprob.estimators.naive:naive"),
+    Method("naive", "hit fraction of plain samples, Clopper–Pearson interval", "lowprob.estimators.naive:naive",
+           interval="exact"),
     Method("itgis", "importance sampling with gradient-tilted independent tokens", "lowprob.estimators.itgis:itgis",
            {"temperature": positive_number(1.0, _TEMPERATURE),
             "batch_size": positive_count(None, "samples per adaptive round (default: min(256, budget/16))")}),
@@ -90,11 +100,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "lowprob.estimators.mhis:mhis",
            {"temperature": positive_number(1.0, _TEMPERATURE),
             "chains": positive_count(None, "independent chains (default: min(32, budget))"),
-            "burn_in_fraction": fraction(0.25, "share of each chain's steps discarded as burn-in")}),
+            "burn_in_fraction": fraction(0.25, "share of each chain's steps discarded as burn-in")},
+           interval="sampling-only"),  # the chains' spread cannot see a bias they all share
     Method("gld", "Gaussian fit to the target's logit gap, Φ(μ/σ) (activations shared across targets)",
-           "lowprob.estimators.extrapolation:gld", min_budget=2),
+           "lowprob.estimators.extrapolation:gld", min_budget=2, interval="sampling-only"),
     Method("qld", "quadratic logit decomposition along the min-norm accepting direction (shared activations)",
-           "lowprob.estimators.extrapolation:qld", min_budget=2),
+           "lowprob.estimators.extrapolation:qld", min_budget=2, interval="sampling-only"),
 )}
 
 DEFAULT_METHOD = "itgis"

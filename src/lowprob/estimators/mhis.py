@@ -8,7 +8,11 @@ proposed (they would waste a forward/backward pass). The self-normalised estimat
 p̂ = Σ 1[event] e^{-s/T} / Σ e^{-s/T} over post-burn-in states is computed in log space; it is
 consistent but **biased** for finite chains. Every forward/backward pass, burn-in included, counts
 against the budget. The interval uses the between-chain spread (delta method for a ratio of sums,
-Student t over chains); with no hit it is [0, 3.69 w_max / Σw], a heuristic.
+Student t over chains), which cannot see a bias all chains share: ``estimate`` labels it
+"sampling-only". With no hit after burn-in nothing about the tilted chains bounds p, so the
+interval falls back on what is honest: the chains' initial states are independent draws from the
+input distribution, and its upper end is their exact (Clopper–Pearson) bound — wide, as it should be
+(0.11 for 32 chains).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from scipy import stats
 
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
-from lowprob.estimators.base import RawEstimate, poisson_upper, score_and_gradient
+from lowprob.estimators.base import RawEstimate, score_and_gradient
+from lowprob.estimators.naive import clopper_pearson
 
 CHAINS = 32  # default number of chains, fewer when the budget is smaller
 
@@ -61,6 +66,7 @@ def mhis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
     rows = torch.arange(chains)
     x = dist.sample(chains, generator)
     s, hit, grad = score_and_gradient(model, event, x)
+    initial_hits = int(hit.sum())  # the initial states are independent draws from the input distribution
     kept_s, kept_hit = [], []
     accepted = 0
     for step in range(steps if len(variable) else 0):
@@ -86,7 +92,10 @@ def mhis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
         kept_s, kept_hit = [s], [hit]
     log_w = -torch.stack(kept_s) / temperature  # [kept, chains]
     hits = torch.stack(kept_hit)
-    p, interval = _ratio_estimate(log_w, hits)
+    if hits.any():
+        p, interval = _ratio_estimate(log_w, hits)
+    else:  # nothing about the tilted chains bounds p: fall back on the independent initial states
+        p, interval = 0.0, (0.0, clopper_pearson(initial_hits, chains)[1])
     per_chain = (torch.where(hits, log_w, torch.tensor(-math.inf, dtype=torch.float64)).logsumexp(0)
                  - log_w.logsumexp(0)).exp()
     moves = steps * chains if len(variable) else 0
@@ -104,8 +113,6 @@ def _ratio_estimate(log_w: torch.Tensor, hits: torch.Tensor) -> tuple[float, tup
     log_den = log_w.logsumexp(0)
     p = float((log_num.logsumexp(0) - log_den.logsumexp(0)).exp())
     chains = log_w.shape[1]
-    if not hits.any():
-        return 0.0, (0.0, poisson_upper() * float((log_w.max() - log_den.logsumexp(0)).exp()))
     if chains < 2:
         return p, (0.0, 1.0)
     shift = log_den.max()
