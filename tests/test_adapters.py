@@ -2,6 +2,7 @@
 give the same logits as their own forward, and every estimator and exact ground truth run on them."""
 
 import math
+import shlex
 
 import pytest
 import torch
@@ -98,3 +99,40 @@ def test_a_transformer_lens_model_matches_its_own_forward_and_runs_the_estimator
 def test_from_transformer_lens_refuses_other_objects():
     with pytest.raises(lowprob.LowprobError, match="takes a HookedTransformer"):
         from_transformer_lens(torch.nn.Linear(2, 2))
+
+
+def readme_section(title: str) -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    return text[text.index(f"## {title}"):].split("\n## ", 1)[0]
+
+
+def code_blocks(section: str, language: str) -> list[str]:
+    parts = section.split(f"```{language}\n")[1:]
+    return [p.split("```", 1)[0] for p in parts]
+
+
+def test_the_readme_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The README's "Your own model" section, on a tiny local GPT-2 whose tokenizer knows the words."""
+    from lowprob.models import Tokenizer
+
+    from .test_cli import run
+
+    words = "Q: Is Paris in France? A: yes. Is Lima in Peru? A: Yes. Oslo Norway Kyiv Ukraine New Zealand no "
+    tok = Tokenizer.train(iter([words * 50] * 5), vocab_size=300)
+    config = transformers.GPT2Config(vocab_size=tok.vocab_size, n_positions=64, n_embd=16, n_layer=2, n_head=2,
+                                     bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    model_dir = tmp_path / "path" / "to" / "hf-model"
+    transformers.GPT2LMHeadModel(config).save_pretrained(model_dir)
+    tok.save(model_dir / "tokenizer.json")
+    section = readme_section("Your own model, prompt template and event")
+    (tmp_path / "template.toml").write_text(code_blocks(section, "toml")[0])
+    monkeypatch.chdir(tmp_path)
+    for line in code_blocks(section, "bash")[0].strip().splitlines():
+        code, out, err = run(monkeypatch, capsys, *shlex.split(line)[1:])
+        assert code == 0, (line, err)
+    exec(code_blocks(section, "python")[0], {})
+    out = capsys.readouterr().out
+    assert "argmax is one of ' Yes'" in out and "model hf-model, distribution template" in out

@@ -54,6 +54,21 @@ def complete(
     typer.echo(prompt + greedy(load_model(model), prompt, tokens))
 
 
+def _show_slots(dist, samples: int, seed: int) -> None:
+    """A slot distribution: each slot's values, weights and token counts, then filled-in samples."""
+    import torch
+
+    typer.echo(f"{dist!r}\n{dist.support_size():,} combinations\n")
+    for slot in dist.slots:
+        shown = ", ".join(f"{v!r} {w:.3g} ({len(t)} tok)" for v, w, t in zip(slot.values, slot.weights, slot.tokens,
+                                                                              strict=True))
+        typer.echo(f"  {slot.name}: {shown}")
+    if samples:
+        typer.echo("\nsamples:")
+        for text in dist.sample_texts(samples, torch.Generator().manual_seed(seed)):
+            typer.echo(f"  {text!r}")
+
+
 def _runs(values: list) -> list[tuple[int, int, object]]:
     """Group equal consecutive values: [(first index, last index, value), ...]."""
     runs: list[tuple[int, int, object]] = []
@@ -87,6 +102,9 @@ def dists(
     from lowprob.models.zoo import load_model
 
     lm = load_model(model)
+    if name is not None and name.endswith((".toml", ".json")):
+        _show_slots(load_distribution(name, lm), samples, seed)
+        return
     if name is None:
         typer.echo(f"{'name':<15} {'length':<6} {'positions':>9} {'log10 |support|':>15}  support sizes")
         for dist_name in distribution_names():

@@ -1,4 +1,4 @@
-"""Input distributions: independent tokens per position."""
+"""Input distributions: independent tokens per position, and prompt templates with random slots."""
 
 from __future__ import annotations
 
@@ -17,12 +17,17 @@ def distribution_names() -> list[str]:
     return [*PAPER_DISTRIBUTIONS, *TINY_FAMILIES]
 
 
-def load_distribution(name: str, model, length: str = "cpu") -> TokenDistribution:
-    """A paper distribution, a tiny family, or a saved ``.safetensors`` distribution file, for ``model``."""
+def load_distribution(name: str, model, length: str = "cpu"):
+    """A paper distribution, a tiny family, a saved ``.safetensors`` distribution file, or a slot
+    distribution (a ``.toml``/``.json`` prompt template), for ``model``."""
     if name in PAPER_DISTRIBUTIONS:
         return paper_distribution(name, model, length)
     if name in TINY_FAMILIES:
         return tiny_distribution(name, model.d_vocab)
+    if name.endswith((".toml", ".json")):
+        from lowprob.distributions.slots import SlotDistribution
+
+        return SlotDistribution.load(name, getattr(model, "tokenizer", None))
     if name.endswith(".safetensors") or Path(name).is_file():
         dist = TokenDistribution.load(name)
         dist.check_model(model)

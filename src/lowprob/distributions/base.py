@@ -98,6 +98,10 @@ class TokenDistribution:
             all_probs.append(probs[order].contiguous())
         return cls(all_ids, all_probs, name=name)
 
+    def bind(self, model) -> tuple[object, TokenDistribution]:
+        """The (model, distribution) pair estimators run on: these two as they are (see ``slots``)."""
+        return model, self
+
     def check_model(self, model) -> None:
         """Raise a clear error if this distribution cannot be fed to ``model``."""
         if len(self) > model.n_ctx:

@@ -120,6 +120,7 @@ def estimate(model, dist: TokenDistribution, event: Event, method: str = DEFAULT
     """
     spec = get_method(method)
     params = spec.resolve(budget, hyper)
+    model, dist = dist.bind(model)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise LowprobError(f"seed must be a non-negative integer, got {seed!r}")
     event.validate(model)

@@ -125,6 +125,7 @@ def ground_truth(model, dist: TokenDistribution, *, exact: bool = False, samples
     ``backend="ray"`` runs shards as Ray tasks (a local cluster, or ``address``); shard results are
     added in shard order, so every backend gives the same bits.
     """
+    model, dist = dist.bind(model)
     dist.check_model(model)
     if exact == (samples is not None):
         raise LowprobError("choose exactly one of exact=True or samples=N")

@@ -20,6 +20,7 @@ from lowprob.truth.compute import MAX_EXACT, PLAIN_CHUNK
 @torch.no_grad()
 def exact_probability(model, dist: TokenDistribution, event: Event, chunk_size: int = PLAIN_CHUNK) -> float:
     """P(event) for inputs from ``dist``, exactly (support ≤ 2^26 sequences)."""
+    model, dist = dist.bind(model)
     dist.check_model(model)
     event.validate(model)
     if dist.support_size() > MAX_EXACT:
