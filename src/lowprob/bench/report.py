@@ -153,7 +153,7 @@ def write_report(directory: str | Path, out: str | Path | None = None, zero_floo
     lines += _table(["method", "median loss", "median abs log10 error", "zero estimates", "95% coverage",
                      "interval", "model calls", "seconds", "WNRV gain"], [_unfit_row(me, scored) for me in estimators])
     lines += ["", "Interval kinds: " + "; ".join(f"*{k}*: {v}" for k, v in INTERVAL_KINDS.items()) + "."]
-    lines += _temperature_lines(scored)
+    lines += _tuned_lines(scored)
     lines += _floor_lines(rows, records, zero_floor, methods)
     if notes:
         lines += ["", "## Not scored", "", *(f"- {n}" for n in notes)]
@@ -190,17 +190,18 @@ def _unfit_row(method: str, scored: list[dict]) -> list[str]:
             _fmt(float(np.median(gains))) if gains else "–"]
 
 
-def _temperature_lines(scored: list[dict]) -> list[str]:
-    tempered = sorted({r["method"] for r in scored if r.get("temperature") is not None})
-    if not tempered:
+def _tuned_lines(scored: list[dict]) -> list[str]:
+    """Which setting of its tuned hyper-parameters the oracle chose, per pair and method."""
+    tuned = sorted({r["method"] for r in scored if r.get("tuned") is not None})
+    if not tuned:
         return []
     chosen = defaultdict(set)
     for r in scored:
-        if r["method"] in tempered:
-            chosen[(r["model"], r["distribution"], r["method"])].add(r["oracle_temperature"])
+        if r["method"] in tuned:
+            chosen[(r["model"], r["distribution"], r["method"])].add(r["oracle_tuned"])
     pairs = sorted({(m, d) for m, d, _ in chosen})
-    rows = [[m, d, *(", ".join(_fmt(t) for t in sorted(chosen[(m, d, me)])) for me in tempered)] for m, d in pairs]
-    return ["", "## Oracle temperatures", "", *_table(["model", "distribution", *tempered], rows)]
+    rows = [[m, d, *("; ".join(sorted(chosen[(m, d, me)])) for me in tuned)] for m, d in pairs]
+    return ["", "## Oracle choices of the tuned hyper-parameters", "", *_table(["model", "distribution", *tuned], rows)]
 
 
 def _floor_lines(rows: list[dict], records: list[dict], zero_floor: float, methods: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ parallel; rows do not depend on the worker count, only on seeds.
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
@@ -41,10 +42,9 @@ from lowprob.threads import thread_count, torch_threads
 
 
 def hyper_grid(scale: Scale, method: str) -> list[dict]:
-    """The hyper-parameter settings a method is run at: the temperature grid, or its defaults."""
-    if "temperature" in METHODS[method].params:
-        return [{"temperature": t} for t in scale.temperatures]
-    return [{}]
+    """The hyper-parameter settings a method is run at: every combination of its tuned ones' grids."""
+    tuned = METHODS[method].tuned()
+    return [dict(zip(tuned, values, strict=True)) for values in itertools.product(*(scale.grid(k) for k in tuned))]
 
 
 def row_key(method: str, hyper: dict, target: int, seed: int) -> tuple:

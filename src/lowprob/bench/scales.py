@@ -44,6 +44,13 @@ class Scale:
     distributions: tuple[str, ...]
     length: str | None  # paper-distribution length variant; None for the tiny families
 
+    def grid(self, param: str) -> tuple:
+        """The values a tuned hyper-parameter is run at (the scale's one place that names them)."""
+        grids = {"temperature": self.temperatures}
+        if param not in grids:
+            raise LowprobError(f"the {self.name} scale has no grid for the tuned hyper-parameter {param!r}")
+        return grids[param]
+
     def pairs(self) -> list[tuple[str, str]]:
         return [(m, d) for m in self.models for d in self.distributions]
 

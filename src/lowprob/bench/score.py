@@ -1,7 +1,8 @@
 """From benchmark rows to scores: one record per (model, distribution, method, seed, target).
 
 Each (model, distribution, method, seed) is scored as a unit over its targets and hyper-parameter
-grid: the leak-free (nested leave-one-out) and the oracle temperature selection of
+grid: the leak-free (nested leave-one-out) and the oracle selection (of a temperature, or whatever the
+method declares tuned) of
 ``lowprob.evaluation.selection``, each with its leave-one-out fitted estimate and loss. Unfit metrics
 (log10 error, zero estimates, interval coverage) are read at the leak-free choice. The optimal
 constant appears as method ``constant``. A unit whose grid is incomplete (a run still going) or that
@@ -19,6 +20,7 @@ import numpy as np
 
 from lowprob.bench.scales import hyper_key
 from lowprob.errors import LowprobError
+from lowprob.estimators.catalog import METHODS
 from lowprob.evaluation import (
     ZERO_FLOOR,
     abs_log10_error,
@@ -42,8 +44,10 @@ def load_rows(directory: str | Path) -> list[dict]:
     return [row for path in files for row in read_jsonl(path)]
 
 
-def _temperature(row: dict) -> float | None:
-    return row["hyper"].get("temperature")
+def _tuned(row: dict) -> str | None:
+    """The tuned hyper-parameters of a row, as text ("temperature=0.3"), or None if it has none."""
+    names = METHODS[row["method"]].tuned() if row["method"] in METHODS else sorted(row["hyper"])
+    return ", ".join(f"{k}={row['hyper'][k]:g}" for k in names if k in row["hyper"]) or None
 
 
 def _calls(row: dict) -> int:
@@ -83,9 +87,9 @@ def score_rows(rows: Iterable[dict], zero_floor: float = ZERO_FLOOR) -> tuple[li
                 "model": model, "distribution": dist, "method": method, "seed": seed, "target": t,
                 "target_text": chosen["target_text"], "ground_truth": p[i],
                 "ground_truth_count": chosen["ground_truth_count"],
-                "temperature": _temperature(chosen), "estimate": q, "interval": chosen["interval"],
+                "tuned": _tuned(chosen), "estimate": q, "interval": chosen["interval"],
                 "fitted": math.exp(free.fitted[i]), "loss": float(free.losses[i]),
-                "oracle_temperature": _temperature(top), "oracle_fitted": math.exp(best.fitted[i]),
+                "oracle_tuned": _tuned(top), "oracle_fitted": math.exp(best.fitted[i]),
                 "oracle_loss": float(best.losses[i]),
                 "zero": q == 0, "abs_log10_error": float(abs_log10_error(p[i], q, zero_floor)),
                 "covered": bool(covered(p[i], *chosen["interval"])),

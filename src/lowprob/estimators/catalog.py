@@ -26,6 +26,7 @@ class Param:
     accepts: Callable[[Any], bool]
     expected: str  # completes "must be ...", e.g. "a positive finite number"
     help: str
+    tuned: bool = False  # a benchmark scale runs a grid of it and selects per target (leak-free)
 
 
 def _is_number(v: Any) -> bool:
@@ -36,8 +37,8 @@ def _is_count(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
-def positive_number(default: float, help: str) -> Param:
-    return Param(default, lambda v: _is_number(v) and v > 0, "a positive finite number", help)
+def positive_number(default: float, help: str, tuned: bool = False) -> Param:
+    return Param(default, lambda v: _is_number(v) and v > 0, "a positive finite number", help, tuned)
 
 
 def positive_count(default: int | None, help: str) -> Param:
@@ -83,6 +84,10 @@ class Method:
                 raise LowprobError(f"{self.name}: {key} must be {self.params[key].expected}, got {value!r}")
         return {**{k: p.default for k, p in self.params.items()}, **hyper}
 
+    def tuned(self) -> list[str]:
+        """The hyper-parameters a benchmark searches a grid of."""
+        return [name for name, p in self.params.items() if p.tuned]
+
     def function(self) -> Callable[..., Any]:
         module, name = self.implementation.split(":")
         return getattr(importlib.import_module(module), name)
@@ -94,11 +99,11 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("naive", "hit fraction of plain samples, Clopper–Pearson interval", "lowprob.estimators.naive:naive",
            interval="exact"),
     Method("itgis", "importance sampling with gradient-tilted independent tokens", "lowprob.estimators.itgis:itgis",
-           {"temperature": positive_number(1.0, _TEMPERATURE),
+           {"temperature": positive_number(1.0, _TEMPERATURE, tuned=True),
             "batch_size": positive_count(None, "samples per adaptive round (default: min(256, budget/16))")}),
     Method("mhis", "Metropolis-Hastings importance sampling with gradient-informed proposals",
            "lowprob.estimators.mhis:mhis",
-           {"temperature": positive_number(1.0, _TEMPERATURE),
+           {"temperature": positive_number(1.0, _TEMPERATURE, tuned=True),
             "chains": positive_count(None, "independent chains (default: min(32, budget))"),
             "burn_in_fraction": fraction(0.25, "share of each chain's steps discarded as burn-in")},
            interval="sampling-only"),  # the chains' spread cannot see a bias they all share
