@@ -215,7 +215,7 @@ def paper_distribution(name: str, model, length: str = "cpu") -> TokenDistributi
     if sha256_bytes(tokenizer.to_str().encode()) != tables.tokenizer_sha256:
         raise LowprobError("the paper distributions' frequency tables belong to the shipped tokenizer; "
                            "this model uses another one (build tables for it with "
-                           "lowprob.distributions.tables.build_tables)")
+                           "build_tables in the repository's tools/build_tables.py)")
     recipe = PAPER_DISTRIBUTIONS[name]
     positions = recipe.build(_Builder(tokenizer, tables), recipe.reps[length])
     positions = [p if isinstance(p, int) else (torch.from_numpy(p[0]), torch.from_numpy(p[1]))

@@ -21,6 +21,7 @@ from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
 from lowprob.estimators.catalog import DEFAULT_METHOD, get_method
 from lowprob.events import Event
+from lowprob.models.protocol import LanguageModel
 from lowprob.threads import torch_threads
 
 
@@ -94,7 +95,7 @@ def poisson_upper(count: float = 0.0, level: float = 0.95) -> float:
     return float(stats.chi2.ppf(1 - (1 - level) / 2, 2 * count + 2) / 2)
 
 
-def score_and_gradient(model, event: Event, tokens: torch.Tensor):
+def score_and_gradient(model: LanguageModel, event: Event, tokens: torch.Tensor):
     """Event score [B] (float64), indicator [B] and d score / d token embeddings [B, T, d_model].
 
     The gradient w.r.t. the one-hot input at (i, v) is then ``W_E[v] · grad[:, i]``: gradient methods
@@ -109,8 +110,8 @@ def score_and_gradient(model, event: Event, tokens: torch.Tensor):
     return score.detach().double(), event.indicator(logits.detach()), grad
 
 
-def estimate(model, dist: TokenDistribution, event: Event, method: str = DEFAULT_METHOD, budget: int = 4096,
-             seed: int = 0, **hyper: Any) -> Estimate:
+def estimate(model: LanguageModel, dist: TokenDistribution, event: Event, method: str = DEFAULT_METHOD,
+             budget: int = 4096, seed: int = 0, **hyper: Any) -> Estimate:
     """Estimate P(event) for inputs from ``dist``, spending ``budget`` model calls.
 
     Every method goes through here: the request is checked against the method's declaration

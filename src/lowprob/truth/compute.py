@@ -29,7 +29,7 @@ from lowprob._version import __version__
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
 from lowprob.files import atomic_path
-from lowprob.models.protocol import model_sha256
+from lowprob.models.protocol import LanguageModel, model_sha256
 from lowprob.models.transformer import Transformer
 from lowprob.threads import torch_threads
 from lowprob.truth.result import GroundTruth
@@ -116,7 +116,7 @@ def _save_checkpoint(path: Path, spec: JobSpec, totals: torch.Tensor, shards_don
                                                            "shards_done": str(shards_done)})
 
 
-def ground_truth(model, dist: TokenDistribution, *, exact: bool = False, samples: int | None = None,
+def ground_truth(model: LanguageModel, dist: TokenDistribution, *, exact: bool = False, samples: int | None = None,
                  seed: int = 0, shard_size: int = SHARD_SIZE, checkpoint: str | Path | None = None,
                  fast: bool = True, backend: str = "local", address: str | None = None,
                  progress: bool = False) -> GroundTruth:

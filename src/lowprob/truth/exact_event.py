@@ -13,12 +13,14 @@ import torch
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
 from lowprob.events import Event
+from lowprob.models.protocol import LanguageModel
 from lowprob.threads import torch_threads
 from lowprob.truth.compute import MAX_EXACT, PLAIN_CHUNK
 
 
 @torch.no_grad()
-def exact_probability(model, dist: TokenDistribution, event: Event, chunk_size: int = PLAIN_CHUNK) -> float:
+def exact_probability(model: LanguageModel, dist: TokenDistribution, event: Event,
+                      chunk_size: int = PLAIN_CHUNK) -> float:
     """P(event) for inputs from ``dist``, exactly (support ≤ 2^26 sequences)."""
     model, dist = dist.bind(model)
     dist.check_model(model)

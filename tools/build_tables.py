@@ -1,6 +1,7 @@
 """Build the frequency tables behind the paper distributions (run once; the result is shipped).
 
-``python -m lowprob.distributions.tables [--corpus DIR]`` rewrites ``data/tables.safetensors``:
+``python tools/build_tables.py [--corpus DIR]`` rewrites ``src/lowprob/distributions/data/tables.safetensors``
+(a build step, so it lives outside the runtime package; it writes atomically):
 - ``counts_{code,english,spanish}``: unigram counts of every token over each kind's training split;
 - ``hex_weights``: how often each token appears when uniformly random hex text is tokenised. This is
   the empirical version of the paper's Markov-chain approximation: it is exactly the frequency with
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
+from lowprob.files import atomic_path, prepare_output
 from lowprob.models.corpus import KINDS, build_corpus, manifest_summary
 from lowprob.models.tokenizer import Tokenizer
 from lowprob.models.zoo import sha256_bytes, shipped_tokenizer_path
@@ -45,8 +47,8 @@ def build_tables(corpus: Path, tokenizer: Tokenizer, out: Path) -> dict:
     meta = {"tokenizer_sha256": sha256_bytes(tokenizer.to_str().encode()),
             "corpus_outputs": json.dumps(manifest_summary(corpus)["outputs"]),
             "hex": json.dumps({"chars": HEX_CHARS, "chunk": HEX_CHUNK, "seed": HEX_SEED})}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(arrays, str(out), metadata=meta)
+    with atomic_path(prepare_output(out)) as tmp:
+        save_file(arrays, str(tmp), metadata=meta)
     return meta
 
 
