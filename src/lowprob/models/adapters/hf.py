@@ -8,6 +8,7 @@ embedding (``get_output_embeddings()``) is the unembedding. Nothing is downloade
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,12 @@ def from_hugging_face(model: Any, tokenizer: Any = None, name: str = "") -> Hugg
 
 
 def is_hugging_face_dir(path: Path) -> bool:
-    return (path / "config.json").exists() and not (path / "card.json").exists()
+    """A ``transformers`` config names its ``model_type``; lowprob's own configs do not."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(config, dict) and "model_type" in config
 
 
 def load_hugging_face(path: str | Path, device: str = "cpu") -> HuggingFaceLM:
