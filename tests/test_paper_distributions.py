@@ -106,3 +106,21 @@ def test_load_distribution_names_and_files(model, tmp_path):
         load_distribution("hexx", model)
     with pytest.raises(LowprobError, match="length must be one of"):
         load_distribution("hex", model, "long")
+
+
+def test_the_exact_variant_is_enumerable_and_reaches_rare_sequences(model):
+    for name in PAPER_DISTRIBUTIONS:
+        dist = load_distribution(name, model, "exact")
+        cpu = load_distribution(name, model, "cpu")
+        assert dist.support_size() <= 1 << 25, name
+        assert dist.support(0)[0].tolist() == cpu.support(0)[0].tolist()  # the kind's constants stay
+        if name == "icl":
+            assert dist.content_hash() == cpu.content_hash()
+            continue
+        i = dist.variable_positions()[-1]
+        ids, probs = dist.support(i)
+        cpu_ids, cpu_probs = cpu.support(i if i < len(cpu) else cpu.variable_positions()[-1])
+        kept = cpu_probs[torch.isin(cpu_ids, ids)]
+        assert torch.allclose(probs, kept**2 / (kept**2).sum(), rtol=1e-6)  # the kind's weights, squared
+        rarest = sum(float(dist.support(j)[1].min().log10()) for j in range(len(dist)))
+        assert rarest < -9.5, (name, rarest)

@@ -15,8 +15,16 @@ Where our 4096-token vocabulary forces a change, it is the nearest faithful alte
   and its ground truth exact.
 - the ``top-k`` caps of the paper (2^14) exceed our vocabulary; they keep every token that passes.
 
-Two lengths: ``paper`` (the paper's repetition counts) and ``cpu`` (shorter, so that ground truth for
-all 24 model × distribution pairs is affordable on two CPU cores).
+Three variants: ``paper`` (the paper's repetition counts), ``cpu`` (shorter, so that sampled ground
+truth for all 24 model × distribution pairs is affordable on two CPU cores) and ``exact`` (shorter
+still, with each variable position cut to its ``top_k`` most likely tokens and their weights
+sharpened to ``p^EXACT_SHARPEN``, renormalised, so that the whole space — about 2^24 sequences — can be
+enumerated: exact ground truth with no resolution limit). The sharpening is what lets targets reach
+1e-12: with the kinds' own frequency weights the least likely of 2^24 sequences has p ≈ 1e-9.5 (the
+top tokens' weights differ by only ~2 decades per position), with their squares 1e-12 to 1e-13.5
+(``caps``, with few CAPS tokens, 1e-10; ``icl`` is the whole ``cpu`` variant, 1e-14). ``exact``
+keeps each kind's constants, filters and token order, and puts the variable positions last, where
+prefix-shared enumeration shares most.
 """
 
 from __future__ import annotations
@@ -35,7 +43,8 @@ from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
 
 TABLES_FILE = "tables.safetensors"
-LENGTHS = ("cpu", "paper")
+LENGTHS = ("cpu", "paper", "exact")
+EXACT_SHARPEN = 2.0  # the exact variant's weights are the kind's weights squared (see the module docstring)
 
 
 # --- token filters (predicates on a token's decoded string) ----------------------------------------
@@ -129,6 +138,7 @@ class PaperRecipe:
     description: str
     reps: dict[str, int]  # length variant -> repetition count
     build: Callable[[_Builder, int], list]
+    exact_top_k: int | None = None  # the exact variant keeps this many most likely tokens per position
 
 
 def _hex(b: _Builder, n: int) -> list:
@@ -182,22 +192,29 @@ def _icl(b: _Builder, n: int) -> list:
 
 PAPER_DISTRIBUTIONS: dict[str, PaperRecipe] = {
     "hex": PaperRecipe("BOS, then hex tokens weighted by their frequency in tokenised random hex text",
-                       {"paper": 32, "cpu": 14}, _hex),
+                       {"paper": 32, "cpu": 14, "exact": 4}, _hex, exact_top_k=64),
     "camel": PaperRecipe("BOS, then camelCase tokens weighted by code frequency",
-                         {"paper": 32, "cpu": 14}, _camel),
+                         {"paper": 32, "cpu": 14, "exact": 4}, _camel, exact_top_k=64),
     "colon": PaperRecipe("BOS, the 1024 most frequent code tokens, then a constant ':'",
-                         {"paper": 32, "cpu": 13}, _colon),
+                         {"paper": 32, "cpu": 13, "exact": 4}, _colon, exact_top_k=64),
     "if": PaperRecipe("BOS, a constant ' if', then the 1024 most frequent code tokens",
-                      {"paper": 32, "cpu": 13}, _if),
+                      {"paper": 32, "cpu": 13, "exact": 4}, _if, exact_top_k=64),
     "caps": PaperRecipe("BOS, 'He'/'We', ' screamed: \"' as constants, then CAPS tokens",
-                        {"paper": 16, "cpu": 8}, _caps),
+                        {"paper": 16, "cpu": 8, "exact": 4}, _caps, exact_top_k=54),
     "english": PaperRecipe("BOS, a word start, then English words and punctuation",
-                           {"paper": 24, "cpu": 13}, _english),
+                           {"paper": 24, "cpu": 13, "exact": 3}, _english, exact_top_k=64),
     "spanish": PaperRecipe("BOS, then the 1024 most frequent Spanish letter/space tokens",
-                           {"paper": 24, "cpu": 14}, _spanish),
+                           {"paper": 24, "cpu": 14, "exact": 4}, _spanish, exact_top_k=64),
     "icl": PaperRecipe("BOS, (letter, ' for', word) triples spelling ARCTHEORY, a query letter, ' for'",
-                       {"paper": 9, "cpu": 3}, _icl),
+                       {"paper": 9, "cpu": 3, "exact": 3}, _icl),
 }
+
+
+def _most_likely(ids: np.ndarray, probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most likely tokens of a position (ties by id), weights sharpened and renormalised."""
+    keep = np.lexsort((ids, -probs))[:k]
+    sharp = probs[keep] ** EXACT_SHARPEN
+    return ids[keep], sharp / sharp.sum()
 
 
 def paper_distribution(name: str, model, length: str = "cpu") -> TokenDistribution:
@@ -218,6 +235,8 @@ def paper_distribution(name: str, model, length: str = "cpu") -> TokenDistributi
                            "build_tables in the repository's tools/build_tables.py)")
     recipe = PAPER_DISTRIBUTIONS[name]
     positions = recipe.build(_Builder(tokenizer, tables), recipe.reps[length])
+    if length == "exact" and recipe.exact_top_k is not None:
+        positions = [p if isinstance(p, int) else _most_likely(*p, recipe.exact_top_k) for p in positions]
     positions = [p if isinstance(p, int) else (torch.from_numpy(p[0]), torch.from_numpy(p[1]))
                  for p in positions]
     return TokenDistribution.from_positions(positions, vocab_size=model.d_vocab, n_ctx=model.n_ctx,
