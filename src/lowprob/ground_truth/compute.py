@@ -31,6 +31,7 @@ from lowprob.files import atomic_path
 from lowprob.ground_truth.result import GroundTruth, model_sha256
 from lowprob.models.transformer import Transformer
 
+EnumerationArgmax = Callable[[int, torch.Tensor], torch.Tensor]
 SHARD_SIZE = 1 << 16
 MAX_EXACT = 1 << 26  # sequences; beyond this, sample
 PLAIN_CHUNK = 512  # sequences per plain forward pass: small enough to stay in cache
@@ -55,6 +56,21 @@ def argmax_function(model, dist: TokenDistribution, fast: bool = True) -> Callab
     return plain
 
 
+def enumeration_argmax(model, dist: TokenDistribution, fast: bool = True) -> EnumerationArgmax:
+    """``f(start, tokens)``: the argmax of the enumerated sequences ``start ..`` (``tokens``, in order).
+
+    Prefix-shared for the shipped ``Transformer`` (one variable position or more), else
+    ``argmax_function`` on the tokens; the same argmax for every sequence either way.
+    """
+    if fast and isinstance(model, Transformer) and dist.variable_positions():
+        from lowprob.ground_truth.prefix_tree import PrefixTree
+
+        tree = PrefixTree(model, dist)
+        return lambda start, tokens: tree.argmax(start, start + len(tokens), tokens)
+    argmax = argmax_function(model, dist, fast)
+    return lambda start, tokens: argmax(tokens)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """What a checkpoint belongs to; a resumed run must match it exactly."""
@@ -74,20 +90,28 @@ class JobSpec:
         return min(self.shard_size, self.n - shard * self.shard_size)
 
 
+def shard_argmax(model, dist: TokenDistribution, spec: JobSpec, fast: bool = True):
+    """The argmax function ``shard_totals`` needs for this job: enumeration's or the sampled batches'."""
+    return enumeration_argmax(model, dist, fast) if spec.exact else argmax_function(model, dist, fast)
+
+
 def shard_totals(argmax, dist: TokenDistribution, d_vocab: int, spec: JobSpec, shard: int) -> torch.Tensor:
     """One shard's contribution: probability mass per argmax token (exact, float64) or counts (int64).
 
-    A pure function of (model, distribution, spec, shard index), whichever process runs it.
+    ``argmax`` comes from ``shard_argmax``. A pure function of (model, distribution, spec, shard
+    index), whichever process runs it and whichever argmax path: every path gives the plain model's
+    argmax for every sequence, and exact mass is added in enumeration order.
     """
     if spec.exact:
         tokens, logp = next(dist.enumerate(spec.shard_size, start_chunk=shard))
-        return torch.zeros(d_vocab, dtype=torch.float64).index_add_(0, argmax(tokens), logp.exp())
+        winners = argmax(shard * spec.shard_size, tokens)
+        return torch.zeros(d_vocab, dtype=torch.float64).index_add_(0, winners, logp.exp())
     tokens = dist.sample(spec.shard_len(shard), torch.Generator().manual_seed(shard_seed(spec.seed, shard)))
     return torch.bincount(argmax(tokens), minlength=d_vocab)
 
 
 def _local_shards(model, dist: TokenDistribution, spec: JobSpec, shards: range, fast: bool):
-    argmax = argmax_function(model, dist, fast)
+    argmax = shard_argmax(model, dist, spec, fast)
     for shard in shards:
         yield shard_totals(argmax, dist, model.d_vocab, spec, shard)
 
