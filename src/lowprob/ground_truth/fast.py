@@ -5,8 +5,8 @@ Ground truth only needs the last position's argmax, so:
   precomputed once per distribution support (``FirstBlockTable``: a lookup replaces them);
 - the last block computes keys and values at every position but the query, attention output, MLP,
   final LayerNorm and unembedding only at the last position;
-- the unembedding runs in row chunks and keeps only each row's winner and whether a runner-up lies
-  within ``tie_tol`` of it (``last_position_argmax``).
+- the unembedding runs in row chunks and keeps only each row's winner and its margin over the
+  runner-up, found block-wise (``top_two``, ``last_position_argmax``).
 Batches are processed in chunks that keep the per-position activations cache-resident (256
 sequences when blocks run at every position; measured ~2x faster on gelu-4l than 16k-sequence
 batches). Floating-point order differs from the plain path, so rows whose top-two logits are within
@@ -30,6 +30,7 @@ from lowprob.models.transformer import Block, Transformer
 UNEMBED_CHUNK = 512
 DEEP_CHUNK, SHALLOW_CHUNK = 256, 4096  # sequences per pass: with / without full-length blocks
 TIE_TOL = 1e-3  # top-two logits closer than this are recomputed on the plain path
+VOCAB_BLOCK = 128  # vocabulary block of the top-two search
 
 
 class FirstBlockTable:
@@ -71,6 +72,23 @@ def _full_block_from_qkv(block: Block, resid: Tensor, q: Tensor, k: Tensor, v: T
     return x + block.mlp(block.ln2(x))
 
 
+def top_two(logits: Tensor, block: int = VOCAB_BLOCK) -> tuple[Tensor, Tensor]:
+    """Each row's argmax and its margin over the runner-up (0 for exact ties), [B] each.
+
+    The vocabulary is cut into blocks: a vectorised max per block, then the top two of the block
+    maxima and of the winning block only; about 2x cheaper than ``topk(2)`` over the whole row.
+    """
+    B, V = logits.shape
+    if V % block or V // block < 2:
+        top = logits.topk(2, dim=-1)
+        return top.indices[:, 0], top.values[:, 0] - top.values[:, 1]
+    blocks = logits.view(B, V // block, block)
+    outer = blocks.amax(-1).topk(2, dim=-1)
+    inner = blocks[torch.arange(B), outer.indices[:, 0]].topk(2, dim=-1)
+    runner_up = torch.maximum(inner.values[:, 1], outer.values[:, 1])
+    return outer.indices[:, 0] * block + inner.indices[:, 0], inner.values[:, 0] - runner_up
+
+
 def last_position_argmax(model: Transformer, resid: Tensor, tokens_of: Callable[[Tensor], Tensor],
                          tie_tol: float = TIE_TOL) -> tuple[Tensor, int]:
     """Argmax of ``model.unembed(resid)`` per row, the plain model's wherever two logits are close.
@@ -80,17 +98,11 @@ def last_position_argmax(model: Transformer, resid: Tensor, tokens_of: Callable[
     recomputed. The unembedding runs in row chunks so each [chunk, vocab] block stays in cache and
     only the winner and its margin leave it.
     """
-    winners, close = [], []
-    for r in resid.split(UNEMBED_CHUNK):
-        logits = model.unembed(r)
-        best, idx = logits.max(-1)
-        # a runner-up within tie_tol (exact ties included: the winner itself counts once)
-        close.append((logits >= (best - tie_tol)[:, None]).sum(-1) > 1)
-        winners.append(idx)
-    result, close_rows = torch.cat(winners), torch.cat(close)
-    n_close = int(close_rows.sum())
+    winners, margins = zip(*(top_two(model.unembed(r)) for r in resid.split(UNEMBED_CHUNK)), strict=True)
+    result, close = torch.cat(winners), torch.cat(margins) <= tie_tol  # exact ties included
+    n_close = int(close.sum())
     if n_close:
-        result[close_rows] = model.logits(tokens_of(close_rows)).argmax(-1)
+        result[close] = model.logits(tokens_of(close)).argmax(-1)
     return result, n_close
 
 
