@@ -29,8 +29,8 @@ from lowprob.errors import LowprobError
 from lowprob.ground_truth.fast import TIE_TOL, FirstBlockTable, last_position_argmax
 from lowprob.models.transformer import Block, Transformer
 
-LEAF_BATCH = 2048  # sequences per leaf pass
-NODE_BATCH = 256  # inner nodes held per tree level (bounds memory: each holds every layer's keys/values)
+LEAF_BATCH = 2048  # leaf positions per pass (sequences x segment length): keeps activations in cache
+NODE_BATCH = 256  # inner-node positions per pass; bounds memory (a node holds every layer's keys/values)
 
 Cache = list[tuple[Tensor, Tensor]]  # per layer: keys, values [N, H, positions, d_head]
 
@@ -169,7 +169,10 @@ class PrefixTree:
         stride = self.strides[j + 1]
         first = max(lo, start // stride // n)  # parents with a child over [start, stop)
         end = min(hi, _ceil_div(_ceil_div(stop, stride), n))
-        batch = max(1, (LEAF_BATCH if leaf else NODE_BATCH) // n)
+        # rows of activations per child: the whole segment, but only its last position when the
+        # segment is a leaf's and the model has one layer (the first layer's Q/K/V are table rows)
+        positions = 1 if leaf and len(self.model.blocks) == 1 else self.segment_rows[j].shape[1]
+        batch = max(1, (LEAF_BATCH if leaf else NODE_BATCH) // (n * positions))
         for p0 in range(first, end, batch):
             p1 = min(end, p0 + batch)
             sub = None if cache is None else [(k[p0 - lo:p1 - lo], v[p0 - lo:p1 - lo]) for k, v in cache]
