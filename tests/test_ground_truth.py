@@ -267,6 +267,26 @@ def test_resume_after_a_crash_is_bit_identical(model, dist, mode, tmp_path, monk
         ground_truth(model, dist, shard_size=1500, checkpoint=tmp_path / "ck", **mode)
 
 
+def test_a_plain_path_checkpoint_resumes_on_the_prefix_path_bit_identically(model, dist, tmp_path, monkeypatch):
+    """Shards are enumeration ranges whichever path runs them, so the job spec did not change."""
+    from lowprob.ground_truth import compute
+
+    whole = ground_truth(model, dist, exact=True, shard_size=700, fast=False)
+    real_save = compute._save_checkpoint
+
+    def save_then_crash(path, spec, totals, shards_done):
+        real_save(path, spec, totals, shards_done)
+        if shards_done == 4:
+            raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(compute, "_save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        ground_truth(model, dist, exact=True, shard_size=700, fast=False, checkpoint=tmp_path / "ck")
+    monkeypatch.setattr(compute, "_save_checkpoint", real_save)
+    resumed = ground_truth(model, dist, exact=True, shard_size=700, checkpoint=tmp_path / "ck")
+    assert torch.equal(resumed.probabilities, whole.probabilities)
+
+
 @pytest.mark.parametrize("mode", [["--samples", "1000000", "--shard-size", "2000", "--seed", "4"],
                                   ["--exact", "--shard-size", "1000"]])
 def test_cli_kill_minus_9_then_resume_equals_an_uninterrupted_run(tiny_lm, tmp_path, mode):

@@ -9,6 +9,12 @@ Ties in the argmax go to the lowest token id (``torch.argmax``).
 With a ``checkpoint`` path, the totals so far and the finished shards are written atomically after
 every shard; a rerun with the same arguments continues where the last one stopped, and its result
 is bit-identical to an uninterrupted run's.
+
+Exact mode on the shipped ``Transformer`` evaluates each shard (a range of the enumeration order)
+with prefix sharing (``prefix_tree.py``); other models use plain ``logits``. Every path gives the
+plain model's argmax for every sequence and adds the mass in the same order, so the table — and a
+checkpoint — does not depend on the path. Before starting, a timed probe estimates how long the
+enumeration will take, and a run past ``max_seconds`` is refused.
 """
 
 from __future__ import annotations
