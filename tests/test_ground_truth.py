@@ -267,6 +267,22 @@ def test_resume_after_a_crash_is_bit_identical(model, dist, mode, tmp_path, monk
         ground_truth(model, dist, shard_size=1500, checkpoint=tmp_path / "ck", **mode)
 
 
+def test_cli_exact_refuses_a_run_past_max_hours(tiny_lm, tmp_path):
+    import subprocess
+    import sys
+
+    from lowprob.models import save_model
+
+    save_model(tiny_lm, tmp_path / "m", {"name": "tiny"})
+    out = tmp_path / "gt.safetensors"
+    refused = subprocess.run([sys.executable, "-m", "lowprob", "ground-truth", "--model", str(tmp_path / "m"),
+                              "--dist", "tiny-zipf", "--exact", "--max-hours", "1e-7", "--out", str(out)],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2, refused.stderr
+    assert "would take about" in refused.stderr and "timed probe" in refused.stderr
+    assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+
+
 def test_a_plain_path_checkpoint_resumes_on_the_prefix_path_bit_identically(model, dist, tmp_path, monkeypatch):
     """Shards are enumeration ranges whichever path runs them, so the job spec did not change."""
     from lowprob.ground_truth import compute
