@@ -13,8 +13,11 @@ is bit-identical to an uninterrupted run's.
 Exact mode on the shipped ``Transformer`` evaluates each shard (a range of the enumeration order)
 with prefix sharing (``prefix_tree.py``); other models use plain ``logits``. Every path gives the
 plain model's argmax for every sequence and adds the mass in the same order, so the table — and a
-checkpoint — does not depend on the path. Before starting, a timed probe estimates how long the
-enumeration will take, and a run past ``max_seconds`` is refused.
+checkpoint — does not depend on the path. (Up to one caveat: where a sequence's top two logits are
+within float32 rounding, ~1e-6, the plain model's own argmax depends on the batch it is computed in,
+and the paths recompute such near-ties in different batches; see benchmarks/RESULTS.md.) Before
+starting, a timed probe estimates how long the enumeration will take, and a run past
+``max_seconds`` is refused.
 """
 
 from __future__ import annotations
