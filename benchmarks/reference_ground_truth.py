@@ -1,7 +1,7 @@
 """Regenerate the shipped reference ground truth: 3 models x 8 distributions at the ``cpu`` length.
 
 Run:   python benchmarks/reference_ground_truth.py [--workers 2 --worker I] [--threads 1]
-Exact where the product space allows (<= 2^26 sequences; ``icl``), else ``REFERENCE_SAMPLES[model]``
+Exact where the product space allows (``icl``: 3.9M sequences), else ``REFERENCE_SAMPLES[model]``
 samples with seed 0. Files go to ``lowprob.truth.reference.reference_path(model, dist)``; every shard is
 checkpointed in ``….partial`` beside it, and a rerun resumes (commit the partial files to carry a
 run across sessions). Pairs are split round-robin over ``--workers`` processes, one per core.

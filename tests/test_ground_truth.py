@@ -1,5 +1,6 @@
 import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -115,8 +116,8 @@ def test_bad_requests_are_clear_errors(model, dist):
     wide = tiny_distribution("tiny-wide", vocab_size=TINY.d_vocab)
     from lowprob.distributions.base import TokenDistribution
 
-    huge = TokenDistribution.from_positions([wide.support(1)] * 6)
-    with pytest.raises(LowprobError, match="more than exact mode's 2\\^26"):
+    huge = TokenDistribution.from_positions([wide.support(1)] * 8)
+    with pytest.raises(LowprobError, match="more than exact mode's 2\\^36"):
         ground_truth(model, huge, exact=True)
 
 
@@ -163,6 +164,84 @@ def test_fast_path_resolves_exact_and_near_ties_like_the_plain_model(dist):
     assert fast.n_recomputed > 100
 
 
+def _layouts(vocab: int) -> dict[str, object]:
+    """Tiny families plus layouts with constants before, between and after the variable positions."""
+    from lowprob.distributions.base import TokenDistribution
+
+    gen = torch.Generator().manual_seed(3)
+
+    def var(n):
+        return torch.randperm(vocab - 1, generator=gen)[:n] + 1, torch.rand(n, generator=gen, dtype=torch.float64)
+
+    layouts = {name: tiny_distribution(name, vocab) for name in ("tiny-constants", "tiny-uniform")}
+    for name, positions in {"variable first, constants last": [var(5), 3, var(4), 7, 9],
+                            "constant prefix, adjacent variables": [2, 3, var(6), var(5), 4, 5, 6],
+                            "no constants": [var(3), var(4), var(5)],
+                            "one variable position": [1, var(30)]}.items():
+        layouts[name] = TokenDistribution.from_positions(positions, normalize=True, name=name)
+    return layouts
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 3])
+def test_prefix_shared_enumeration_equals_plain_enumeration(n_layers):
+    import dataclasses
+
+    from lowprob.truth.compute import enumeration_argmax
+    from lowprob.truth.prefix_tree import PrefixTree
+
+    # a larger init than the default 0.02 makes attention and logits sharp, so a wrong key or
+    # mask changes winners instead of being lost in near-uniform attention
+    model = Transformer(dataclasses.replace(TINY, n_layers=n_layers, init_std=0.5), seed=n_layers)
+    recomputed = 0
+    for name, d in _layouts(TINY.d_vocab).items():
+        tokens, _ = next(d.enumerate(d.support_size()))
+        with torch.no_grad():
+            plain = model.logits(tokens).argmax(-1)
+        tree = PrefixTree(model, d)
+        assert torch.equal(tree.argmax(0, len(tokens)), plain), name
+        # any range, node-aligned or not, on its own: what a shard or a resumed run evaluates
+        a, b = 7, len(tokens) - 3
+        assert torch.equal(tree.argmax(a, b), plain[a:b]), name
+        assert torch.equal(enumeration_argmax(model, d)(a, tokens[a:b]), plain[a:b]), name
+        # the table: bit-identical to the plain path's, with shards cutting across prefix blocks
+        kw = dict(exact=True, shard_size=997, max_seconds=None)
+        assert torch.equal(ground_truth(model, d, **kw).probabilities,
+                           ground_truth(model, d, fast=False, **kw).probabilities), name
+        recomputed += tree.n_recomputed
+    assert recomputed > 0  # near-ties on random toy models do reach the plain path
+
+
+def test_prefix_shared_enumeration_on_a_shipped_model():
+    import lowprob
+    from lowprob.distributions.base import TokenDistribution
+    from lowprob.truth.prefix_tree import PrefixTree
+
+    model = lowprob.load_model("gelu-2l")
+    english = lowprob.load_distribution("english", model)
+    positions = []
+    for p in range(len(english)):  # the 6 most likely tokens at 4 spread positions, the mode elsewhere
+        ids, probs = english.support(p)
+        top = probs.argsort(descending=True)[:6]
+        positions.append((ids[top], probs[top]) if p in (1, 7, 13, 14) else int(ids[top[0]]))
+    d = TokenDistribution.from_positions(positions, normalize=True)
+    tokens, _ = next(d.enumerate(d.support_size()))
+    with torch.no_grad():
+        plain = torch.cat([model.logits(t).argmax(-1) for t in tokens.split(512)])
+    assert torch.equal(PrefixTree(model, d).argmax(0, len(tokens)), plain)
+
+
+def test_exact_refuses_a_run_estimated_past_the_limit_before_starting(model, tmp_path):
+    from lowprob.truth.compute import duration
+
+    d = tiny_distribution("tiny-zipf", TINY.d_vocab)  # 331,776 sequences: probed
+    with pytest.raises(LowprobError, match=r"would take about [0-9.]+ (s|min) here \([0-9,]+ sequences/s, measured "
+                                           r"by a timed probe of [0-9,]+ sequences\), more than the limit of 0\.001 s"):
+        ground_truth(model, d, exact=True, max_seconds=1e-3, checkpoint=tmp_path / "ck")
+    assert not (tmp_path / "ck").exists()
+    assert [duration(s) for s in (0.5, 90, 5400, 3 * 86_400, 40 * 86_400)] == \
+        ["0.5 s", "1.5 min", "1.5 h", "3 days", "40 days"]
+
+
 @pytest.mark.parametrize("mode", [dict(exact=True), dict(samples=20_000, seed=5)])
 def test_resume_after_a_crash_is_bit_identical(model, dist, mode, tmp_path, monkeypatch):
     from lowprob.truth import compute
@@ -188,7 +267,45 @@ def test_resume_after_a_crash_is_bit_identical(model, dist, mode, tmp_path, monk
         ground_truth(model, dist, shard_size=1500, checkpoint=tmp_path / "ck", **mode)
 
 
-def test_cli_kill_minus_9_then_resume_equals_an_uninterrupted_run(tiny_lm, tmp_path):
+def test_cli_exact_refuses_a_run_past_max_hours(tiny_lm, tmp_path):
+    import subprocess
+    import sys
+
+    from lowprob.models import save_model
+
+    save_model(tiny_lm, tmp_path / "m", {"name": "tiny"})
+    out = tmp_path / "gt.safetensors"
+    refused = subprocess.run([sys.executable, "-m", "lowprob", "ground-truth", "--model", str(tmp_path / "m"),
+                              "--dist", "tiny-zipf", "--exact", "--max-hours", "1e-7", "--out", str(out)],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2, refused.stderr
+    assert "would take about" in refused.stderr and "timed probe" in refused.stderr
+    assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+
+
+def test_a_plain_path_checkpoint_resumes_on_the_prefix_path_bit_identically(model, dist, tmp_path, monkeypatch):
+    """Shards are enumeration ranges whichever path runs them, so the job spec did not change."""
+    from lowprob.truth import compute
+
+    whole = ground_truth(model, dist, exact=True, shard_size=700, fast=False)
+    real_save = compute._save_checkpoint
+
+    def save_then_crash(path, spec, totals, shards_done):
+        real_save(path, spec, totals, shards_done)
+        if shards_done == 4:
+            raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(compute, "_save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        ground_truth(model, dist, exact=True, shard_size=700, fast=False, checkpoint=tmp_path / "ck")
+    monkeypatch.setattr(compute, "_save_checkpoint", real_save)
+    resumed = ground_truth(model, dist, exact=True, shard_size=700, checkpoint=tmp_path / "ck")
+    assert torch.equal(resumed.probabilities, whole.probabilities)
+
+
+@pytest.mark.parametrize("mode", [["--samples", "1000000", "--shard-size", "2000", "--seed", "4"],
+                                  ["--exact", "--shard-size", "1000"]])
+def test_cli_kill_minus_9_then_resume_equals_an_uninterrupted_run(tiny_lm, tmp_path, mode):
     import os
     import signal
     import subprocess
@@ -203,7 +320,7 @@ def test_cli_kill_minus_9_then_resume_equals_an_uninterrupted_run(tiny_lm, tmp_p
     out = tmp_path / "gt.safetensors"
     partial = tmp_path / "gt.safetensors.partial"
     args = [sys.executable, "-m", "lowprob", "ground-truth", "--model", str(tmp_path / "m"), "--dist", "tiny-zipf",
-            "--samples", "1000000", "--shard-size", "2000", "--seed", "4", "--out", str(out)]
+            *mode, "--out", str(out)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done = 0
     deadline = time.time() + 120
@@ -216,11 +333,17 @@ def test_cli_kill_minus_9_then_resume_equals_an_uninterrupted_run(tiny_lm, tmp_p
             pass
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 3 <= done < 600 and not out.exists(), "the run was not interrupted mid-way"
+    assert 3 <= done < 300 and not out.exists(), "the run was not interrupted mid-way"
     refused = subprocess.run(args, capture_output=True, text=True)
     assert refused.returncode == 2 and "--resume" in refused.stderr
-    subprocess.run([*args, "--resume"], check=True, capture_output=True)
+    resumed = subprocess.run([*args, "--resume"], check=True, capture_output=True, text=True)
     assert not partial.exists()
-    expected = ground_truth(tiny_lm, tiny_distribution("tiny-zipf", tiny_lm.d_vocab), samples=1_000_000, seed=4,
-                            shard_size=2000)
-    assert torch.equal(GroundTruth.load(out, tiny_lm).counts, expected.counts)
+    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d", resumed.stderr)  # tqdm's elapsed<remaining (the ETA)
+    d = tiny_distribution("tiny-zipf", tiny_lm.d_vocab)
+    if "--exact" in mode:
+        assert "probe estimate" in resumed.stderr
+        expected = ground_truth(tiny_lm, d, exact=True, shard_size=1000, fast=False)
+        assert torch.equal(GroundTruth.load(out, tiny_lm).probabilities, expected.probabilities)
+    else:
+        expected = ground_truth(tiny_lm, d, samples=1_000_000, seed=4, shard_size=2000)
+        assert torch.equal(GroundTruth.load(out, tiny_lm).counts, expected.counts)

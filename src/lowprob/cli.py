@@ -188,8 +188,13 @@ def ground_truth_command(
     backend: Annotated[Literal["local", "ray"], typer.Option(
         help="where shards run: here, or on Ray (pip install 'lowprob[ray]')")] = "local",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local one)")] = None,
+    max_hours: Annotated[float, typer.Option(
+        min=0, help="--exact: refuse a run a timed probe estimates at longer than this (local backend)")] = 24.0,
 ) -> None:
-    """Exact or sampled argmax-token probabilities for every token, checkpointed after every shard."""
+    """Exact or sampled argmax-token probabilities for every token, checkpointed after every shard.
+
+    Progress and an ETA go to stderr; exact runs start with a timed probe and its estimate.
+    """
     from lowprob.distributions import load_distribution
     from lowprob.files import prepare_output
     from lowprob.models.zoo import load_model
@@ -204,7 +209,7 @@ def ground_truth_command(
     lm = load_model(model)
     gt = ground_truth(lm, load_distribution(dist, lm, length), exact=exact, samples=samples, seed=seed,
                       shard_size=shard_size, checkpoint=partial, backend=backend, address=address,
-                      progress=True)
+                      progress=True, max_seconds=max_hours * 3600)
     gt.save(out)
     partial.unlink(missing_ok=True)
     top = gt.probabilities.topk(5)

@@ -9,6 +9,15 @@ Ties in the argmax go to the lowest token id (``torch.argmax``).
 With a ``checkpoint`` path, the totals so far and the finished shards are written atomically after
 every shard; a rerun with the same arguments continues where the last one stopped, and its result
 is bit-identical to an uninterrupted run's.
+
+Exact mode on the shipped ``Transformer`` evaluates each shard (a range of the enumeration order)
+with prefix sharing (``prefix_tree.py``); other models use plain ``logits``. Every path gives the
+plain model's argmax for every sequence and adds the mass in the same order, so the table — and a
+checkpoint — does not depend on the path. (Up to one caveat: where a sequence's top two logits are
+within float32 rounding, ~1e-6, the plain model's own argmax depends on the batch it is computed in,
+and the paths recompute such near-ties in different batches; see benchmarks/RESULTS.md.) Before
+starting, a timed probe estimates how long the enumeration will take, and a run past
+``max_seconds`` is refused.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,8 +44,11 @@ from lowprob.models.transformer import Transformer
 from lowprob.threads import torch_threads
 from lowprob.truth.result import GroundTruth
 
+EnumerationArgmax = Callable[[int, torch.Tensor], torch.Tensor]
 SHARD_SIZE = 1 << 16
-MAX_EXACT = 1 << 26  # sequences; beyond this, sample
+MAX_EXACT = 1 << 36  # sequences; a sanity bound: what limits exact mode is time (MAX_EXACT_SECONDS)
+MAX_EXACT_SECONDS = 86_400.0  # exact runs estimated to take longer than a day are refused
+PROBE_SECONDS, PROBE_FREE = 0.25, 1 << 16  # timed-probe length; spaces this small are not probed
 PLAIN_CHUNK = 512  # sequences per plain forward pass: small enough to stay in cache
 
 
@@ -58,6 +71,21 @@ def argmax_function(model, dist: TokenDistribution, fast: bool = True) -> Callab
     return plain
 
 
+def enumeration_argmax(model, dist: TokenDistribution, fast: bool = True) -> EnumerationArgmax:
+    """``f(start, tokens)``: the argmax of the enumerated sequences ``start ..`` (``tokens``, in order).
+
+    Prefix-shared for the shipped ``Transformer`` (one variable position or more), else
+    ``argmax_function`` on the tokens; the same argmax for every sequence either way.
+    """
+    if fast and isinstance(model, Transformer) and dist.variable_positions():
+        from lowprob.truth.prefix_tree import PrefixTree
+
+        tree = PrefixTree(model, dist)
+        return lambda start, tokens: tree.argmax(start, start + len(tokens), tokens)
+    argmax = argmax_function(model, dist, fast)
+    return lambda start, tokens: argmax(tokens)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """What a checkpoint belongs to; a resumed run must match it exactly."""
@@ -77,22 +105,52 @@ class JobSpec:
         return min(self.shard_size, self.n - shard * self.shard_size)
 
 
+def shard_argmax(model, dist: TokenDistribution, spec: JobSpec, fast: bool = True):
+    """The argmax function ``shard_totals`` needs for this job: enumeration's or the sampled batches'."""
+    return enumeration_argmax(model, dist, fast) if spec.exact else argmax_function(model, dist, fast)
+
+
 def shard_totals(argmax, dist: TokenDistribution, d_vocab: int, spec: JobSpec, shard: int) -> torch.Tensor:
     """One shard's contribution: probability mass per argmax token (exact, float64) or counts (int64).
 
-    A pure function of (model, distribution, spec, shard index), whichever process runs it.
+    ``argmax`` comes from ``shard_argmax``. A pure function of (model, distribution, spec, shard
+    index), whichever process runs it and whichever argmax path: every path gives the plain model's
+    argmax for every sequence, and exact mass is added in enumeration order.
     """
     if spec.exact:
         tokens, logp = next(dist.enumerate(spec.shard_size, start_chunk=shard))
-        return torch.zeros(d_vocab, dtype=torch.float64).index_add_(0, argmax(tokens), logp.exp())
+        winners = argmax(shard * spec.shard_size, tokens)
+        return torch.zeros(d_vocab, dtype=torch.float64).index_add_(0, winners, logp.exp())
     tokens = dist.sample(spec.shard_len(shard), torch.Generator().manual_seed(shard_seed(spec.seed, shard)))
     return torch.bincount(argmax(tokens), minlength=d_vocab)
 
 
-def _local_shards(model, dist: TokenDistribution, spec: JobSpec, shards: range, fast: bool):
-    argmax = argmax_function(model, dist, fast)
-    for shard in shards:
-        yield shard_totals(argmax, dist, model.d_vocab, spec, shard)
+def exact_rate(argmax: EnumerationArgmax, dist: TokenDistribution, d_vocab: int) -> tuple[float, int]:
+    """Sequences per second of exact enumeration in this process, from a timed probe: (rate, probe size).
+
+    The probe is the real work (enumerate, argmax, float64 accumulation) on a range from the middle
+    of the space, grown 4x at a time until it lasts ``PROBE_SECONDS``; a measured rate, not a FLOP
+    count, so it includes overheads and this machine's current load.
+    """
+    n, size = dist.support_size(), 256
+    while True:
+        size = min(size, n)
+        chunk = (n // size) // 2
+        start = time.perf_counter()
+        tokens, logp = next(dist.enumerate(size, start_chunk=chunk))
+        torch.zeros(d_vocab, dtype=torch.float64).index_add_(0, argmax(chunk * size, tokens), logp.exp())
+        elapsed = time.perf_counter() - start
+        if elapsed >= PROBE_SECONDS or size == n:
+            return size / max(elapsed, 1e-9), size
+        size *= 4
+
+
+def duration(seconds: float) -> str:
+    """A human-readable duration: 42 s, 3.1 min, 5.2 h, 3.4 days."""
+    for unit, length in (("days", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= length:
+            return f"{seconds / length:.2g} {unit}" if seconds < 10 * length else f"{seconds / length:,.0f} {unit}"
+    return f"{seconds:.2g} s"
 
 
 def _load_checkpoint(path: Path, spec: JobSpec) -> tuple[torch.Tensor, int] | None:
@@ -119,11 +177,14 @@ def _save_checkpoint(path: Path, spec: JobSpec, totals: torch.Tensor, shards_don
 def ground_truth(model: LanguageModel, dist: TokenDistribution, *, exact: bool = False, samples: int | None = None,
                  seed: int = 0, shard_size: int = SHARD_SIZE, checkpoint: str | Path | None = None,
                  fast: bool = True, backend: str = "local", address: str | None = None,
-                 progress: bool = False) -> GroundTruth:
-    """``exact=True`` enumerates (support ≤ 2^26); otherwise ``samples`` draws, seeded by ``seed``.
+                 progress: bool = False, max_seconds: float | None = MAX_EXACT_SECONDS) -> GroundTruth:
+    """``exact=True`` enumerates the support; otherwise ``samples`` draws, seeded by ``seed``.
 
-    ``backend="ray"`` runs shards as Ray tasks (a local cluster, or ``address``); shard results are
-    added in shard order, so every backend gives the same bits.
+    Exact mode on the local backend first times a probe (``exact_rate``) and refuses, before any
+    work, a run estimated to take longer than ``max_seconds`` (one day by default; ``None``: no
+    limit). ``backend="ray"`` runs shards as Ray tasks (a local cluster, or ``address``; no time
+    limit, as the cluster's rate is unknown until it runs); shard results are added in shard order,
+    so every backend gives the same bits.
     """
     model, dist = dist.bind(model)
     dist.check_model(model)
@@ -133,7 +194,7 @@ def ground_truth(model: LanguageModel, dist: TokenDistribution, *, exact: bool =
         raise LowprobError(f"shard_size must be >= 1, got {shard_size}")
     if exact and dist.support_size() > MAX_EXACT:
         raise LowprobError(f"the distribution has {dist.support_size():.3g} sequences, more than exact mode's "
-                           f"2^26; use samples=N")
+                           f"2^36; use samples=N")
     if not exact and samples < 1:
         raise LowprobError(f"samples must be >= 1, got {samples}")
     if backend not in ("local", "ray"):
@@ -146,19 +207,33 @@ def ground_truth(model: LanguageModel, dist: TokenDistribution, *, exact: bool =
     if checkpoint is not None and (state := _load_checkpoint(checkpoint, spec)) is not None:
         totals, done = state
     shards = range(done, spec.n_shards)
-    if backend == "ray":
-        from lowprob.truth.ray_backend import ray_shards
+    remaining = spec.n - min(done * shard_size, spec.n)
+    estimate = ""
+    with torch_threads():  # the probe and the work alike
+        if backend == "ray":
+            from lowprob.truth.ray_backend import ray_shards
 
-        results = ray_shards(model, dist, spec, shards, fast, address)
-    else:
-        results = _local_shards(model, dist, spec, shards, fast)
-    with torch_threads(), tqdm(total=spec.n, initial=min(done * shard_size, spec.n), unit="seq", unit_scale=True,
-              disable=not progress, desc="exact" if exact else "sampled") as bar:
-        for shard, result in zip(shards, results, strict=True):
-            totals += result
-            if checkpoint is not None:
-                _save_checkpoint(checkpoint, spec, totals, shard + 1)
-            bar.update(spec.shard_len(shard))
+            results = ray_shards(model, dist, spec, shards, fast, address)
+        else:
+            argmax = shard_argmax(model, dist, spec, fast)
+            if exact and remaining > PROBE_FREE:
+                rate, probed = exact_rate(argmax, dist, model.d_vocab)
+                seconds = remaining / rate
+                if max_seconds is not None and seconds > max_seconds:
+                    raise LowprobError(
+                        f"exact enumeration of {remaining:,} sequences would take about {duration(seconds)} here "
+                        f"({rate:,.0f} sequences/s, measured by a timed probe of {probed:,} sequences), more than "
+                        f"the limit of {duration(max_seconds)}: restrict the distribution (fewer variable "
+                        f"positions or smaller supports), sample instead, or raise the limit")
+                estimate = f"probe estimate {duration(seconds)} at {rate:,.0f} seq/s"
+            results = (shard_totals(argmax, dist, model.d_vocab, spec, shard) for shard in shards)
+        with tqdm(total=spec.n, initial=min(done * shard_size, spec.n), unit="seq", unit_scale=True,
+                  disable=not progress, desc="exact" if exact else "sampled", postfix=estimate or None) as bar:
+            for shard, result in zip(shards, results, strict=True):
+                totals += result
+                if checkpoint is not None:
+                    _save_checkpoint(checkpoint, spec, totals, shard + 1)
+                bar.update(spec.shard_len(shard))
     ident = dict(model_sha256=spec.model_sha256, distribution_sha256=spec.distribution_sha256, version=__version__)
     if exact:
         return GroundTruth(totals, None, True, spec.n, None, **ident)

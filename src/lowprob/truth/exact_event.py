@@ -15,7 +15,9 @@ from lowprob.errors import LowprobError
 from lowprob.events import Event
 from lowprob.models.protocol import LanguageModel
 from lowprob.threads import torch_threads
-from lowprob.truth.compute import MAX_EXACT, PLAIN_CHUNK
+from lowprob.truth.compute import PLAIN_CHUNK
+
+MAX_SEQUENCES = 1 << 26  # every sequence runs the whole model: beyond this, hours
 
 
 @torch.no_grad()
@@ -25,7 +27,7 @@ def exact_probability(model: LanguageModel, dist: TokenDistribution, event: Even
     model, dist = dist.bind(model)
     dist.check_model(model)
     event.validate(model)
-    if dist.support_size() > MAX_EXACT:
+    if dist.support_size() > MAX_SEQUENCES:
         raise LowprobError(f"the distribution has {dist.support_size():.3g} sequences, more than exact "
                            f"enumeration's 2^26; estimate the event instead")
     total = torch.zeros((), dtype=torch.float64)

@@ -29,10 +29,10 @@ def _remote_shard():
 
     @ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=True)
     def shard_task(model, dist, spec, shard: int, fast: bool) -> torch.Tensor:
-        from lowprob.truth.compute import argmax_function, shard_totals
+        from lowprob.truth.compute import shard_argmax, shard_totals
 
         torch.set_num_threads(1)
-        return shard_totals(argmax_function(model, dist, fast), dist, model.d_vocab, spec, shard)
+        return shard_totals(shard_argmax(model, dist, spec, fast), dist, model.d_vocab, spec, shard)
 
     return shard_task
 
