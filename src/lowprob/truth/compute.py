@@ -58,15 +58,17 @@ def shard_seed(seed: int, shard: int) -> int:
 
 
 def argmax_function(model, dist: TokenDistribution, fast: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Last-position argmax: the fast path for the shipped ``Transformer``, plain ``logits`` otherwise."""
-    if fast and isinstance(model, Transformer):
-        from lowprob.truth.fast import FastArgmax
+    """Last-position argmax: the fast path for the shipped ``Transformer``, plain ``logits`` otherwise;
+    near-ties settled in float64 on both (``fast.TieBreaker``), so they agree row for row."""
+    from lowprob.truth.fast import FastArgmax, TieBreaker
 
+    if fast and isinstance(model, Transformer):
         return FastArgmax(model, dist).argmax
+    ties = TieBreaker(model)
 
     @torch.no_grad()
     def plain(tokens: torch.Tensor) -> torch.Tensor:
-        return torch.cat([model.logits(chunk).argmax(-1) for chunk in tokens.split(PLAIN_CHUNK)])
+        return torch.cat([ties.argmax(chunk, model.logits(chunk)) for chunk in tokens.split(PLAIN_CHUNK)])
 
     return plain
 

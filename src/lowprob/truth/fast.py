@@ -9,14 +9,16 @@ Ground truth only needs the last position's argmax, so:
   runner-up, found block-wise (``top_two``, ``last_position_argmax``).
 Batches are processed in chunks that keep the per-position activations cache-resident (256
 sequences when blocks run at every position; measured ~2x faster on gelu-4l than 16k-sequence
-batches). Floating-point order differs from the plain path, so rows whose top-two logits are within
-``tie_tol`` are recomputed with the plain ``model.logits``: the argmax is then the plain model's,
-near-ties included (tested). Exact enumeration shares these pieces and adds prefix sharing
-(``prefix_tree.py``).
+batches). Floating-point order differs between paths — and, for the plain model itself, between batch
+sizes — so "the argmax" of a row whose top-two float32 logits are within ``tie_tol`` is defined as the
+argmax of a float64 copy of the model (``TieBreaker``): every path, batching and process then gives
+the same answer (tested), which exact tables resolving 1e-12 need. Exact enumeration shares these
+pieces and adds prefix sharing (``prefix_tree.py``).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 
@@ -29,7 +31,7 @@ from lowprob.models.transformer import Block, Transformer
 
 UNEMBED_CHUNK = 512
 DEEP_CHUNK, SHALLOW_CHUNK = 256, 4096  # sequences per pass: with / without full-length blocks
-TIE_TOL = 1e-3  # top-two logits closer than this are recomputed on the plain path
+TIE_TOL = 1e-3  # top-two float32 logits closer than this are settled in float64
 VOCAB_BLOCK = 128  # vocabulary block of the top-two search
 
 
@@ -89,21 +91,45 @@ def top_two(logits: Tensor, block: int = VOCAB_BLOCK) -> tuple[Tensor, Tensor]:
     return outer.indices[:, 0] * block + inner.indices[:, 0], inner.values[:, 0] - runner_up
 
 
-def last_position_argmax(model: Transformer, resid: Tensor, tokens_of: Callable[[Tensor], Tensor],
-                         tie_tol: float = TIE_TOL) -> tuple[Tensor, int]:
-    """Argmax of ``model.unembed(resid)`` per row, the plain model's wherever two logits are close.
+class TieBreaker:
+    """Settles near-ties: the argmax of rows whose float32 top two are within ``tol``, in float64.
+
+    The float64 copy of the model is made on first need; ``n_recomputed`` counts the rows settled.
+    """
+
+    def __init__(self, model, tol: float = TIE_TOL) -> None:
+        self.model, self.tol = model, tol
+        self.n_recomputed = 0
+        self._double = None
+
+    @torch.no_grad()
+    def settle(self, winners: Tensor, margins: Tensor, tokens_of: Callable[[Tensor], Tensor]) -> Tensor:
+        """``winners`` with every row whose margin is ≤ tol (exact ties included) recomputed in float64."""
+        close = margins <= self.tol
+        n_close = int(close.sum())
+        if n_close:
+            if self._double is None:
+                self._double = copy.deepcopy(self.model).double()
+            winners = winners.clone()
+            winners[close] = self._double.logits(tokens_of(close)).argmax(-1)
+            self.n_recomputed += n_close
+        return winners
+
+    def argmax(self, tokens: Tensor, logits: Tensor) -> Tensor:
+        """The argmax of float32 ``logits`` of ``tokens``, near-ties settled."""
+        winners, margins = top_two(logits)
+        return self.settle(winners, margins, lambda rows: tokens[rows])
+
+
+def last_position_argmax(ties: TieBreaker, resid: Tensor, tokens_of: Callable[[Tensor], Tensor]) -> Tensor:
+    """Argmax of ``model.unembed(resid)`` per row, near-ties settled by ``ties``.
 
     ``resid`` [B, d] is final-normed; ``tokens_of(rows)`` gives the sequences of the rows (a bool
-    mask) to recompute with plain ``model.logits``. Returns the argmax [B] and how many were
-    recomputed. The unembedding runs in row chunks so each [chunk, vocab] block stays in cache and
-    only the winner and its margin leave it.
+    mask). The unembedding runs in row chunks so each [chunk, vocab] block stays in cache and only the
+    winner and its margin leave it.
     """
-    winners, margins = zip(*(top_two(model.unembed(r)) for r in resid.split(UNEMBED_CHUNK)), strict=True)
-    result, close = torch.cat(winners), torch.cat(margins) <= tie_tol  # exact ties included
-    n_close = int(close.sum())
-    if n_close:
-        result[close] = model.logits(tokens_of(close)).argmax(-1)
-    return result, n_close
+    winners, margins = zip(*(top_two(ties.model.unembed(r)) for r in resid.split(UNEMBED_CHUNK)), strict=True)
+    return ties.settle(torch.cat(winners), torch.cat(margins), tokens_of)
 
 
 class FastArgmax:
@@ -111,9 +137,12 @@ class FastArgmax:
 
     def __init__(self, model: Transformer, dist: TokenDistribution, tie_tol: float = TIE_TOL) -> None:
         dist.check_model(model)
-        self.model, self.tie_tol = model, tie_tol
-        self.n_recomputed = 0
+        self.model, self.ties = model, TieBreaker(model, tie_tol)
         self.table = FirstBlockTable(model, dist)
+
+    @property
+    def n_recomputed(self) -> int:
+        return self.ties.n_recomputed
 
     @torch.no_grad()
     def last_resid(self, tokens: Tensor) -> Tensor:
@@ -140,6 +169,4 @@ class FastArgmax:
         return torch.cat([self._argmax(part) for part in tokens.split(chunk)])
 
     def _argmax(self, tokens: Tensor) -> Tensor:
-        result, n = last_position_argmax(self.model, self.last_resid(tokens), lambda rows: tokens[rows], self.tie_tol)
-        self.n_recomputed += n
-        return result
+        return last_position_argmax(self.ties, self.last_resid(tokens), lambda rows: tokens[rows])

@@ -12,8 +12,8 @@ and any flat index range ``[start, stop)`` can be evaluated on its own, computin
 above it, so exact ground truth keeps its shards — a pure function of the shard index — and its
 checkpoints unchanged. The tree is walked depth first in node batches, which bounds memory.
 Arithmetic is float32 like the model's but in another order, so the winners come from
-``fast.last_position_argmax``: rows with a runner-up within ``tie_tol`` are recomputed on the plain
-path, and every sequence gets the plain model's argmax.
+``fast.last_position_argmax``: rows with a runner-up within ``tie_tol`` are settled in float64
+(``fast.TieBreaker``) as on every path, so every sequence gets the same argmax whatever the path.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from torch import Tensor
 
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
-from lowprob.truth.fast import TIE_TOL, FirstBlockTable, last_position_argmax
 from lowprob.models.transformer import Block, Transformer
+from lowprob.truth.fast import TIE_TOL, FirstBlockTable, TieBreaker, last_position_argmax
 
 LEAF_BATCH = 2048  # leaf positions per pass (sequences x segment length): keeps activations in cache
 NODE_BATCH = 256  # inner-node positions per pass; bounds memory (a node holds every layer's keys/values)
@@ -97,8 +97,7 @@ class PrefixTree:
         variable = dist.variable_positions()
         if not variable:
             raise LowprobError("prefix sharing needs at least one variable position")
-        self.model, self.dist, self.tie_tol = model, dist, tie_tol
-        self.n_recomputed = 0
+        self.model, self.dist, self.ties = model, dist, TieBreaker(model, tie_tol)
         self.table = FirstBlockTable(model, dist)
         T = len(dist)
         bounds = [*variable, T]
@@ -112,6 +111,10 @@ class PrefixTree:
             rows[:, 0] += torch.arange(self.sizes[j])
             self.segment_rows.append(rows)
         self.root = self._extend(None, self.table.offsets[: variable[0]][None], 1)[0] if variable[0] else None
+
+    @property
+    def n_recomputed(self) -> int:
+        return self.ties.n_recomputed
 
     def _extend(self, cache: Cache | None, rows: Tensor, n_parents: int, leaf: bool = False):
         """Run a segment (table rows [n, s]) under each of ``n_parents`` nodes.
@@ -181,8 +184,7 @@ class PrefixTree:
                 c0, c1 = max(p0 * n, start), min(p1 * n, stop)
                 resid = resid[c0 - p0 * n:c1 - p0 * n]
                 span = tokens[c0 - start:c1 - start]
-                winners, n_close = last_position_argmax(self.model, resid, lambda rows, t=span: t[rows], self.tie_tol)
-                self.n_recomputed += n_close
+                winners = last_position_argmax(self.ties, resid, lambda rows, t=span: t[rows])
                 out.append(winners)
             else:
                 self._descend(j + 1, p0 * n, p1 * n, children, start, stop, tokens, out)
