@@ -1,8 +1,9 @@
-"""Regenerate the shipped reference ground truth: 3 models x 8 distributions at the ``cpu`` length.
+"""Regenerate the shipped reference ground truth: 3 models x 8 distributions at one length.
 
-Run:   python benchmarks/reference_ground_truth.py [--workers 2 --worker I] [--threads 1]
-Exact where the product space allows (``icl``: 3.9M sequences), else ``REFERENCE_SAMPLES[model]``
-samples with seed 0. Files go to ``lowprob.truth.reference.reference_path(model, dist)``; every shard is
+Run:   python benchmarks/reference_ground_truth.py [--length cpu|exact] [--workers 2 --worker I] [--threads 1]
+At ``cpu`` length: exact where the product space allows (``icl``: 3.9M sequences), else
+``REFERENCE_SAMPLES[model]`` samples with seed 0. At ``exact`` length (~2^24 sequences each): exact
+enumeration, prefix-shared. Files go to ``lowprob.truth.reference.reference_path(model, dist)``; every shard is
 checkpointed in ``….partial`` beside it, and a rerun resumes (commit the partial files to carry a
 run across sessions). Pairs are split round-robin over ``--workers`` processes, one per core.
 
@@ -12,9 +13,8 @@ qualify as targets of the cpu benchmark (budget 2^12).
 """
 
 import argparse
+import os
 import time
-
-import torch
 
 from lowprob import load_distribution, load_model
 from lowprob.distributions import PAPER_DISTRIBUTIONS
@@ -30,21 +30,22 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--worker", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--length", choices=("cpu", "exact"), default="cpu")
     parser.add_argument("--summary", action="store_true", help="describe the finished tables and exit")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    os.environ["LOWPROB_THREADS"] = str(args.threads)  # what lowprob's ground_truth computes with
     pairs = [(m, d) for m in SHIPPED_CONFIGS for d in PAPER_DISTRIBUTIONS]
     if args.summary:
-        summary(pairs)
+        summary(pairs, args.length)
         return
     for model_name, dist_name in pairs[args.worker::args.workers]:
-        out = reference_path(model_name, dist_name)
+        out = reference_path(model_name, dist_name, args.length)
         if out.exists():
             continue
         out.parent.mkdir(parents=True, exist_ok=True)
         model = load_model(model_name)
-        dist = load_distribution(dist_name, model, "cpu")
-        exact = dist.support_size() <= MAX_EXACT
+        dist = load_distribution(dist_name, model, args.length)
+        exact = args.length == "exact" or dist.support_size() <= MAX_EXACT
         start, cpu_start = time.perf_counter(), time.process_time()
         gt = ground_truth(model, dist, exact=exact, samples=None if exact else REFERENCE_SAMPLES[model_name], seed=0,
                           checkpoint=out.with_name(out.name + ".partial"), progress=True)
@@ -55,11 +56,11 @@ def main() -> None:
               flush=True)
 
 
-def summary(pairs: list[tuple[str, str]]) -> None:
+def summary(pairs: list[tuple[str, str]], length: str) -> None:
     print("| model | distribution | ground truth | tokens with p in [1e-7, 1e-4] | cpu-benchmark candidates |")
     print("|---|---|---|---|---|")
     for model_name, dist_name in pairs:
-        path = reference_path(model_name, dist_name)
+        path = reference_path(model_name, dist_name, length)
         if not path.exists():
             print(f"| {model_name} | {dist_name} | not computed yet | | |")
             continue
