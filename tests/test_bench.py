@@ -140,3 +140,15 @@ def test_only_runs_the_named_pairs_and_resume_completes_them(tmp_path):
     assert comparable(load_rows(part)) == comparable(load_rows(whole))
     with pytest.raises(LowprobError, match="not a model or distribution"):
         run_bench(SMALL, part, ["naive"], resume=True, progress=False, only=["gelu-9l"])
+
+
+def test_a_spread_scale_spreads_its_targets_and_old_definitions_still_match(tmp_path):
+    from lowprob.bench import SCALES
+
+    assert "spread" not in SCALES["cpu"].to_json()  # the committed cpu run's bench.json still matches
+    assert SCALES["exact"].to_json()["spread"] == (1e-12, 1e-5)
+    spread = dataclasses.replace(SMALL, spread=(1e-9, 1e-2), distributions=("tiny-wide",))
+    out = run_bench(spread, tmp_path / "run", ["naive"], progress=False)
+    meta = json.loads((out / "rows" / "toy-1l" / "tiny-wide.targets.json").read_text())
+    assert meta["range"] == [1e-9, 1e-2] and set(meta["candidates_per_decade"]) == {f"1e{d}" for d in range(-9, -2)}
+    assert len(meta["targets"]) == SMALL.n_targets

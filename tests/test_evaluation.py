@@ -1,5 +1,6 @@
 """Losses, fits, leave-one-out and temperature selection against hand-computed cases."""
 
+import itertools
 import math
 
 import numpy as np
@@ -166,3 +167,20 @@ def test_unfit_metrics_by_hand():
     assert plain_sampling_wnrv(0.5) == pytest.approx(1.0)
     with pytest.raises(ValueError):
         work_normalised_variance(1e-3, [1e-3], [1])
+
+
+def test_spread_targets_are_evenly_spaced_in_log_p():
+    from lowprob.evaluation import select_targets
+    from lowprob.truth import GroundTruth
+
+    p = torch.zeros(400, dtype=torch.float64)
+    p[:300] = torch.logspace(-13, -4, 300, dtype=torch.float64)  # 300 tokens from 1e-13 to 1e-4
+    p[300] = 1 - p.sum()
+    gt = GroundTruth(p, None, True, 1, None, "m", "d", "0")
+    targets = select_targets(gt, 4096, 14, seed=0, spread=(1e-12, 1e-5))
+    logs = sorted(math.log10(p[t]) for t in targets)
+    assert len(targets) == 14 and logs[0] >= -12 and logs[-1] <= -5
+    gaps = [b - a for a, b in itertools.pairwise(logs)]
+    assert max(gaps) < 0.6 and min(gaps) > 0.4  # 7 decades / 14 targets = 0.5 apart
+    assert select_targets(gt, 4096, 500, seed=0, spread=(1e-12, 1e-5)) == sorted(
+        int(i) for i in torch.nonzero((p >= 1e-12) & (p <= 1e-5)).flatten())  # asked for more: all of them

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import threading
@@ -70,10 +71,20 @@ def plan_pair(scale: Scale, model_name: str, dist_name: str, out: Path, methods:
               ground_truth_dir: Path | None) -> PairPlan:
     """Choose the pair's targets and list the estimates still to make; refuse a changed ground truth."""
     _, _, gt = load_problem(scale, model_name, dist_name, ground_truth_dir)
-    targets = select_targets(gt, scale.budget, scale.n_targets, seed=target_seed(model_name, dist_name))
-    r = target_range(gt, scale.budget)
-    meta = {"targets": targets, "n_candidates": len(candidate_targets(gt, scale.budget)), "range": [r.low, r.high],
-            "ground_truth": {"exact": gt.exact, "n": gt.n_samples, "seed": gt.seed}}
+    targets = select_targets(gt, scale.budget, scale.n_targets, seed=target_seed(model_name, dist_name),
+                             spread=scale.spread)
+    if scale.spread is None:
+        r = target_range(gt, scale.budget)
+        meta = {"targets": targets, "n_candidates": len(candidate_targets(gt, scale.budget)),
+                "range": [r.low, r.high]}
+    else:  # exact truth: how many tokens each decade of the span offers
+        low, high = scale.spread
+        decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)))
+        p = gt.probabilities
+        per_decade = {f"1e{d}": int(((p >= 10.0**d) & (p < 10.0 ** (d + 1))).sum()) for d in decades}
+        meta = {"targets": targets, "n_candidates": int(((p >= low) & (p <= high)).sum()), "range": [low, high],
+                "candidates_per_decade": per_decade}
+    meta["ground_truth"] = {"exact": gt.exact, "n": gt.n_samples, "seed": gt.seed}
     meta_path = out / "rows" / model_name / f"{dist_name}.targets.json"
     if meta_path.exists() and json.loads(meta_path.read_text()) != json.loads(json.dumps(meta)):
         raise LowprobError(f"the ground truth of {model_name}/{dist_name} changed since {out} was started "

@@ -6,6 +6,9 @@
   the shipped reference ground truth. The reference run (``benchmarks/results/cpu``).
 * ``paper``: the paper's setting, budget 2^16 at ``paper`` length with 256 targets per pair, against
   ground truth you supply (2^32 samples per pair — a GPU/cluster job, see the README).
+* ``exact``: the 3 shipped models x the 8 kinds at ``exact`` length (~2^24 sequences each, enumerated:
+  shipped exact tables), budget 2^12, up to 32 targets spread evenly in log p over [1e-12, 1e-5] —
+  the rare end the sampled tables cannot resolve.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class Scale:
     models: tuple[str, ...]
     distributions: tuple[str, ...]
     length: str | None  # paper-distribution length variant; None for the tiny families
+    spread: tuple[float, float] | None = None  # targets spread evenly in log p over this span (exact truth)
 
     def grid(self, param: str) -> tuple:
         """The values a tuned hyper-parameter is run at (the scale's one place that names them)."""
@@ -55,7 +59,9 @@ class Scale:
         return [(m, d) for m in self.models for d in self.distributions]
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The definition a resumed run must match; fields at their default (None) are left out, so
+        runs started before a field existed still match."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k == "length"}
 
 
 SCALES = {
@@ -65,6 +71,9 @@ SCALES = {
                  models=tuple(SHIPPED_CONFIGS), distributions=tuple(PAPER_DISTRIBUTIONS), length="cpu"),
     "paper": Scale("paper", budget=1 << 16, n_targets=256, seeds=(0,), temperatures=TEMPERATURES,
                    models=tuple(SHIPPED_CONFIGS), distributions=tuple(PAPER_DISTRIBUTIONS), length="paper"),
+    "exact": Scale("exact", budget=1 << 12, n_targets=32, seeds=(0,), temperatures=TEMPERATURES,
+                   models=tuple(SHIPPED_CONFIGS), distributions=tuple(PAPER_DISTRIBUTIONS), length="exact",
+                   spread=(1e-12, 1e-5)),
 }
 
 
