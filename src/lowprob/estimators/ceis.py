@@ -1,0 +1,287 @@
+"""CEIS: cross-entropy importance sampling over a growing mixture of per-position proposals.
+
+Every proposal is a mixture of product distributions ("components") over the positions' supports,
+and every sample is weighted by w = D(x) / q_mix(x) for the whole mixture it was drawn from (the
+balance heuristic), computed in log space. Nothing is tuned on targets; everything is fitted inside
+the call from the budget:
+
+1. **Gradient tilts.** One forward and backward pass on ``budget/16`` sequences (half from D, half
+   from the first tilts) gives g_i(v), the one-hot gradient of the margin (target logit − largest
+   other logit) at position i; the components D_i exp(g_i / T) for a few fixed T join D itself.
+2. **Multilevel cross-entropy** (forward passes only). Each stage draws from the mixture, with the
+   newest component holding half the share. The level is the (1 − ρ)-quantile of the margins, or
+   the event itself once a ρ share of the stage hits; the elites' weighted token frequencies give a
+   new categorical per position, shrunk towards the previous component as a Dirichlet posterior mean
+   (prior strength ``prior_strength`` × support size, in effective-sample units). The new component
+   joins the mixture; earlier ones stay, so mass that a narrowing fit stops visiting stays covered.
+3. **Estimation.** The rest of the budget is drawn in batches from the mixture of all components,
+   whose shares are re-fitted between batches by EM to all hits seen so far (each weighted by its w),
+   with a floor per component and a fixed defensive share for D (so w ≤ 1 / defensive).
+
+Each batch's mixture is fixed before the batch is drawn and the number of estimation samples is fixed
+when the phase starts, so the mean of w·1[event] over the estimation phase is **unbiased**; earlier
+samples only steer the proposal. Cost: a backward pass counts as 2 forwards; at ``budget`` B CEIS
+spends ≤ 3B forward-equivalents, what ITGIS and MHIS spend (B forwards and B backwards each). The
+interval is ITGIS's compound-Poisson one; a CLT interval is in the diagnostics.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lowprob.distributions.base import TokenDistribution
+from lowprob.errors import LowprobError
+from lowprob.estimators.base import RawEstimate, register
+from lowprob.estimators.itgis import compound_poisson_interval
+from lowprob.events import ArgmaxIs
+
+NEG_INF = -math.inf
+TILT_TEMPERATURES = (0.3, 0.67, 1.5, 3.34)
+EM_ITERATIONS = 30
+
+
+def margin(event, logits: torch.Tensor) -> torch.Tensor:
+    """Float64 [B]: target logit − largest other logit for ``ArgmaxIs``; otherwise the event's score."""
+    if not isinstance(event, ArgmaxIs):
+        return event.score(logits).double()
+    others = logits.clone()
+    others[:, event.token] = -math.inf
+    return (logits[:, event.token] - others.max(-1).values).double()
+
+
+class _Supports:
+    """All positions' supports padded to one width; proposals are [T, width] float64 tables."""
+
+    def __init__(self, dist: TokenDistribution, d_vocab: int) -> None:
+        self.sizes = torch.tensor(dist.support_sizes(), dtype=torch.float64)
+        width = max(dist.support_sizes())
+        self.ids = torch.zeros(len(dist), width, dtype=torch.long)
+        self.prior = torch.zeros(len(dist), width, dtype=torch.float64)
+        self.column = torch.zeros(len(dist), d_vocab, dtype=torch.long)  # token id -> column
+        for pos in range(len(dist)):
+            ids, probs = dist.support(pos)
+            self.ids[pos, : len(ids)] = ids
+            self.prior[pos, : len(ids)] = probs
+            self.column[pos, ids] = torch.arange(len(ids))
+        self.mask = self.prior > 0
+        self.log_prior = torch.where(self.mask, self.prior.log(), torch.tensor(-math.inf, dtype=torch.float64))
+
+    def columns(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[B, T] column of each token in its position's support."""
+        return self.column.gather(1, tokens.T.contiguous()).T
+
+    def log_prob(self, table: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """log Π_i table[i, cols_i] for each sequence, float64 [B]."""
+        logs = torch.where(self.mask, table.clamp_min(1e-300).log(), torch.tensor(-math.inf, dtype=torch.float64))
+        return logs.gather(1, cols.T.contiguous()).sum(0)
+
+    def sample(self, table: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+        """[n, T] columns drawn from the product of the rows of ``table``."""
+        return torch.multinomial(table, n, replacement=True, generator=generator).T.contiguous()
+
+    def tokens(self, cols: torch.Tensor) -> torch.Tensor:
+        return self.ids.gather(1, cols.T.contiguous()).T.contiguous()
+
+
+
+
+def margin_gradient(model, event, tokens: torch.Tensor) -> torch.Tensor:
+    """d margin / d token embeddings, [B, T, d_model]."""
+    emb = model.W_E[tokens].detach().requires_grad_(True)
+    with torch.enable_grad():
+        s = margin(event, model.unembed(model.final_residual(emb)))
+        (grad,) = torch.autograd.grad(s.sum(), emb)
+    return grad
+
+
+class Mixture:
+    """Product components over the padded supports; density and sampling of their mixture."""
+
+    def __init__(self, sup: _Supports) -> None:
+        self.sup = sup
+        self.tables: list[torch.Tensor] = []
+        self.log_tables: list[torch.Tensor] = []
+
+    def add(self, table: torch.Tensor) -> None:
+        table = torch.where(self.sup.mask, table, torch.zeros_like(table))
+        table = table / table.sum(1, keepdim=True)
+        self.tables.append(table)
+        self.log_tables.append(torch.where(self.sup.mask, table.clamp_min(1e-300).log(),
+                                           torch.tensor(NEG_INF, dtype=torch.float64)))
+
+    def __len__(self) -> int:
+        return len(self.tables)
+
+    def component_log_probs(self, cols: torch.Tensor) -> torch.Tensor:
+        """[B, K]: log q_k(x) for every component."""
+        idx = cols.T.contiguous()
+        return torch.stack([lt.gather(1, idx).sum(0) for lt in self.log_tables], 1)
+
+    def sample(self, shares: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+        which = torch.multinomial(shares, n, replacement=True, generator=generator)
+        cols = torch.empty(n, self.sup.ids.shape[0], dtype=torch.long)
+        for k in range(len(shares)):
+            rows = torch.nonzero(which == k).flatten()
+            if len(rows):
+                cols[rows] = self.sup.sample(self.tables[k], len(rows), generator)
+        return cols
+
+
+def _posterior_table(sup: _Supports, prior: torch.Tensor, cols: torch.Tensor, log_w: torch.Tensor,
+                     prior_strength: float) -> torch.Tensor:
+    """Dirichlet posterior mean per position: weighted elite counts (effective-sample units) + prior."""
+    w = (log_w - log_w.max()).exp()
+    n_eff = float(w.sum() ** 2 / (w * w).sum())
+    w = w / w.sum() * n_eff
+    counts = torch.zeros_like(prior)
+    counts.scatter_add_(1, cols.T.contiguous(), w.expand(cols.shape[1], -1).contiguous())
+    kappa = (prior_strength * sup.sizes)[:, None]
+    return (counts + kappa * prior) / (n_eff + kappa)
+
+
+def _em_shares(comp: torch.Tensor, log_w: torch.Tensor, defensive: float, floor: float) -> torch.Tensor:
+    """Mixture shares maximising Σ w_j log Σ_k c_k q_k(x_j) over the hits (comp [H, K]), floored.
+
+    Component 0 (D) keeps the defensive share; every other one keeps at least ``floor``.
+    """
+    K = comp.shape[1]
+    free = 1 - defensive - floor * (K - 1)
+    w = (log_w - log_w.max()).exp()
+    w = w / w.sum()
+    c = torch.full((K - 1,), 1.0 / (K - 1), dtype=torch.float64)
+    for _ in range(EM_ITERATIONS):
+        shares = torch.cat([torch.tensor([defensive], dtype=torch.float64), floor + free * c])
+        r = (comp + shares.log()).softmax(1)[:, 1:]  # responsibilities of the non-D components
+        c = (w[:, None] * r).sum(0)
+        c = c / c.sum() if c.sum() > 0 else torch.full_like(c, 1.0 / (K - 1))
+    return torch.cat([torch.tensor([defensive], dtype=torch.float64), floor + free * c])
+
+
+def _near_miss_log_weights(s: torch.Tensor, log_w: torch.Tensor) -> dict[str, float]:
+    """Largest log-weight among samples whose margin is close to the event: what one more hit could weigh."""
+    out = {}
+    for name, keep in (("top1", s >= torch.quantile(s, 0.99)), ("top5", s >= torch.quantile(s, 0.95)),
+                       ("m05", s >= -0.5), ("m1", s >= -1.0), ("m2", s >= -2.0)):
+        out[name] = float(log_w[keep].max()) if keep.any() else NEG_INF
+    return out
+
+
+@register("ceis", "cross-entropy importance sampling over a growing mixture of per-position proposals",
+          rho=0.1, defensive=0.05, floor=0.01, prior_strength=0.1, gradient_fraction=0.0625,
+          stage_fraction=0.04, adapt_fraction=0.4, reuse=True)
+@torch.no_grad()
+def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Generator, rho: float,
+         defensive: float, floor: float, prior_strength: float, gradient_fraction: float, stage_fraction: float,
+         adapt_fraction: float, reuse: bool) -> RawEstimate:
+    for name, value in (("rho", rho), ("defensive", defensive), ("floor", floor),
+                        ("gradient_fraction", gradient_fraction), ("stage_fraction", stage_fraction),
+                        ("adapt_fraction", adapt_fraction)):
+        if not 0 < value < 1:
+            raise LowprobError(f"{name} must lie strictly between 0 and 1, got {value!r}")
+    if not prior_strength > 0:
+        raise LowprobError(f"prior_strength must be positive, got {prior_strength!r}")
+    work = 3 * budget  # forward-equivalents: what ITGIS/MHIS spend at this budget
+    sup = _Supports(dist, model.d_vocab)
+    n_grad = max(2, int(budget * gradient_fraction))
+    m = max(16, int(work * stage_fraction))
+    max_components = int(1 / floor) - 1
+    neg_inf = torch.tensor(NEG_INF, dtype=torch.float64)
+
+    def tilts(grad_mean: torch.Tensor) -> Mixture:
+        g = torch.einsum("twd,td->tw", model.W_E[sup.ids].detach(), grad_mean).double()
+        g = torch.where(sup.mask, g, torch.zeros_like(g))
+        mix = Mixture(sup)
+        mix.add(sup.prior)
+        for t in TILT_TEMPERATURES:
+            mix.add(torch.softmax(sup.log_prior + g / t, 1))
+        return mix
+
+    def even_shares(k: int, newest: float = 0.0) -> torch.Tensor:
+        """D at the defensive share, ``newest`` for the last component, the rest split evenly."""
+        rest = (1 - defensive - newest) / (k - 1 - (newest > 0))
+        shares = torch.full((k,), rest, dtype=torch.float64)
+        shares[0] = defensive
+        if newest > 0:
+            shares[-1] = newest
+        return shares
+
+    def draw(mix: Mixture, shares: torch.Tensor, n: int):
+        cols = mix.sample(shares, n, generator)
+        comp = mix.component_log_probs(cols)
+        log_w = comp[:, 0] - (comp + shares.log()).logsumexp(1)
+        logits = model.logits(sup.tokens(cols))
+        return cols, log_w, margin(event, logits), event.indicator(logits)
+
+    # 1. gradient tilts: half the gradient samples from D, half from the first tilts
+    half = n_grad // 2
+    grad_sum = margin_gradient(model, event, dist.sample(half, generator)).sum(0)
+    mix = tilts(grad_sum / half)
+    cols = mix.sample(even_shares(len(mix)), n_grad - half, generator)
+    grad_sum = grad_sum + margin_gradient(model, event, sup.tokens(cols)).sum(0)
+    mix = tilts(grad_sum / n_grad)
+    spent = 3 * n_grad
+
+    # 2. multilevel cross-entropy: each stage adds one categorical component
+    levels, hit_cols, hit_logw = [], [], []
+    shares = even_shares(len(mix))
+    prior = sum(s * t for s, t in zip(shares.tolist(), mix.tables, strict=True))
+    seen_cols, seen_logw, seen_s = [], [], []
+    while spent + m <= work * adapt_fraction and len(mix) < max_components:
+        cols, log_w, s, hit = draw(mix, shares, m)
+        spent += m
+        hit_cols.append(cols[hit])
+        hit_logw.append(log_w[hit])
+        seen_cols.append(cols)
+        seen_logw.append(log_w)
+        seen_s.append(s)
+        reached = int(hit.sum()) >= rho * m
+        level = 0.0 if reached else float(torch.quantile(s, 1 - rho))
+        levels.append(level)
+        if reuse:  # every sample so far is weighted for D, so all of them above the level are elites
+            all_cols, all_logw, all_s = torch.cat(seen_cols), torch.cat(seen_logw), torch.cat(seen_s)
+            elite = (all_s > 0) | (all_s >= level) if not reached else all_s >= 0
+            elite_cols, elite_logw = all_cols[elite], all_logw[elite]
+            if reached:
+                elite_cols, elite_logw = torch.cat(hit_cols), torch.cat(hit_logw)
+        else:
+            elite = hit if reached else s >= level
+            elite_cols, elite_logw = cols[elite], log_w[elite]
+        prior = _posterior_table(sup, prior, elite_cols, elite_logw, prior_strength)
+        mix.add(prior)
+        shares = even_shares(len(mix), newest=0.5)
+        if reached:
+            break
+
+    # 3. estimation: the mixture of all components, shares refitted to the hits seen so far
+    n_est = work - spent
+    log_terms, log_ws, est_s = [], [], []
+    done = 0
+    while done < n_est:
+        all_cols = torch.cat(hit_cols)
+        if len(all_cols):
+            shares = _em_shares(mix.component_log_probs(all_cols), torch.cat(hit_logw), defensive, floor)
+        else:
+            shares = even_shares(len(mix))
+        n = min(m, n_est - done)
+        cols, log_w, s, hit = draw(mix, shares, n)
+        done += n
+        log_ws.append(log_w)
+        est_s.append(s)
+        log_terms.append(torch.where(hit, log_w, neg_inf))
+        hit_cols.append(cols[hit])
+        hit_logw.append(log_w[hit])
+    log_terms_all, log_w_all = torch.cat(log_terms), torch.cat(log_ws)
+    hits = int(torch.isfinite(log_terms_all).sum())
+    p = float(log_terms_all.exp().mean())
+    interval, n_eff = compound_poisson_interval(log_terms_all[torch.isfinite(log_terms_all)], n_est,
+                                                float(log_w_all.max()))
+    near = _near_miss_log_weights(torch.cat(est_s), log_w_all)
+    half_width = 1.96 * float(log_terms_all.exp().std()) / math.sqrt(n_est) if n_est > 1 else math.inf
+    return RawEstimate(p, interval, n_grad + (spent - 3 * n_grad) + n_est, n_grad,
+                       {"hits": hits, "effective_hits": n_eff, "stages": len(levels),
+                        "levels": [round(x, 3) for x in levels], "components": len(mix),
+                        "final_shares": [round(x, 4) for x in shares.tolist()], "estimation_samples": n_est,
+                        "clt_interval": [max(0.0, p - half_width), p + half_width], "near_miss_log_w": near,
+                        "note": "unbiased: mean of w·1[event] over the estimation phase only"})
