@@ -4,9 +4,10 @@ For each chosen pair it runs the method on the pair's committed targets (``bench
 rows/{model}/{dist}.jsonl``, whose rows carry the ground truth) and prints, per seed:
 
 * mean leave-one-out IS loss (log-affine fit on the other targets; a method with no temperature has
-  no selection step, so this is its leak-free score), and the optimal constant's;
-* zero estimates, coverage of the nominal-95% interval (compound-Poisson, and the CLT interval from
-  the diagnostics), median |log10 q/p|;
+  no selection step, so this is its leak-free score), the optimal constant's, and the unfit IS loss of
+  the raw estimates (zeros at the 1e-12 floor);
+* zero estimates, coverage of the nominal-95% interval (the method's, the plain compound-Poisson one
+  and the CLT one from the diagnostics), median |log10 q/p|;
 * mean FLOPs and median seconds per estimate;
 
 next to MHIS's and ITGIS's leak-free loss, zeros, coverage and FLOPs from ``scores.csv``. Rows are
@@ -28,7 +29,7 @@ import torch
 
 from lowprob import ArgmaxIs, estimate
 from lowprob.bench.scales import get_scale, load_problem
-from lowprob.evaluation import abs_log10_error, covered, log_estimate, loo_constant_losses, loo_losses
+from lowprob.evaluation import abs_log10_error, covered, is_loss, log_estimate, loo_constant_losses, loo_losses
 
 CPU = Path(__file__).parent / "results" / "cpu"
 
@@ -58,10 +59,13 @@ def score(rows: list[dict]) -> dict:
     q = np.array([r["probability"] for r in rows])
     lo, hi = np.array([r["interval"] for r in rows]).T
     clo, chi = np.array([r["diagnostics"]["clt_interval"] for r in rows]).T
+    plo, phi = np.array([r["diagnostics"].get("compound_poisson_interval", r["interval"]) for r in rows]).T
     return {"loss": float(loo_losses(np.log(p), log_estimate(q)).mean()),
+            "unfit": float(is_loss(np.log(p), log_estimate(q)).mean()),
             "constant": float(loo_constant_losses(np.log(p)).mean()),
             "zeros": float(np.mean(q == 0)), "coverage": float(np.mean(covered(p, lo, hi))),
             "clt_coverage": float(np.mean(covered(p, clo, chi))),
+            "cp_coverage": float(np.mean(covered(p, plo, phi))),
             "log10": float(np.median(abs_log10_error(p, q))),
             "gflops": float(np.mean([r["cost"]["flops"] for r in rows])) / 1e9,
             "seconds": float(np.median([r["cost"]["seconds"] for r in rows]))}
@@ -79,8 +83,9 @@ def main() -> None:
     torch.set_num_threads(1)
     hyper = json.loads(args.hyper)
     scale = get_scale("cpu")
-    header = (f"{'pair':22s} {'method':6s} {'seed':>4s} {'loss':>7s} {'const':>6s} {'zeros':>6s} {'cover':>6s} "
-              f"{'cltcov':>6s} {'|log10|':>7s} {'GFLOP':>6s} {'sec':>6s}")
+    header = (f"{'pair':22s} {'method':6s} {'seed':>4s} {'loss':>7s} {'const':>6s} {'unfit':>7s} {'zeros':>6s} "
+              f"{'cover':>6s} "
+              f"{'cpcov':>6s} {'cltcov':>6s} {'|log10|':>7s} {'GFLOP':>6s} {'sec':>6s}")
     print(header)
     for pair in args.pairs:
         model_name, dist_name = pair.split("/")
@@ -89,8 +94,9 @@ def main() -> None:
         if args.max_targets and len(targets) > args.max_targets:
             targets = [targets[i] for i in np.linspace(0, len(targets) - 1, args.max_targets).round().astype(int)]
         for name, c in committed(model_name, dist_name).items():
-            print(f"{pair:22s} {name:6s} {'cpu':>4s} {c['loss']:7.3f} {'':>6s} {c['zeros']:6.0%} {c['coverage']:6.0%} "
-                  f"{'':>6s} {c['log10']:7.2f} {c['gflops']:6.1f} {c['seconds']:6.2f}")
+            print(f"{pair:22s} {name:6s} {'cpu':>4s} {c['loss']:7.3f} {'':>6s} {'':>7s} {c['zeros']:6.0%} "
+                  f"{c['coverage']:6.0%} "
+                  f"{'':>6s} {'':>6s} {c['log10']:7.2f} {c['gflops']:6.1f} {c['seconds']:6.2f}")
         for seed in args.seeds:
             rows = []
             for t in targets:
@@ -106,9 +112,10 @@ def main() -> None:
                 with args.out.open("a") as f:
                     f.writelines(json.dumps(r) + "\n" for r in rows)
             s = score(rows)
-            print(f"{pair:22s} {args.method:6s} {seed:4d} {s['loss']:7.3f} {s['constant']:6.3f} {s['zeros']:6.0%} "
-                  f"{s['coverage']:6.0%} {s['clt_coverage']:6.0%} {s['log10']:7.2f} {s['gflops']:6.1f} "
-                  f"{s['seconds']:6.2f}", flush=True)
+            print(f"{pair:22s} {args.method:6s} {seed:4d} {s['loss']:7.3f} {s['constant']:6.3f} {s['unfit']:7.3g} "
+                  f"{s['zeros']:6.0%} "
+                  f"{s['coverage']:6.0%} {s['cp_coverage']:6.0%} {s['clt_coverage']:6.0%} {s['log10']:7.2f} "
+                  f"{s['gflops']:6.1f} {s['seconds']:6.2f}", flush=True)
 
 
 if __name__ == "__main__":

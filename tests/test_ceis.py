@@ -1,8 +1,7 @@
 """CEIS (and MTIS) against exact answers on tiny enumerable problems.
 
-Tolerances come from the estimator's own spread over seeds. Where the interval falls short of its
-nominal coverage today, the test says so with a strict xfail: it fails the day the interval is fixed,
-so the marker cannot outlive the problem.
+Tolerances come from the estimator's own spread over seeds. What CEIS cannot do yet is a strict
+xfail: it fails the day the problem is fixed, so the marker cannot outlive the problem.
 """
 
 import math
@@ -34,9 +33,15 @@ def smooth():
     return model, dist, lowprob.ground_truth(model, dist, exact=True).probabilities
 
 
-def run_seeds(model, dist, target, method, seeds, budget, **hyper):
-    ests = [estimate(model, dist, ArgmaxIs(target), method=method, budget=budget, seed=s, **hyper)
-            for s in range(seeds)]
+_RUNS: dict = {}  # the unbiasedness and coverage tests share their 100-seed runs
+
+
+def run_seeds(model, dist, target, method, seeds, budget):
+    key = (id(model), dist.content_hash(), target, method, seeds, budget)
+    if key not in _RUNS:
+        _RUNS[key] = [estimate(model, dist, ArgmaxIs(target), method=method, budget=budget, seed=s)
+                      for s in range(seeds)]
+    ests = _RUNS[key]
     return ests, torch.tensor([e.probability for e in ests], dtype=torch.float64)
 
 
@@ -102,10 +107,16 @@ def test_bad_hyper_parameters_are_refused(sharp):
         estimate(model, dist, ArgmaxIs(6), method="ceis", budget=256, prior_strength=0)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: heavy-tailed weights; the interval covers ~70-80% here")
-def test_interval_covers_at_the_nominal_rate(sharp):
+@pytest.mark.parametrize("target", [2, 11])
+def test_interval_covers_at_the_nominal_rate(sharp, target):
+    """Measured over 100 seeds: 0.97 at p = 2.7e-3, 0.99 at 2.6e-5 (where 39% of runs see no hit and
+    report the no-hit bound); the compound-Poisson interval alone covered ~0.7 at 2.7e-3. 100 seeds
+    have a standard error of ~0.02, so the bounds are ~2.5 SE from the measured values."""
     model, dist, exact = sharp
-    ests, _ = run_seeds(model, dist, 6, "ceis", 100, 256)
-    p = exact[6].item()
+    ests, _ = run_seeds(model, dist, target, "ceis", 100, 256)
+    p = exact[target].item()
     coverage = sum(e.interval[0] <= p <= e.interval[1] for e in ests) / len(ests)
-    assert 0.90 <= coverage <= 0.99, coverage
+    plain = sum(lo <= p <= hi for lo, hi in (e.diagnostics["compound_poisson_interval"] for e in ests)) / len(ests)
+    assert coverage >= 0.90 and coverage >= plain, (coverage, plain)
+    if target == 2:
+        assert coverage <= 0.995, coverage
