@@ -55,9 +55,13 @@ def test_extrapolation_at_budget_1_is_refused_with_the_minimum(monkeypatch, caps
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-@pytest.mark.parametrize("budget", [2, 16])
+@pytest.mark.parametrize("budget", [2, 16, 32])
 def test_every_method_at_tiny_budgets_gives_an_interval_inside_0_1(toy, method, budget):
     model, dist = toy
+    if budget < METHODS[method].min_budget:
+        with pytest.raises(LowprobError, match=f"{method} needs a budget of at least"):
+            estimate(model, dist, ArgmaxIs(0), method=method, budget=budget, seed=0)
+        return
     for target in range(0, TOY.d_vocab, 5):
         e = estimate(model, dist, ArgmaxIs(target), method=method, budget=budget, seed=0)
         assert 0 <= e.interval[0] <= e.interval[1] <= 1 and 0 <= e.probability <= 1, (target, e)
@@ -209,7 +213,7 @@ def test_help_and_argument_errors_do_not_import_torch(args):
 # --- help text ---------------------------------------------------------------------------------------
 def test_help_lists_method_choices_and_shows_no_placeholder_noise(monkeypatch, capsys):
     _, out, _ = run(monkeypatch, capsys, "estimate", "--help")
-    assert "<gld|itgis|mhis|naive|qld>" in out and "itgis, mhis" in out and "<bool>" not in out
+    assert "<ceis|gld|itgis|mhis|naive|qld>" in out and "itgis, mhis" in out and "<bool>" not in out
     _, out, _ = run(monkeypatch, capsys, "ground-truth", "--help")
     assert "lowprob[ray]" in out and "<bool>" not in out and "--no-resume" not in out
 

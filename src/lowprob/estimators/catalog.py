@@ -48,8 +48,26 @@ def positive_count(default: int | None, help: str) -> Param:
                  help)
 
 
-def fraction(default: float, help: str) -> Param:
+def fraction(default: float, help: str, open_at_zero: bool = False) -> Param:
+    if open_at_zero:
+        return Param(default, lambda v: _is_number(v) and 0 < v < 1, "a number strictly between 0 and 1", help)
     return Param(default, lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)", help)
+
+
+def count(default: int, help: str) -> Param:
+    """A non-negative integer (0 switches the feature off)."""
+    return Param(default, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                 "a non-negative integer", help)
+
+
+def switch(default: bool, help: str) -> Param:
+    return Param(default, lambda v: isinstance(v, bool), "True or False", help)
+
+
+def numbers(default: tuple[float, ...], help: str) -> Param:
+    """A non-empty tuple of positive finite numbers."""
+    return Param(default, lambda v: isinstance(v, (tuple, list)) and len(v) > 0
+                 and all(_is_number(x) and x > 0 for x in v), "a non-empty list of positive numbers", help)
 
 
 INTERVAL_KINDS = {
@@ -107,6 +125,23 @@ METHODS: dict[str, Method] = {m.name: m for m in (
             "chains": positive_count(None, "independent chains (default: min(32, budget))"),
             "burn_in_fraction": fraction(0.25, "share of each chain's steps discarded as burn-in")},
            interval="sampling-only"),  # the chains' spread cannot see a bias they all share
+    Method("ceis", "cross-entropy importance sampling over a growing mixture of per-position proposals "
+           "(adapts inside the call; experimental: see benchmarks/results/issue13)",
+           "lowprob.estimators.ceis:ceis",
+           {"rho": fraction(0.1, "share of a stage kept as elites above the rising level", open_at_zero=True),
+            "defensive": fraction(0.05, "mixture share of the input distribution (weights <= 1/defensive)",
+                                  open_at_zero=True),
+            "floor": fraction(0.01, "smallest mixture share of any other component", open_at_zero=True),
+            "prior_strength": positive_number(0.1, "Dirichlet shrinkage of a fit, x support size"),
+            "gradient_fraction": fraction(0.0625, "share of the budget for the gradient pilot", open_at_zero=True),
+            "stage_fraction": fraction(0.04, "share of the work per cross-entropy stage", open_at_zero=True),
+            "adapt_fraction": fraction(0.4, "largest share of the work spent adapting", open_at_zero=True),
+            "reuse": switch(False, "fit each stage to the elites of all stages (experiment)"),
+            "refit_every": count(0, "refit a component to the hits every N batches; 0: never (experiment)"),
+            "temperatures": numbers((0.3, 0.67, 1.5, 3.34), "temperatures of the gradient-tilt components"),
+            "pool": switch(True, "average every sample after the pilot (False: the estimation phase only)"),
+            "elite_gradient": count(32, "best samples of a stage whose margin gradient tilts its fit")},
+           min_budget=32),  # a pilot, stages and an estimation phase need room
     Method("gld", "Gaussian fit to the target's logit gap, Φ(μ/σ) (activations shared across targets)",
            "lowprob.estimators.extrapolation:gld", min_budget=2, interval="sampling-only"),
     Method("qld", "quadratic logit decomposition along the min-norm accepting direction (shared activations)",

@@ -1,0 +1,121 @@
+"""CEIS against exact answers on tiny enumerable problems.
+
+Tolerances come from the estimator's own spread over seeds. What CEIS cannot do yet is a strict
+xfail: it fails the day the problem is fixed, so the marker cannot outlive the problem.
+"""
+
+import math
+
+import pytest
+import torch
+
+import lowprob
+from lowprob import ArgmaxIs, LowprobError, Transformer, TransformerConfig, estimate
+from lowprob.distributions.tiny import tiny_distribution
+from lowprob.estimators.ceis import margin
+
+SHARP = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=8, d_vocab=32, init_std=0.3)
+SMOOTH = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=8, d_vocab=32, init_std=0.15)
+
+
+@pytest.fixture(scope="module")
+def sharp():
+    model = Transformer(SHARP, seed=0)
+    dist = tiny_distribution("tiny-constants", SHARP.d_vocab)
+    return model, dist, lowprob.ground_truth(model, dist, exact=True).probabilities
+
+
+@pytest.fixture(scope="module")
+def smooth():
+    model = Transformer(SMOOTH, seed=0)
+    dist = tiny_distribution("tiny-long", SMOOTH.d_vocab)
+    return model, dist, lowprob.ground_truth(model, dist, exact=True).probabilities
+
+
+_RUNS: dict = {}  # the unbiasedness and coverage tests share their 100-seed runs
+
+
+def run_seeds(model, dist, target, method, seeds, budget):
+    key = (id(model), dist.content_hash(), target, method, seeds, budget)
+    if key not in _RUNS:
+        _RUNS[key] = [estimate(model, dist, ArgmaxIs(target), method=method, budget=budget, seed=s)
+                      for s in range(seeds)]
+    ests = _RUNS[key]
+    return ests, torch.tensor([e.probability for e in ests], dtype=torch.float64)
+
+
+def test_margin_is_positive_exactly_on_the_event_with_torch_argmax_ties():
+    logits = torch.tensor([[1.0, 3.0, 2.0], [3.0, 3.0, 0.0], [0.0, 3.0, 3.0]])
+    assert margin(ArgmaxIs(1), logits).tolist() == [1.0, 0.0, 0.0]
+    # ties: argmax takes the lowest id, so token 1 wins row 2 (tied with 2) but loses row 1 (tied with 0)
+    assert ArgmaxIs(1).indicator(logits).tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize(("method", "target"), [("ceis", 2), ("ceis", 11)])
+def test_unbiased_against_exact_enumeration(sharp, method, target):
+    model, dist, exact = sharp
+    p = exact[target].item()
+    assert 2e-5 < p < 3e-3
+    _, values = run_seeds(model, dist, target, method, 100, 256)
+    assert torch.isfinite(values).all() and (values >= 0).all()
+    se = values.std().item() / math.sqrt(len(values))
+    assert abs(values.mean().item() - p) < 3 * se, (values.mean().item(), p, se)
+    if p > 1e-3:
+        assert (values == 0).float().mean() <= 0.02
+
+
+def test_unbiased_on_a_smoother_model(smooth):
+    """tiny-long on a smoother model (262,144 sequences enumerated): a p = 3.6e-5 target."""
+    model, dist, exact = smooth
+    p = exact[3].item()
+    assert 1e-5 < p < 1e-4
+    _, values = run_seeds(model, dist, 3, "ceis", 100, 512)
+    se = values.std().item() / math.sqrt(len(values))
+    assert abs(values.mean().item() - p) < 3 * se, (values.mean().item(), p, se)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 13: at p = 2.9e-8 CEIS almost never finds the event on this model")
+def test_finds_a_target_between_1e8_and_1e5(smooth):
+    model, dist, exact = smooth
+    p = exact[1].item()
+    assert 1e-8 < p < 1e-5
+    _, values = run_seeds(model, dist, 1, "ceis", 100, 512)
+    se = values.std().item() / math.sqrt(len(values))
+    assert (values == 0).float().mean() <= 0.02
+    assert abs(values.mean().item() - p) < 3 * se, (values.mean().item(), p, se)
+
+
+def test_same_seed_same_result_and_equal_work(sharp):
+    model, dist, _ = sharp
+    a = estimate(model, dist, ArgmaxIs(6), method="ceis", budget=256, seed=3)
+    b = estimate(model, dist, ArgmaxIs(6), method="ceis", budget=256, seed=3)
+    c = estimate(model, dist, ArgmaxIs(6), method="ceis", budget=256, seed=4)
+    assert (a.probability, a.interval) == (b.probability, b.interval)
+    assert a.probability != c.probability
+    itgis = estimate(model, dist, ArgmaxIs(6), method="itgis", budget=256, seed=3)
+    assert a.cost.flops <= itgis.cost.flops  # a backward pass counts as 2 forwards
+    assert a.cost.forward_passes + 2 * a.cost.backward_passes == 3 * 256
+    assert a.cost.flops == model.flops_per_sequence(len(dist)) * 3 * 256
+
+
+def test_bad_hyper_parameters_are_refused(sharp):
+    model, dist, _ = sharp
+    with pytest.raises(LowprobError, match="rho"):
+        estimate(model, dist, ArgmaxIs(6), method="ceis", budget=256, rho=1.5)
+    with pytest.raises(LowprobError, match="prior_strength"):
+        estimate(model, dist, ArgmaxIs(6), method="ceis", budget=256, prior_strength=0)
+
+
+@pytest.mark.parametrize("target", [2, 11])
+def test_interval_covers_at_the_nominal_rate(sharp, target):
+    """Measured over 100 seeds: 0.99 at p = 2.7e-3, 1.00 at 2.6e-5 (where 23% of runs see no hit and
+    report the no-hit bound): above nominal, i.e. conservative; the compound-Poisson interval alone
+    covered ~0.7-0.8. A drop below 0.90 is ~4 standard errors (0.02 at 100 seeds) from today."""
+    model, dist, exact = sharp
+    ests, _ = run_seeds(model, dist, target, "ceis", 100, 256)
+    p = exact[target].item()
+    coverage = sum(e.interval[0] <= p <= e.interval[1] for e in ests) / len(ests)
+    plain = sum(lo <= p <= hi for lo, hi in (e.diagnostics["compound_poisson_interval"] for e in ests)) / len(ests)
+    assert coverage >= 0.90 and coverage >= plain, (coverage, plain)
+    if target == 2:
+        assert coverage <= 0.995, coverage
