@@ -263,22 +263,28 @@ def test_exact_refuses_a_run_estimated_past_the_limit_before_starting(model, tmp
         ["0.5 s", "1.5 min", "1.5 h", "3 days", "40 days"]
 
 
-@pytest.mark.parametrize("mode", [dict(exact=True), dict(samples=20_000, seed=5)])
-def test_resume_after_a_crash_is_bit_identical(model, dist, mode, tmp_path, monkeypatch):
+def crash_after_checkpoint(monkeypatch, shards: int):
+    """Make the run die right after writing its ``shards``-th checkpoint; returns a function that undoes it."""
     from lowprob.truth import compute
 
-    whole = ground_truth(model, dist, shard_size=1500, **mode)
     real_save = compute._save_checkpoint
 
     def save_then_crash(path, spec, totals, shards_done):
         real_save(path, spec, totals, shards_done)
-        if shards_done == 3:
+        if shards_done == shards:
             raise KeyboardInterrupt("simulated crash")
 
     monkeypatch.setattr(compute, "_save_checkpoint", save_then_crash)
+    return lambda: monkeypatch.setattr(compute, "_save_checkpoint", real_save)
+
+
+@pytest.mark.parametrize("mode", [dict(exact=True), dict(samples=20_000, seed=5)])
+def test_resume_after_a_crash_is_bit_identical(model, dist, mode, tmp_path, monkeypatch):
+    whole = ground_truth(model, dist, shard_size=1500, **mode)
+    undo = crash_after_checkpoint(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         ground_truth(model, dist, shard_size=1500, checkpoint=tmp_path / "ck", **mode)
-    monkeypatch.setattr(compute, "_save_checkpoint", real_save)
+    undo()
     resumed = ground_truth(model, dist, shard_size=1500, checkpoint=tmp_path / "ck", **mode)
     assert torch.equal(resumed.probabilities, whole.probabilities)
     with pytest.raises(LowprobError, match="belongs to another job"):
@@ -306,20 +312,11 @@ def test_cli_exact_refuses_a_run_past_max_hours(tiny_lm, tmp_path):
 
 def test_a_plain_path_checkpoint_resumes_on_the_prefix_path_bit_identically(model, dist, tmp_path, monkeypatch):
     """Shards are enumeration ranges whichever path runs them, so the job spec did not change."""
-    from lowprob.truth import compute
-
     whole = ground_truth(model, dist, exact=True, shard_size=700, fast=False)
-    real_save = compute._save_checkpoint
-
-    def save_then_crash(path, spec, totals, shards_done):
-        real_save(path, spec, totals, shards_done)
-        if shards_done == 4:
-            raise KeyboardInterrupt("simulated crash")
-
-    monkeypatch.setattr(compute, "_save_checkpoint", save_then_crash)
+    undo = crash_after_checkpoint(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         ground_truth(model, dist, exact=True, shard_size=700, fast=False, checkpoint=tmp_path / "ck")
-    monkeypatch.setattr(compute, "_save_checkpoint", real_save)
+    undo()
     resumed = ground_truth(model, dist, exact=True, shard_size=700, checkpoint=tmp_path / "ck")
     assert torch.equal(resumed.probabilities, whole.probabilities)
 
