@@ -49,7 +49,7 @@ def gelu_1l():
 # --- tiny budgets: a clear error, or an estimate whose interval lies in [0, 1] ----------------------
 @pytest.mark.parametrize("method", ["gld", "qld"])
 def test_extrapolation_at_budget_1_is_refused_with_the_minimum(monkeypatch, capsys, method):
-    code, _, err = run(monkeypatch, capsys, "estimate", "--model", "gelu-1l", "--dist", "hex", "--target", "' en'",
+    code, _, err = run(monkeypatch, capsys, "estimate", "--model", "gelu-1l", "--dist", "hex", "--target", " en",
                        "--method", method, "--budget", "1")
     assert code == 2 and f"{method} needs a budget of at least 2" in err and len(err.strip().splitlines()) == 1
 
@@ -299,3 +299,17 @@ def test_one_huge_loss_does_not_set_the_plots_axis():
     cap = _loss_axis_cap([0.5, 0.8, 1.1, 0.9, 2.0, 0.7, 0.6, 1.3, 0.4, 1e17])
     assert 2.0 <= cap <= 1e3
     assert _loss_axis_cap([0.5, 2.0]) == 2.0  # nothing to cut: the largest value
+
+
+def test_any_hyper_parameter_can_be_set_from_the_cli_and_is_checked_before_torch(monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "estimate", "--model", "gelu-1l", "--dist", "hex", "--target", " en",
+                       "--method", "mhis", "--budget", "64", "--param", "chains=4", "--param", "burn_in_fraction=0.5",
+                       "--json")
+    assert code == 0 and json.loads(out)["diagnostics"]["chains"] == 4 and json.loads(out)["hyper"]["chains"] == 4
+    for bad, message in (("chains", "NAME=VALUE"), ("chains=x", "NAME=VALUE"), ("chains=0", "chains must be"),
+                         ("speed=3", "mhis has no hyper-parameter speed")):
+        code, _, err = run(monkeypatch, capsys, "estimate", "--model", "gelu-1l", "--dist", "hex", "--target", "5",
+                           "--method", "mhis", "--param", bad)
+        assert code == 2 and message in err, (bad, err)
+    code, out, _ = run(monkeypatch, capsys, "methods")
+    assert code == 0 and "chains = None" in out and "temperature = 1.0" in out and "tuned by benchmarks" in out

@@ -132,6 +132,33 @@ def dists(
             typer.echo(f"  {tok.decode(row.tolist())!r}")
 
 
+def _parse_params(items: list[str]) -> dict:
+    """``NAME=VALUE`` pairs with JSON values (``chains=64``, ``reuse=true``, ``temperatures=[0.5,1]``)."""
+    import json
+
+    params = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        try:
+            params[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            eq = ""
+        if not eq or not name.strip():
+            raise LowprobError(f"--param takes NAME=VALUE with a JSON value (e.g. chains=64), got {item!r}")
+    return params
+
+
+@app.command()
+def methods() -> None:
+    """List the estimation methods with their hyper-parameters, defaults and what their intervals cover."""
+    for name, m in sorted(METHODS.items()):
+        default = " (default method)" if name == DEFAULT_METHOD else ""
+        typer.echo(f"{name}{default}: {m.description}\n  interval: {m.interval}; smallest budget {m.min_budget}")
+        for pname, p in m.params.items():
+            tuned = ", tuned by benchmarks" if p.tuned else ""
+            typer.echo(f"  {pname} = {p.default!r}: {p.help} ({p.expected}{tuned})")
+
+
 MethodName = Literal[tuple(sorted(METHODS))]
 _TEMPERED = ", ".join(name for name, m in METHODS.items() if "temperature" in m.params)
 
@@ -151,6 +178,9 @@ def estimate(
     seed: Annotated[int, typer.Option(min=0, help="random seed")] = 0,
     temperature: Annotated[Optional[float], typer.Option(
         help=f"tilt temperature ({_TEMPERED}; default: the method's)")] = None,
+    param: Annotated[Optional[list[str]], typer.Option(
+        help="another hyper-parameter of the method, NAME=VALUE with a JSON value (repeatable), e.g. chains=64; "
+             "`lowprob methods` lists them")] = None,
     length: Annotated[str, typer.Option(help="cpu or paper (paper distributions)")] = "cpu",
     json_out: Annotated[bool, typer.Option("--json", help="print the estimate as JSON")] = False,
 ) -> None:
@@ -159,7 +189,7 @@ def estimate(
 
     if (target is None) == (event is None):
         raise LowprobError("give exactly one of --target TOKEN or --event TEXT")
-    hyper = {} if temperature is None else {"temperature": temperature}
+    hyper = {**_parse_params(param or []), **({} if temperature is None else {"temperature": temperature})}
     get_method(method).resolve(budget, hyper)  # refuse bad arguments before loading anything
 
     import lowprob
