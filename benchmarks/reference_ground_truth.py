@@ -57,18 +57,22 @@ def main() -> None:
 
 
 def summary(pairs: list[tuple[str, str]], length: str) -> None:
-    print("| model | distribution | ground truth | tokens with p in [1e-7, 1e-4] | cpu-benchmark candidates |")
-    print("|---|---|---|---|---|")
+    decades = range(-12, -4)
+    print("| model | distribution | ground truth | tokens with p in [1e-7, 1e-4] | cpu-benchmark candidates | "
+          + " | ".join(f"[1e{d}, 1e{d + 1})" for d in decades) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(decades))
     for model_name, dist_name in pairs:
         path = reference_path(model_name, dist_name, length)
         if not path.exists():
-            print(f"| {model_name} | {dist_name} | not computed yet | | |")
+            print(f"| {model_name} | {dist_name} | not computed yet | | |" + " |" * len(decades))
             continue
         gt = GroundTruth.load(path)
         p = gt.probabilities
         band = int(((p >= 1e-7) & (p <= 1e-4)).sum())
+        per_decade = " | ".join(str(int(((p >= 10.0**d) & (p < 10.0 ** (d + 1))).sum())) for d in decades)
         mode = f"exact ({gt.n_samples:,} sequences)" if gt.exact else f"{gt.n_samples:,} samples"
-        print(f"| {model_name} | {dist_name} | {mode} | {band} | {len(candidate_targets(gt, 1 << 12))} |")
+        candidates = len(candidate_targets(gt, 1 << 12))
+        print(f"| {model_name} | {dist_name} | {mode} | {band} | {candidates} | {per_decade} |")
 
 
 if __name__ == "__main__":
