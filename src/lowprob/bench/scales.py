@@ -36,6 +36,9 @@ TOY_MODELS = {
 TINY_DISTRIBUTIONS = ("tiny-uniform", "tiny-constants", "tiny-wide")
 
 
+ADDED_FIELDS = ("spread",)  # Scale fields newer than the committed benchmark runs
+
+
 @dataclass(frozen=True)
 class Scale:
     name: str
@@ -59,9 +62,9 @@ class Scale:
         return [(m, d) for m in self.models for d in self.distributions]
 
     def to_json(self) -> dict:
-        """The definition a resumed run must match; fields at their default (None) are left out, so
-        runs started before a field existed still match."""
-        return {k: v for k, v in asdict(self).items() if v is not None or k == "length"}
+        """The definition a resumed run must match. Fields added since runs were committed are left out
+        while at their default (None), so those runs still match."""
+        return {k: v for k, v in asdict(self).items() if not (k in ADDED_FIELDS and v is None)}
 
 
 SCALES = {
