@@ -241,6 +241,31 @@ def _loss_axis_cap(values: list[float]) -> float:
     return float(min(finite.max(), 10 ** (np.ceil(np.log10(np.quantile(finite, 0.75))) + 2)))
 
 
+def _error_vs_p(records: list[dict], estimators: list[str], out: Path, zero_floor: float) -> Path:
+    """Unfit |log10 q/p| against log10 p, one line per method (median per half decade): how error grows as p falls."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for me in estimators:
+        rs = [r for r in records if r["method"] == me]
+        log_p = np.log10([r["ground_truth"] for r in rs])
+        err = np.array([r["abs_log10_error"] for r in rs])
+        edges = np.arange(np.floor(log_p.min() * 2) / 2, log_p.max() + 0.5, 0.5)
+        mids, medians = [], []
+        for lo in edges:
+            inside = (log_p >= lo) & (log_p < lo + 0.5)
+            if inside.any():
+                mids.append(lo + 0.25)
+                medians.append(np.median(err[inside]))
+        ax.plot(mids, medians, marker="o", ms=3, label=me)
+    ax.set(xlabel="log10 ground truth p", ylabel="median |log10 q/p| (unfit)",
+           title=f"Error against rarity (a zero scores log10(p/{zero_floor:g}): the rising diagonal)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "error_vs_p.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _plots(records: list[dict], models: list[str], estimators: list[str], out: Path, zero_floor: float
            ) -> list[Path]:
     paths = []
@@ -298,6 +323,7 @@ def _plots(records: list[dict], models: list[str], estimators: list[str], out: P
         paths.append(out / f"{name}.png")
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
+    paths.append(_error_vs_p(records, estimators, out, zero_floor))
     fig, ax = plt.subplots(figsize=(1.2 * len(estimators) * max(1, len(models)) / 2 + 2, 3.4))
     width = 0.8 / max(1, len(models))
     for j, model in enumerate(models):
