@@ -92,7 +92,7 @@ def test_same_seed_same_result_and_a_finite_probability(problem, method):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(method="magic"), "unknown method 'magic': choose one of gld, itgis, mhis, naive, qld"),
+    (dict(method="magic"), "unknown method 'magic': choose one of ceis, gld, itgis, mhis, naive, qld"),
     (dict(budget=0), "budget must be a positive integer"),
     (dict(budget=2.5), "budget must be a positive integer"),
     (dict(temperature=0.0), "temperature must be a positive finite number"),
