@@ -55,7 +55,7 @@ import torch
 from lowprob.distributions.base import TokenDistribution
 from lowprob.estimators.base import RawEstimate, poisson_upper
 from lowprob.estimators.itgis import compound_poisson_interval
-from lowprob.events import ArgmaxIs
+from lowprob.events import ArgmaxIs, MarginAtLeast
 
 NEG_INF = -math.inf
 EM_ITERATIONS = 30
@@ -64,11 +64,8 @@ NEAR_MISS = 0.5  # logits: a sample whose margin is this close to the event is a
 
 def margin(event, logits: torch.Tensor) -> torch.Tensor:
     """Float64 [B]: target logit − largest other logit for ``ArgmaxIs``; otherwise the event's score."""
-    if not isinstance(event, ArgmaxIs):
-        return event.score(logits).double()
-    others = logits.clone()
-    others[:, event.token] = -math.inf
-    return (logits[:, event.token] - others.max(-1).values).double()
+    score = MarginAtLeast(event.token, 0.0).score if isinstance(event, ArgmaxIs) else event.score
+    return score(logits).double()
 
 
 class _Supports:
