@@ -12,7 +12,7 @@ import torch
 import lowprob
 from lowprob import ArgmaxIs, LowprobError, Transformer, TransformerConfig, estimate
 from lowprob.distributions.tiny import tiny_distribution
-from lowprob.estimators.ceis import margin
+from lowprob.estimators.ceis import margin_of
 
 SHARP = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=8, d_vocab=32, init_std=0.3)
 SMOOTH = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=8, d_vocab=32, init_std=0.15)
@@ -52,7 +52,7 @@ def assert_within_3_se(values: torch.Tensor, p: float) -> None:
 
 def test_margin_is_positive_exactly_on_the_event_with_torch_argmax_ties():
     logits = torch.tensor([[1.0, 3.0, 2.0], [3.0, 3.0, 0.0], [0.0, 3.0, 3.0]])
-    assert margin(ArgmaxIs(1), logits).tolist() == [1.0, 0.0, 0.0]
+    assert margin_of(ArgmaxIs(1))(logits).tolist() == [1.0, 0.0, 0.0]
     # ties: argmax takes the lowest id, so token 1 wins row 2 (tied with 2) but loses row 1 (tied with 0)
     assert ArgmaxIs(1).indicator(logits).tolist() == [True, False, True]
 

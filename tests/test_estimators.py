@@ -141,6 +141,10 @@ class BagOfTokens(nn.Module):
     def logits(self, tokens):
         return self.unembed(self.final_residual(self.W_E[tokens]))
 
+    @property
+    def device(self):
+        return self.W_E.device
+
     def flops_per_sequence(self, seq_len):
         return 2.0 * sum(p.numel() for p in self.parameters()) * seq_len
 

@@ -160,6 +160,7 @@ def methods() -> None:
 
 
 MethodName = Literal[tuple(sorted(METHODS))]
+Device = Annotated[str, typer.Option(help="where the model runs: cpu, cuda or cuda:N (refused clearly without a GPU)")]
 _TEMPERED = ", ".join(name for name, m in METHODS.items() if "temperature" in m.params)
 
 
@@ -181,8 +182,9 @@ def estimate(
     param: Annotated[Optional[list[str]], typer.Option(
         help="another hyper-parameter of the method, NAME=VALUE with a JSON value (repeatable), e.g. chains=64; "
              "`lowprob methods` lists them")] = None,
-    length: Annotated[str, typer.Option(help="cpu or paper (paper distributions)")] = "cpu",
+    length: Annotated[str, typer.Option(help="cpu, paper or exact (paper distributions)")] = "cpu",
     json_out: Annotated[bool, typer.Option("--json", help="print the estimate as JSON")] = False,
+    device: Device = "cpu",
 ) -> None:
     """Estimate the probability of an EVENT on MODEL's last-position logits (by default: argmax is TARGET)."""
     import json
@@ -195,7 +197,7 @@ def estimate(
     import lowprob
     from lowprob.events import ArgmaxIs, parse_event, parse_token
 
-    lm = lowprob.load_model(model)
+    lm = lowprob.load_model(model, device)
     distribution = lowprob.load_distribution(dist, lm, length)
     what = (ArgmaxIs(parse_token(target, lm.tokenizer, lm.d_vocab)) if target is not None
             else parse_event(event, lm.tokenizer, lm.d_vocab))
@@ -211,7 +213,7 @@ def ground_truth_command(
     exact: Annotated[bool, typer.Option("--exact", help="enumerate the whole support")] = False,
     samples: Annotated[Optional[int], typer.Option(min=1, help="number of samples")] = None,
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
-    length: Annotated[str, typer.Option(help="cpu or paper (paper distributions)")] = "cpu",
+    length: Annotated[str, typer.Option(help="cpu, paper or exact (paper distributions)")] = "cpu",
     shard_size: Annotated[int, typer.Option(min=1, help="sequences per shard/checkpoint")] = 1 << 16,
     resume: Annotated[bool, typer.Option(
         "--resume", help="continue from OUT.partial after an interruption")] = False,
@@ -220,6 +222,7 @@ def ground_truth_command(
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local one)")] = None,
     max_hours: Annotated[float, typer.Option(
         min=0, help="--exact: refuse a run a timed probe estimates at longer than this (local backend)")] = 24.0,
+    device: Device = "cpu",
 ) -> None:
     """Exact or sampled argmax-token probabilities for every token, checkpointed after every shard.
 
@@ -236,7 +239,7 @@ def ground_truth_command(
     partial = out.with_name(out.name + ".partial")
     if partial.exists() and not resume:
         raise LowprobError(f"{partial} holds an interrupted run: pass --resume to continue it, or delete it")
-    lm = load_model(model)
+    lm = load_model(model, device)
     gt = ground_truth(lm, load_distribution(dist, lm, length), exact=exact, samples=samples, seed=seed,
                       shard_size=shard_size, checkpoint=partial, backend=backend, address=address,
                       progress=True, max_seconds=max_hours * 3600)

@@ -215,7 +215,8 @@ class TemplatedModel(nn.Module):
             table[v, self.k_max * self.d_model + len(seq) - 1] = 1.0
         self.register_buffer("W_E", table)
         # the expansion itself, so that the model's sha256 (what ground-truth files check) covers it
-        self.register_buffer("sequences", torch.tensor([list(s) + [-1] * (self.k_max - len(s)) for s in sequences]))
+        self.register_buffer("sequences", torch.tensor([list(s) + [-1] * (self.k_max - len(s)) for s in sequences],
+                                                     device=w_e.device))
         self.tokenizer, self.name = getattr(model, "tokenizer", None), getattr(model, "name", "")
 
     @property
@@ -225,6 +226,10 @@ class TemplatedModel(nn.Module):
     @property
     def d_vocab(self) -> int:
         return self.model.d_vocab
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_E.device
 
     @property
     def W_U(self) -> Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -95,19 +96,37 @@ def poisson_upper(count: float = 0.0, level: float = 0.95) -> float:
     return float(stats.chi2.ppf(1 - (1 - level) / 2, 2 * count + 2) / 2)
 
 
-def score_and_gradient(model: LanguageModel, event: Event, tokens: torch.Tensor):
+def score_and_gradient(model: LanguageModel, event: Event, tokens: torch.Tensor,
+                       score: Callable[[torch.Tensor], torch.Tensor] | None = None):
     """Event score [B] (float64), indicator [B] and d score / d token embeddings [B, T, d_model].
 
-    The gradient w.r.t. the one-hot input at (i, v) is then ``W_E[v] · grad[:, i]``: gradient methods
-    evaluate it on each position's support only, never materialising a [B, T, vocab] one-hot tensor.
+    ``score`` replaces ``event.score`` when a method follows another quantity (CEIS: the margin).
+    Token ids come from the CPU; score and indicator go back there, the gradient stays on the model's
+    device for ``one_hot_scores``. The gradient w.r.t. the one-hot input at (i, v) is
+    ``W_E[v] · grad[:, i]``: gradient methods evaluate it on each position's support only, never
+    materialising a [B, T, vocab] one-hot tensor.
     """
-    emb = model.W_E[tokens].detach().requires_grad_(True)
+    emb = model.W_E[tokens.to(model.device)].detach().requires_grad_(True)
     with torch.enable_grad():
-        resid = model.final_residual(emb)
-        logits = model.unembed(resid)
-        score = event.score(logits)
-        (grad,) = torch.autograd.grad(score.sum(), emb)
-    return score.detach().double(), event.indicator(logits.detach()), grad
+        logits = model.unembed(model.final_residual(emb))
+        values = (score or event.score)(logits)
+        (grad,) = torch.autograd.grad(values.sum(), emb)
+    return values.detach().double().cpu(), event.indicator(logits.detach()).cpu(), grad
+
+
+@torch.no_grad()
+def outcomes(model: LanguageModel, event: Event, tokens: torch.Tensor,
+             score: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Event score [B] (float64) and indicator [B] on the CPU, for CPU token ids; logits stay on the device."""
+    logits = model.logits(tokens.to(model.device))
+    return (score or event.score)(logits).double().cpu(), event.indicator(logits).cpu()
+
+
+def one_hot_scores(model: LanguageModel, ids: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``W_E[ids] · grad`` over the embedding axis, float64 on the CPU: the first-order effect on the
+    score of putting each candidate token in place. ``ids`` [..., W] (CPU), ``grad`` [..., d_model]."""
+    emb = model.W_E[ids.to(grad.device)].detach()
+    return torch.einsum("...wd,...d->...w", emb, grad).double().cpu()
 
 
 def estimate(model: LanguageModel, dist: TokenDistribution, event: Event, method: str = DEFAULT_METHOD,

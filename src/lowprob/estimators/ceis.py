@@ -49,11 +49,12 @@ compound-Poisson and a CLT interval are in the diagnostics. For events other tha
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from lowprob.distributions.base import TokenDistribution
-from lowprob.estimators.base import RawEstimate, poisson_upper
+from lowprob.estimators.base import RawEstimate, one_hot_scores, outcomes, poisson_upper, score_and_gradient
 from lowprob.estimators.itgis import compound_poisson_interval
 from lowprob.events import ArgmaxIs, MarginAtLeast
 
@@ -62,10 +63,9 @@ EM_ITERATIONS = 30
 NEAR_MISS = 0.5  # logits: a sample whose margin is this close to the event is a near miss
 
 
-def margin(event, logits: torch.Tensor) -> torch.Tensor:
-    """Float64 [B]: target logit − largest other logit for ``ArgmaxIs``; otherwise the event's score."""
-    score = MarginAtLeast(event.token, 0.0).score if isinstance(event, ArgmaxIs) else event.score
-    return score(logits).double()
+def margin_of(event) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What CEIS climbs: target logit − largest other logit for ``ArgmaxIs``; otherwise the event's score."""
+    return MarginAtLeast(event.token, 0.0).score if isinstance(event, ArgmaxIs) else event.score
 
 
 class _Supports:
@@ -102,15 +102,6 @@ class _Supports:
         return self.ids.gather(1, cols.T.contiguous()).T.contiguous()
 
 
-
-
-def margin_gradient(model, event, tokens: torch.Tensor) -> torch.Tensor:
-    """d margin / d token embeddings, [B, T, d_model]."""
-    emb = model.W_E[tokens].detach().requires_grad_(True)
-    with torch.enable_grad():
-        s = margin(event, model.unembed(model.final_residual(emb)))
-        (grad,) = torch.autograd.grad(s.sum(), emb)
-    return grad
 
 
 class Mixture:
@@ -199,9 +190,14 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
     m = max(16, int(work * stage_fraction))
     max_components = int(1 / floor) - 1
     neg_inf = torch.tensor(NEG_INF, dtype=torch.float64)
+    follow = margin_of(event)
+
+    def margin_gradient(tokens: torch.Tensor) -> torch.Tensor:
+        """d margin / d token embeddings [B, T, d_model], on the model's device."""
+        return score_and_gradient(model, event, tokens, follow)[2]
 
     def tilts(grad_mean: torch.Tensor) -> Mixture:
-        g = torch.einsum("twd,td->tw", model.W_E[sup.ids].detach(), grad_mean).double()
+        g = one_hot_scores(model, sup.ids, grad_mean)
         g = torch.where(sup.mask, g, torch.zeros_like(g))
         mix = Mixture(sup)
         mix.add(sup.prior)
@@ -222,15 +218,15 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
         cols = mix.sample(shares, n, generator)
         comp = mix.component_log_probs(cols)
         log_w = comp[:, 0] - (comp + shares.log()).logsumexp(1)
-        logits = model.logits(sup.tokens(cols))
-        return cols, log_w, margin(event, logits), event.indicator(logits)
+        s, hit = outcomes(model, event, sup.tokens(cols), follow)
+        return cols, log_w, s, hit
 
     # 1. gradient tilts: half the gradient samples from D, half from the first tilts
     half = n_grad // 2
-    grad_sum = margin_gradient(model, event, dist.sample(half, generator)).sum(0)
+    grad_sum = margin_gradient(dist.sample(half, generator)).sum(0)
     mix = tilts(grad_sum / half)
     cols = mix.sample(even_shares(len(mix)), n_grad - half, generator)
-    grad_sum = grad_sum + margin_gradient(model, event, sup.tokens(cols)).sum(0)
+    grad_sum = grad_sum + margin_gradient(sup.tokens(cols)).sum(0)
     mix = tilts(grad_sum / n_grad)
     spent = 3 * n_grad
     extra_backward = 0  # gradient passes at elites, each also one forward
@@ -266,8 +262,8 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
         if k and not reached and spent + 3 * k + m <= work * adapt_fraction:
             # tilt the new fit by the margin's gradient at this stage's best samples (T = 1 logit)
             top = torch.topk(s, k).indices
-            grad = margin_gradient(model, event, sup.tokens(cols[top])).mean(0)
-            g = torch.einsum("twd,td->tw", model.W_E[sup.ids].detach(), grad).double()
+            grad = margin_gradient(sup.tokens(cols[top])).mean(0)
+            g = one_hot_scores(model, sup.ids, grad)
             logits = torch.where(sup.mask, prior.clamp_min(1e-300).log() + g, neg_inf)
             prior = torch.softmax(logits, 1)
             spent += 3 * len(top)

@@ -40,7 +40,7 @@ _CACHE_SIZE = 4
 @torch.no_grad()
 def last_activations(model, dist, n: int, generator: torch.Generator, batch: int = 4096) -> torch.Tensor:
     """Final-normed last-position vectors of ``n`` samples, float64 [n, d_model]."""
-    out = [model.final_residual(model.W_E[dist.sample(min(batch, n - s), generator)])
+    out = [model.final_residual(model.W_E[dist.sample(min(batch, n - s), generator).to(model.device)]).cpu()
            for s in range(0, n, batch)]
     return torch.cat(out).double()
 
@@ -59,8 +59,8 @@ def shared_activations(model, dist, n: int, generator: torch.Generator) -> tuple
 
 
 def _unembedding(model) -> tuple[torch.Tensor, torch.Tensor]:
-    w = model.W_U.detach().double()
-    b = model.b_U.detach().double() if model.b_U is not None else torch.zeros(w.shape[1], dtype=torch.float64)
+    w = model.W_U.detach().double().cpu()
+    b = model.b_U.detach().double().cpu() if model.b_U is not None else torch.zeros(w.shape[1], dtype=torch.float64)
     return w, b
 
 

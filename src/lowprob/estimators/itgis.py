@@ -25,7 +25,7 @@ import torch
 from scipy import stats
 
 from lowprob.distributions.base import TokenDistribution
-from lowprob.estimators.base import RawEstimate, poisson_upper, score_and_gradient
+from lowprob.estimators.base import RawEstimate, one_hot_scores, poisson_upper, score_and_gradient
 
 DECAY = 0.9
 MAX_BATCH, MIN_ROUNDS = 256, 16
@@ -35,7 +35,7 @@ def _one_hot_scores(model, dist: TokenDistribution, event, tokens: torch.Tensor)
     """Event indicator [B] and the batch-mean one-hot gradient per position, on each support."""
     _, hit, grad = score_and_gradient(model, event, tokens)
     mean_grad = grad.mean(0)  # [T, d]
-    return hit, [model.W_E[dist.support(i)[0]].detach() @ mean_grad[i] for i in range(len(dist))]
+    return hit, [one_hot_scores(model, dist.support(i)[0], mean_grad[i]) for i in range(len(dist))]
 
 
 def tilted(dist: TokenDistribution, scores: list[torch.Tensor], temperature: float) -> TokenDistribution:
@@ -65,7 +65,7 @@ def itgis(model, dist: TokenDistribution, event, budget: int, generator: torch.G
         log_terms.append(torch.where(hit, log_w, torch.tensor(-math.inf, dtype=torch.float64)))
         done += n
         b += 1
-        ema = [DECAY * e + s.double() for e, s in zip(ema, scores, strict=True)]
+        ema = [DECAY * e + s for e, s in zip(ema, scores, strict=True)]
         proposal = tilted(dist, ema, temperature * (1 - DECAY**b) / (1 - DECAY))
     log_terms_all, log_w_all = torch.cat(log_terms), torch.cat(log_weights)
     hits = int(torch.isfinite(log_terms_all).sum())

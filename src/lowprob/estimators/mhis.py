@@ -24,7 +24,7 @@ from scipy import stats
 
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
-from lowprob.estimators.base import RawEstimate, score_and_gradient
+from lowprob.estimators.base import RawEstimate, one_hot_scores, score_and_gradient
 from lowprob.estimators.naive import clopper_pearson
 
 CHAINS = 32  # default number of chains, fewer when the budget is smaller
@@ -46,8 +46,8 @@ class _PaddedSupports:
 
     def log_proposal(self, model, pos: torch.Tensor, grad: torch.Tensor, temperature: float) -> torch.Tensor:
         """log q(v | state) over each chain's chosen position [C, width]; grad is [C, T, d]."""
-        g = grad[torch.arange(len(pos)), pos]  # [C, d]
-        tilt = torch.einsum("cwd,cd->cw", model.W_E[self.ids[pos]].detach(), g).double() / temperature
+        g = grad[torch.arange(len(pos)), pos.to(grad.device)]  # [C, d]
+        tilt = one_hot_scores(model, self.ids[pos], g) / temperature
         return torch.log_softmax(self.log_prior[pos] + tilt, dim=1)
 
 
@@ -84,7 +84,7 @@ def mhis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
         accepted += int(accept.sum())
         x = torch.where(accept[:, None], proposal, x)
         s, hit = torch.where(accept, s_new, s), torch.where(accept, hit_new, hit)
-        grad = torch.where(accept[:, None, None], grad_new, grad)
+        grad = torch.where(accept[:, None, None].to(grad.device), grad_new, grad)
         if step >= burn:
             kept_s.append(s.clone())
             kept_hit.append(hit.clone())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from scipy import stats
 
-from lowprob.estimators.base import RawEstimate
+from lowprob.estimators.base import RawEstimate, outcomes
 
 BATCH = 4096
 
@@ -25,6 +25,5 @@ def clopper_pearson(hits: int, n: int, level: float = 0.95) -> tuple[float, floa
 def naive(model, dist, event, budget: int, generator: torch.Generator) -> RawEstimate:
     hits = 0
     for start in range(0, budget, BATCH):
-        tokens = dist.sample(min(BATCH, budget - start), generator)
-        hits += int(event.indicator(model.logits(tokens)).sum())
+        hits += int(outcomes(model, event, dist.sample(min(BATCH, budget - start), generator))[1].sum())
     return RawEstimate(hits / budget, clopper_pearson(hits, budget), budget, 0, {"hits": hits})

@@ -1,10 +1,10 @@
 """Models: the protocol, the transformer, its tokenizer, the shipped zoo, adapters and the training recipe."""
 
 from lowprob.models.adapters import from_hugging_face, from_transformer_lens, load_hugging_face
-from lowprob.models.protocol import LanguageModel, model_sha256
+from lowprob.models.protocol import LanguageModel, model_sha256, resolve_device
 from lowprob.models.tokenizer import Tokenizer
 from lowprob.models.transformer import Transformer, TransformerConfig
 from lowprob.models.zoo import SHIPPED_CONFIGS, load_model, save_model
 
 __all__ = ["SHIPPED_CONFIGS", "LanguageModel", "Tokenizer", "Transformer", "TransformerConfig", "from_hugging_face",
-           "from_transformer_lens", "load_hugging_face", "load_model", "model_sha256", "save_model"]
+           "from_transformer_lens", "load_hugging_face", "load_model", "model_sha256", "resolve_device", "save_model"]

@@ -181,6 +181,10 @@ class Transformer(nn.Module):
     def d_vocab(self) -> int:
         return self.cfg.d_vocab
 
+    @property
+    def device(self) -> torch.device:
+        return self.W_E.device
+
     def check_tokens(self, tokens: Tensor) -> None:
         """Raise a clear error for token batches the model cannot take."""
         if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.dtype != torch.long:

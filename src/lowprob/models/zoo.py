@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from lowprob.errors import LowprobError
 from lowprob.files import atomic_path, atomic_write
-from lowprob.models.protocol import LanguageModel
+from lowprob.models.protocol import LanguageModel, resolve_device
 from lowprob.models.tokenizer import Tokenizer
 from lowprob.models.transformer import Transformer, TransformerConfig
 
@@ -84,14 +84,16 @@ def resolve(name_or_path: str | Path) -> Path:
                        f"{', '.join(SHIPPED_CONFIGS)} or a model directory")
 
 
-def load_model(name_or_path: str | Path) -> LanguageModel:
+def load_model(name_or_path: str | Path, device: str | torch.device | None = None) -> LanguageModel:
     """A shipped model by name, a lowprob model directory (every file verified against its card), or a
-    local Hugging Face causal-LM directory (``config.json`` and weights as ``save_pretrained`` writes them)."""
+    local Hugging Face causal-LM directory (``config.json`` and weights as ``save_pretrained`` writes them),
+    on ``device`` (the CPU by default; ``"cuda"`` is refused clearly where there is no GPU)."""
+    target = resolve_device(device)
     directory = resolve(name_or_path)
     from lowprob.models.adapters.hf import is_hugging_face_dir, load_hugging_face
 
     if is_hugging_face_dir(directory):
-        return load_hugging_face(directory)
+        return load_hugging_face(directory, target)
     card = read_card(directory)
     try:
         cfg = TransformerConfig.from_dict(json.loads((directory / "config.json").read_text()))
@@ -126,4 +128,4 @@ def load_model(name_or_path: str | Path) -> LanguageModel:
         model.load_state_dict(state)
     model.eval()
     model.requires_grad_(False)
-    return model
+    return model.to(target)

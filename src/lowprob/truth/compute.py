@@ -57,18 +57,26 @@ def shard_seed(seed: int, shard: int) -> int:
     return int.from_bytes(hashlib.sha256(f"lowprob-gt:{seed}:{shard}".encode()).digest()[:8], "little") >> 1
 
 
+def _fast_path(model, fast: bool) -> bool:
+    """The fast and prefix-shared paths are written for the shipped ``Transformer`` on the CPU (a GPU
+    gains little from them: its plain batched forward is already cheap per sequence)."""
+    return fast and isinstance(model, Transformer) and model.device.type == "cpu"
+
+
 def argmax_function(model, dist: TokenDistribution, fast: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Last-position argmax: the fast path for the shipped ``Transformer``, plain ``logits`` otherwise;
-    near-ties settled in float64 on both (``fast.TieBreaker``), so they agree row for row."""
+    """Last-position argmax: the fast path for the shipped ``Transformer`` on the CPU, plain ``logits``
+    otherwise (on the model's device, CPU ids in and out); near-ties settled in float64 on both
+    (``fast.TieBreaker``), so they agree row for row."""
     from lowprob.truth.fast import FastArgmax, TieBreaker
 
-    if fast and isinstance(model, Transformer):
+    if _fast_path(model, fast):
         return FastArgmax(model, dist).argmax
     ties = TieBreaker(model)
 
     @torch.no_grad()
     def plain(tokens: torch.Tensor) -> torch.Tensor:
-        return torch.cat([ties.argmax(chunk, model.logits(chunk)) for chunk in tokens.split(PLAIN_CHUNK)])
+        chunks = (chunk.to(model.device) for chunk in tokens.split(PLAIN_CHUNK))
+        return torch.cat([ties.argmax(chunk, model.logits(chunk)).cpu() for chunk in chunks])
 
     return plain
 
@@ -79,7 +87,7 @@ def enumeration_argmax(model, dist: TokenDistribution, fast: bool = True) -> Enu
     Prefix-shared for the shipped ``Transformer`` (one variable position or more), else
     ``argmax_function`` on the tokens; the same argmax for every sequence either way.
     """
-    if fast and isinstance(model, Transformer) and dist.variable_positions():
+    if _fast_path(model, fast) and dist.variable_positions():
         from lowprob.truth.prefix_tree import PrefixTree
 
         tree = PrefixTree(model, dist)
@@ -201,6 +209,9 @@ def ground_truth(model: LanguageModel, dist: TokenDistribution, *, exact: bool =
         raise LowprobError(f"samples must be >= 1, got {samples}")
     if backend not in ("local", "ray"):
         raise LowprobError(f"backend must be 'local' or 'ray', got {backend!r}")
+    if backend == "ray" and model.device.type != "cpu":
+        raise LowprobError(f"Ray tasks run on CPUs, but the model is on {model.device}: load it on the CPU "
+                           f"for backend='ray'")
     spec = JobSpec(model_sha256(model), dist.content_hash(), exact, dist.support_size() if exact else samples,
                    None if exact else seed, shard_size)
     totals = torch.zeros(model.d_vocab, dtype=torch.float64 if exact else torch.long)

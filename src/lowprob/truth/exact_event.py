@@ -33,6 +33,6 @@ def exact_probability(model: LanguageModel, dist: TokenDistribution, event: Even
     total = torch.zeros((), dtype=torch.float64)
     with torch_threads():
         for tokens, logp in dist.enumerate(chunk_size):
-            hit = event.indicator(model.logits(tokens))
+            hit = event.indicator(model.logits(tokens.to(model.device))).cpu()
             total += logp[hit].exp().sum()
     return float(total)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from lowprob.errors import LowprobError
@@ -24,6 +25,10 @@ class AdaptedLM(nn.Module):
     @property
     def d_vocab(self) -> int:
         return self._d_vocab
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_E.device
 
     def hidden(self, token_embeddings: Tensor) -> Tensor:
         """Final-normed hidden states at every position, [B, T, d_model]."""

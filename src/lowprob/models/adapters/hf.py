@@ -17,6 +17,7 @@ from torch import Tensor
 
 from lowprob.errors import LowprobError
 from lowprob.models.adapters.base import AdaptedLM
+from lowprob.models.protocol import resolve_device
 
 
 class HuggingFaceLM(AdaptedLM):
@@ -62,7 +63,7 @@ def is_hugging_face_dir(path: Path) -> bool:
     return isinstance(config, dict) and "model_type" in config
 
 
-def load_hugging_face(path: str | Path, device: str = "cpu") -> HuggingFaceLM:
+def load_hugging_face(path: str | Path, device: str | torch.device | None = None) -> HuggingFaceLM:
     """A causal LM from a local directory as ``save_pretrained`` writes it; ``tokenizer.json`` if present."""
     try:
         import transformers
@@ -73,7 +74,7 @@ def load_hugging_face(path: str | Path, device: str = "cpu") -> HuggingFaceLM:
     path = Path(path)
     try:
         model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
-                                                                  dtype=torch.float32).to(device)
+                                                                  dtype=torch.float32).to(resolve_device(device))
     except (OSError, ValueError, KeyError) as exc:
         raise LowprobError(f"cannot load a Hugging Face causal LM from {path}: {exc}") from None
     tokenizer = Tokenizer.from_file(path / "tokenizer.json") if (path / "tokenizer.json").exists() else None
