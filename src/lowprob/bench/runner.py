@@ -7,9 +7,10 @@ Layout of the output directory:
   diagnostics, hyper-parameters, seed and the target's ground truth), appended and flushed one by one;
 * ``rows/{model}/{dist}.targets.json`` — the pair's targets and the range they were drawn from.
 
-A crash loses at most the estimate in flight: ``--resume`` drops a torn last line and skips every row
+A crash loses at most the estimates in flight: ``--resume`` drops a torn last line and skips every row
 already written. Pairs are independent, so ``workers`` processes (``lowprob.threads``' budget each) run them in
-parallel; rows do not depend on the worker count, only on seeds.
+parallel, or ``backend="ray"`` runs chunks of a pair's estimates as Ray tasks (``ray_runner.py``); both make
+each row with ``estimate_row``, and rows depend on neither the worker count nor the backend, only on seeds.
 """
 
 from __future__ import annotations
@@ -204,13 +205,15 @@ def _chosen_pairs(scale: Scale, only: list[str] | None) -> list[tuple[str, str]]
 
 def run_bench(scale: Scale, out: str | Path, methods: list[str] | None = None, resume: bool = False,
               workers: int = 1, ground_truth_dir: str | Path | None = None, progress: bool = True,
-              only: list[str] | None = None) -> Path:
+              only: list[str] | None = None, backend: str = "local", address: str | None = None) -> Path:
     """Run (or continue) ``scale`` into ``out``; returns ``out``.
 
     Every pair is planned first (targets chosen, ground truth checked, finished rows counted), so a
     problem is reported before anything is written and the progress bar knows the whole job.
     ``only`` restricts the run to pairs whose model or distribution is named (a partial run that a
-    later ``resume`` completes); the rows are the same as a full run's.
+    later ``resume`` completes); the rows are the same as a full run's. ``backend="ray"`` makes the
+    estimates as Ray tasks (a local Ray instance unless ``address``; ``bench/ray_runner.py``) with the
+    same rows; ``workers`` is the local backend's.
     """
     methods = list(methods or sorted(METHODS))
     unknown = [m for m in methods if m not in METHODS]
@@ -218,6 +221,10 @@ def run_bench(scale: Scale, out: str | Path, methods: list[str] | None = None, r
         raise LowprobError(f"unknown method(s) {', '.join(unknown)}: choose from {', '.join(sorted(METHODS))}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise LowprobError(f"--workers must be a positive integer, got {workers!r}")
+    if backend not in ("local", "ray"):
+        raise LowprobError(f"backend must be 'local' or 'ray', got {backend!r}")
+    if backend == "ray" and workers != 1:
+        raise LowprobError("--workers is for the local backend; with --backend ray the cluster's CPUs run the tasks")
     if scale.name == "paper" and ground_truth_dir is None:
         raise LowprobError("the paper scale needs --ground-truth DIR with 2^32-sample tables (see the README)")
     out = Path(out)
@@ -231,7 +238,12 @@ def run_bench(scale: Scale, out: str | Path, methods: list[str] | None = None, r
     bar = tqdm(total=sum(len(p.jobs) for p in plans), unit="est", desc=f"bench {scale.name}", disable=not progress,
                dynamic_ncols=True)
     plans = [p for p in plans if p.jobs]
-    if workers == 1:
+    if backend == "ray":
+        from lowprob.bench.ray_runner import run_on_ray
+
+        with torch_threads():
+            run_on_ray(scale, plans, out, gt_dir, lambda: bar.update(1), address)
+    elif workers == 1:
         with torch_threads():
             for plan in plans:
                 run_pair(scale, plan, out, gt_dir, lambda: bar.update(1))
