@@ -1,10 +1,11 @@
 """Run a benchmark's estimates as Ray tasks (``lowprob bench --backend ray``; ``pip install 'lowprob[ray]'``).
 
 A task makes the rows of one chunk of a pair's jobs (up to ``CHUNK`` estimates) with ``estimate_row``,
-the function the local path uses, so its rows are the local rows (up to ``cost.seconds``, and
-``cache_hit`` where a chunk starts). Chunks are consecutive slices of the plan's job list, so within a
-chunk QLD/GLD meet each seed's targets together and share one activation set; a (method, seed) run is
-cut at most every ``CHUNK`` targets, costing one more activation set per cut.
+the function the local path uses, so its rows are the local rows up to ``cost.seconds`` and QLD/GLD's
+``cache_hit`` diagnostic (what the worker happened to compute before, as after ``--resume``). Chunks
+are consecutive slices of the plan's job list, so within a chunk QLD/GLD meet each seed's targets
+together and share one activation set; a (method, seed) run is cut at most every ``CHUNK`` targets,
+costing one more activation set per cut.
 
 The driver loads each pair's model and distribution once and hands them to its tasks with ``ray.put``,
 rather than each task calling ``load_problem``: tasks then need neither the ground truth (computed on
@@ -55,6 +56,8 @@ def _chunks(ray, scale: Scale, plans: list[PairPlan], out: Path, ground_truth_di
 def run_on_ray(scale: Scale, plans: list[PairPlan], out: Path, ground_truth_dir: Path | None,
                tick: Callable[[], None], address: str | None = None) -> None:
     """Make every plan's estimates as Ray tasks (a local Ray instance unless ``address``), appending rows here."""
+    if not plans:  # a finished run resumed: no cluster to start
+        return
     ray = ray_session(address)
     task = _remote_rows()
     todo = _chunks(ray, scale, plans, out, ground_truth_dir)
