@@ -37,3 +37,20 @@ def tiny_lm(tiny_tokenizer):
     """A small random model with a real tokenizer, as a saved model would have."""
     cfg = dataclasses.replace(TINY, d_vocab=tiny_tokenizer.vocab_size, n_ctx=16)
     return Transformer(cfg, seed=0, tokenizer=tiny_tokenizer)
+
+
+def fails_once(dist, method: str, marker):
+    """``dist`` whose ``method`` raises the first time any process calls it (``marker`` file records it), then
+    behaves: a task of a Ray backend that must be retried. Its class travels with it (pickled by value)."""
+    from lowprob.distributions.base import TokenDistribution
+
+    def flaky(self, *args, **kwargs):
+        if not marker.exists():
+            marker.write_text("x")
+            raise RuntimeError("injected worker failure")
+        return getattr(TokenDistribution, method)(self, *args, **kwargs)
+
+    cls = type("FailsOnce", (TokenDistribution,), {method: flaky})
+    out = cls.__new__(cls)
+    out.__dict__.update(dist.__dict__)
+    return out

@@ -125,12 +125,20 @@ def test_parallel_workers_give_the_same_rows(tmp_path):
     (("bench", "--scale", "huge", "--out", "x"), "unknown scale 'huge'"),
     (("bench", "--scale", "tiny", "--out", "x", "--methods", "naive,magic"), "unknown method 'magic'"),
     (("bench", "--scale", "paper", "--out", "x", "--methods", "naive"), "needs --ground-truth"),
+    (("bench", "--scale", "tiny", "--out", "x", "--backend", "ray", "--workers", "2"), "--workers is for the local"),
     (("report", "nowhere"), "no benchmark rows under nowhere"),
 ])
 def test_bench_user_errors(monkeypatch, capsys, tmp_path, args, message):
     monkeypatch.chdir(tmp_path)
     code, _, err = run(monkeypatch, capsys, *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_help_names_every_scale(monkeypatch, capsys):
+    from lowprob.bench import SCALES
+
+    code, out, _ = run(monkeypatch, capsys, "bench", "--help")
+    assert code == 0 and all(name in out for name in SCALES)
 
 
 def test_only_runs_the_named_pairs_and_resume_completes_them(tmp_path):

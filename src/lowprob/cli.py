@@ -253,16 +253,23 @@ def ground_truth_command(
 
 @app.command()
 def bench(
-    scale: Annotated[str, typer.Option(help="tiny (toy models, minutes), cpu (the reference run) or paper")],
+    scale: Annotated[str, typer.Option(
+        help="tiny (toy models, minutes), cpu (the reference run), paper (your 2^32-sample tables) or exact "
+             "(against exact tables)")],
     out: Annotated[Path, typer.Option(help="results directory (rows/*.jsonl, bench.json)")],
     methods: Annotated[Optional[str], typer.Option(help="comma-separated methods (default: all)")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="continue the run in OUT, skipping finished estimates")] = False,
-    workers: Annotated[int, typer.Option(min=1, help="parallel processes, one (model, distribution) pair each")] = 1,
+    workers: Annotated[int, typer.Option(
+        min=1, help="parallel processes, one (model, distribution) pair each (local backend only)")] = 1,
     ground_truth: Annotated[Optional[Path], typer.Option(
         "--ground-truth", help="directory of {model}/{dist}.safetensors tables (required at paper scale)")] = None,
     only: Annotated[Optional[str], typer.Option(
         help="comma-separated models and/or distributions: run just those pairs (resume completes the rest)")] = None,
+    backend: Annotated[Literal["local", "ray"], typer.Option(
+        help="where estimates run: here, or as Ray tasks, chunks of a pair's estimates (pip install 'lowprob[ray]')")
+    ] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local one)")] = None,
 ) -> None:
     """Run a benchmark scale: every method, temperature, target and seed, as resumable JSON lines."""
 
@@ -275,7 +282,7 @@ def bench(
     from lowprob.bench import get_scale, run_bench
 
     run_bench(get_scale(scale), out, split(methods), resume=resume, workers=workers, ground_truth_dir=ground_truth,
-              only=split(only))
+              only=split(only), backend=backend, address=address)
     typer.echo(f"rows in {out}/rows; next: lowprob report {out}")
 
 

@@ -7,9 +7,10 @@ Layout of the output directory:
   diagnostics, hyper-parameters, seed and the target's ground truth), appended and flushed one by one;
 * ``rows/{model}/{dist}.targets.json`` — the pair's targets and the range they were drawn from.
 
-A crash loses at most the estimate in flight: ``--resume`` drops a torn last line and skips every row
+A crash loses at most the estimates in flight: ``--resume`` drops a torn last line and skips every row
 already written. Pairs are independent, so ``workers`` processes (``lowprob.threads``' budget each) run them in
-parallel; rows do not depend on the worker count, only on seeds.
+parallel, or ``backend="ray"`` runs chunks of a pair's estimates as Ray tasks (``ray_runner.py``); both make
+each row with ``estimate_row``, and rows depend on neither the worker count nor the backend, only on seeds.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from tqdm import tqdm
 
 from lowprob._version import __version__
 from lowprob.bench.scales import Scale, hyper_key, load_problem, target_seed
+from lowprob.distributions import TokenDistribution
 from lowprob.errors import LowprobError
 from lowprob.estimators import METHODS, estimate
 from lowprob.evaluation import select_targets, target_range
@@ -99,29 +101,60 @@ def plan_pair(scale: Scale, model_name: str, dist_name: str, out: Path, methods:
     return PairPlan(model_name, dist_name, meta, truth, jobs)
 
 
-def run_pair(scale: Scale, plan: PairPlan, out: Path, ground_truth_dir: Path | None, tick: Callable[[], None]
-             ) -> None:
-    """Make the plan's estimates, appending one row per estimate to rows/{model}/{dist}.jsonl."""
+@dataclass(frozen=True)
+class PairContext:
+    """What making one of a pair's rows needs: small and picklable, so a Ray task can receive it."""
+
+    model: object
+    dist: TokenDistribution
+    common: dict  # the fields every row of the pair carries
+    truth: dict[int, dict]  # target -> its ground-truth fields (``PairPlan.truth``)
+
+
+def pair_context(scale: Scale, plan: PairPlan, ground_truth_dir: Path | None) -> PairContext:
     model, dist, _ = load_problem(scale, plan.model, plan.distribution, ground_truth_dir)
+    common = {"scale": scale.name, "model": plan.model, "distribution": plan.distribution, "length": scale.length,
+              "model_sha256": model_sha256(model), "distribution_sha256": dist.content_hash(),
+              "version": __version__}
+    return PairContext(model, dist, common, plan.truth)
+
+
+def estimate_row(scale: Scale, pair: PairContext, job: tuple[str, dict, int, int]) -> dict:
+    """One estimate's row; a pure function of its arguments (up to ``cost.seconds``), wherever it runs."""
+    method, hyper, seed, target = job
+    est = estimate(pair.model, pair.dist, ArgmaxIs(target), method=method, budget=scale.budget, seed=seed, **hyper)
+    tokenizer = getattr(pair.model, "tokenizer", None)
+    return {**pair.common, "target": target, "target_text": tokenizer.decode([target]) if tokenizer else None,
+            "event": est.event, "method": method, "hyper": hyper, "seed": seed, "budget": scale.budget,
+            "probability": est.probability, "interval": list(est.interval), "cost": est.to_json()["cost"],
+            "diagnostics": est.diagnostics, **pair.truth[target]}
+
+
+def prepare_pair(plan: PairPlan, out: Path) -> Path:
+    """Write the pair's targets file and drop a torn last row: the rows file, ready to append to."""
     pair_dir = out / "rows" / plan.model
     pair_dir.mkdir(parents=True, exist_ok=True)
     _write_json(pair_dir / f"{plan.distribution}.targets.json", plan.meta)
     rows_path = pair_dir / f"{plan.distribution}.jsonl"
-    read_jsonl(rows_path, repair=True)  # drop a torn last line before appending
-    common = {"scale": scale.name, "model": plan.model, "distribution": plan.distribution, "length": scale.length,
-              "model_sha256": model_sha256(model), "distribution_sha256": dist.content_hash(),
-              "version": __version__}
-    tokenizer = getattr(model, "tokenizer", None)
-    with rows_path.open("a") as f:
-        for method, hyper, seed, target in plan.jobs:
-            est = estimate(model, dist, ArgmaxIs(target), method=method, budget=scale.budget, seed=seed, **hyper)
-            row = {**common, "target": target, "target_text": tokenizer.decode([target]) if tokenizer else None,
-                   "event": est.event, "method": method, "hyper": hyper, "seed": seed, "budget": scale.budget,
-                   "probability": est.probability, "interval": list(est.interval),
-                   "cost": est.to_json()["cost"], "diagnostics": est.diagnostics, **plan.truth[target]}
+    read_jsonl(rows_path, repair=True)
+    return rows_path
+
+
+def append_rows(path: Path, rows: Iterable[dict], tick: Callable[[], None]) -> None:
+    """Append rows one by one, flushed as each comes, so a crash loses only rows not yet made."""
+    with path.open("a") as f:
+        for row in rows:
             f.write(json.dumps(row) + "\n")
             f.flush()
             tick()
+
+
+def run_pair(scale: Scale, plan: PairPlan, out: Path, ground_truth_dir: Path | None, tick: Callable[[], None]
+             ) -> None:
+    """Make the plan's estimates, appending one row per estimate to rows/{model}/{dist}.jsonl."""
+    rows_path = prepare_pair(plan, out)
+    pair = pair_context(scale, plan, ground_truth_dir)
+    append_rows(rows_path, (estimate_row(scale, pair, job) for job in plan.jobs), tick)
 
 
 def _check_config(scale: Scale, out: Path, resume: bool) -> None:
@@ -172,13 +205,15 @@ def _chosen_pairs(scale: Scale, only: list[str] | None) -> list[tuple[str, str]]
 
 def run_bench(scale: Scale, out: str | Path, methods: list[str] | None = None, resume: bool = False,
               workers: int = 1, ground_truth_dir: str | Path | None = None, progress: bool = True,
-              only: list[str] | None = None) -> Path:
+              only: list[str] | None = None, backend: str = "local", address: str | None = None) -> Path:
     """Run (or continue) ``scale`` into ``out``; returns ``out``.
 
     Every pair is planned first (targets chosen, ground truth checked, finished rows counted), so a
     problem is reported before anything is written and the progress bar knows the whole job.
     ``only`` restricts the run to pairs whose model or distribution is named (a partial run that a
-    later ``resume`` completes); the rows are the same as a full run's.
+    later ``resume`` completes); the rows are the same as a full run's. ``backend="ray"`` makes the
+    estimates as Ray tasks (a local Ray instance unless ``address``; ``bench/ray_runner.py``) with the
+    same rows; ``workers`` is the local backend's.
     """
     methods = list(methods or sorted(METHODS))
     unknown = [m for m in methods if m not in METHODS]
@@ -186,6 +221,10 @@ def run_bench(scale: Scale, out: str | Path, methods: list[str] | None = None, r
         raise LowprobError(f"unknown method(s) {', '.join(unknown)}: choose from {', '.join(sorted(METHODS))}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise LowprobError(f"--workers must be a positive integer, got {workers!r}")
+    if backend not in ("local", "ray"):
+        raise LowprobError(f"backend must be 'local' or 'ray', got {backend!r}")
+    if backend == "ray" and workers != 1:
+        raise LowprobError("--workers is for the local backend; with --backend ray the cluster's CPUs run the tasks")
     if scale.name == "paper" and ground_truth_dir is None:
         raise LowprobError("the paper scale needs --ground-truth DIR with 2^32-sample tables (see the README)")
     out = Path(out)
@@ -199,7 +238,12 @@ def run_bench(scale: Scale, out: str | Path, methods: list[str] | None = None, r
     bar = tqdm(total=sum(len(p.jobs) for p in plans), unit="est", desc=f"bench {scale.name}", disable=not progress,
                dynamic_ncols=True)
     plans = [p for p in plans if p.jobs]
-    if workers == 1:
+    if backend == "ray":
+        from lowprob.bench.ray_runner import run_on_ray
+
+        with torch_threads():
+            run_on_ray(scale, plans, out, gt_dir, lambda: bar.update(1), address)
+    elif workers == 1:
         with torch_threads():
             for plan in plans:
                 run_pair(scale, plan, out, gt_dir, lambda: bar.update(1))
