@@ -9,7 +9,11 @@ import torch
 
 import lowprob
 from lowprob import ArgmaxIs, estimate
+from lowprob.continuations import exact_generation_probability
+from lowprob.distributions.base import TokenDistribution
 from lowprob.distributions.tiny import tiny_distribution
+from lowprob.estimators.catalog import methods_for
+from lowprob.events import Generates
 from lowprob.models import LanguageModel, from_transformer_lens, model_sha256
 
 transformers = pytest.importorskip("transformers")
@@ -62,13 +66,29 @@ def test_every_estimator_and_exact_ground_truth_run_on_a_hugging_face_model(hf_d
     exact = lowprob.ground_truth(model, dist, exact=True).probabilities
     assert exact.sum().item() == pytest.approx(1.0)
     target = int(torch.where((exact > 1e-3) & (exact < 5e-2))[0][0])
-    for method in sorted(lowprob.estimators.METHODS):
+    for method in methods_for("logits"):
         e = estimate(model, dist, ArgmaxIs(target), method=method, budget=256, seed=0)
         assert 0 <= e.interval[0] <= e.interval[1] <= 1 and e.cost.flops > 0
+    check_generation_events(model, dist, target)
     values = torch.tensor([estimate(model, dist, ArgmaxIs(target), method="itgis", budget=256, seed=s).probability
                            for s in range(40)], dtype=torch.float64)
     p = exact[target].item()
     assert abs(values.mean().item() - p) < 3.5 * values.std().item() / math.sqrt(40), (values.mean().item(), p)
+
+
+def check_generation_events(model, dist, token: int) -> None:
+    """Generation methods run on the model (its own cache, or recomputation) and agree with enumeration
+    (on 16 of the distribution's prompts, so that every continuation can be enumerated)."""
+    dist = TokenDistribution.from_positions([dist.support(i) if i < 2 else int(dist.support(i)[0][0])
+                                             for i in range(len(dist))], normalize=True)
+    event = Generates(((token, token),), steps=2)
+    p = exact_generation_probability(model, dist, event)
+    for method in methods_for("generation"):
+        e = estimate(model, dist, event, method=method, budget=64, seed=0)
+        assert 0 <= e.interval[0] <= e.interval[1] <= 1 and e.cost.flops > 0
+    values = torch.tensor([estimate(model, dist, event, method="tilted", budget=64, seed=s).probability
+                           for s in range(40)], dtype=torch.float64)
+    assert abs(values.mean().item() - p) < 3.5 * values.std().item() / math.sqrt(40) + 1e-12, (values.mean(), p)
 
 
 def test_a_directory_that_is_not_a_model_is_a_clear_error(tmp_path):
@@ -91,9 +111,10 @@ def test_a_transformer_lens_model_matches_its_own_forward_and_runs_the_estimator
     dist = tiny_distribution("tiny-uniform", VOCAB)
     exact = lowprob.ground_truth(model, dist, exact=True).probabilities
     target = int(exact.argsort()[-3])
-    for method in sorted(lowprob.estimators.METHODS):
+    for method in methods_for("logits"):
         e = estimate(model, dist, ArgmaxIs(target), method=method, budget=128, seed=0)
         assert 0 <= e.interval[0] <= e.interval[1] <= 1
+    check_generation_events(model, dist, target)
 
 
 def test_from_transformer_lens_refuses_other_objects():

@@ -25,7 +25,7 @@ from lowprob.distributions.tiny import tiny_distribution
 from lowprob.estimators import METHODS
 from lowprob.estimators.base import Cost, Estimate
 from lowprob.estimators.catalog import Method
-from lowprob.events import parse_token
+from lowprob.events import Generates, parse_token
 from lowprob.files import atomic_path
 from lowprob.models import save_model
 from lowprob.models.protocol import model_sha256
@@ -58,12 +58,16 @@ def test_extrapolation_at_budget_1_is_refused_with_the_minimum(monkeypatch, caps
 @pytest.mark.parametrize("budget", [2, 16, 32])
 def test_every_method_at_tiny_budgets_gives_an_interval_inside_0_1(toy, method, budget):
     model, dist = toy
+
+    def event(target: int):  # a generation-only method gets "the next token is the target"
+        return ArgmaxIs(target) if "logits" in METHODS[method].events else Generates(((target,),), steps=1)
+
     if budget < METHODS[method].min_budget:
         with pytest.raises(LowprobError, match=f"{method} needs a budget of at least"):
-            estimate(model, dist, ArgmaxIs(0), method=method, budget=budget, seed=0)
+            estimate(model, dist, event(0), method=method, budget=budget, seed=0)
         return
     for target in range(0, TOY.d_vocab, 5):
-        e = estimate(model, dist, ArgmaxIs(target), method=method, budget=budget, seed=0)
+        e = estimate(model, dist, event(target), method=method, budget=budget, seed=0)
         assert 0 <= e.interval[0] <= e.interval[1] <= 1 and 0 <= e.probability <= 1, (target, e)
 
 
@@ -213,7 +217,7 @@ def test_help_and_argument_errors_do_not_import_torch(args):
 # --- help text ---------------------------------------------------------------------------------------
 def test_help_lists_method_choices_and_shows_no_placeholder_noise(monkeypatch, capsys):
     _, out, _ = run(monkeypatch, capsys, "estimate", "--help")
-    assert "<ceis|gld|itgis|mhis|naive|qld>" in out and "itgis, mhis" in out and "<bool>" not in out
+    assert "<ceis|gld|itgis|mhis|naive|qld|smc|tilted>" in out and "itgis, mhis" in out and "<bool>" not in out
     _, out, _ = run(monkeypatch, capsys, "ground-truth", "--help")
     assert "lowprob[ray]" in out and "<bool>" not in out and "--no-resume" not in out
 

@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from lowprob.errors import LowprobError
-from lowprob.estimators.catalog import DEFAULT_METHOD, METHODS, get_method
+from lowprob.estimators.catalog import DEFAULT_METHODS, METHODS, get_method
 from lowprob.mlp.cli import app as mlp_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -152,7 +152,8 @@ def _parse_params(items: list[str]) -> dict:
 def methods() -> None:
     """List the estimation methods with their hyper-parameters, defaults and what their intervals cover."""
     for name, m in sorted(METHODS.items()):
-        default = " (default method)" if name == DEFAULT_METHOD else ""
+        family = next((f for f, m in DEFAULT_METHODS.items() if m == name), None)
+        default = f" (default for {family} events)" if family else ""
         typer.echo(f"{name}{default}: {m.description}\n  interval: {m.interval}; smallest budget {m.min_budget}")
         for pname, p in m.params.items():
             tuned = ", tuned by benchmarks" if p.tuned else ""
@@ -174,7 +175,9 @@ def estimate(
     event: Annotated[Optional[str], typer.Option(
         help="the event instead of --target: argmax-is: TOKEN | argmax-in: TOKEN, TOKEN, ... | top-k: TOKEN, K | "
              "margin: TOKEN, M | prob-above: TOKEN, Q (TOKEN: an id or a JSON string)")] = None,
-    method: Annotated[MethodName, typer.Option(help="estimation method")] = DEFAULT_METHOD,
+    method: Annotated[Optional[MethodName], typer.Option(
+        help="estimation method (default: " + ", ".join(f"{m} for {f} events" for f, m in DEFAULT_METHODS.items())
+             + ")")] = None,
     budget: Annotated[int, typer.Option(help="model calls (samples through the model)")] = 4096,
     seed: Annotated[int, typer.Option(min=0, help="random seed")] = 0,
     temperature: Annotated[Optional[float], typer.Option(
@@ -192,6 +195,8 @@ def estimate(
     if (target is None) == (event is None):
         raise LowprobError("give exactly one of --target TOKEN or --event TEXT")
     hyper = {**_parse_params(param or []), **({} if temperature is None else {"temperature": temperature})}
+    family = "generation" if event is not None and event.partition(":")[0].strip() == "generates" else "logits"
+    method = method or DEFAULT_METHODS[family]
     get_method(method).resolve(budget, hyper)  # refuse bad arguments before loading anything
 
     import lowprob

@@ -236,14 +236,65 @@ class ProbabilityAbove(Event):
                 "label": f"P({_shown(self.token, tokenizer)}) >= {self.q:g}"}
 
 
+@dataclass(frozen=True)
+class Generates:
+    """Within ``steps`` sampled tokens, the continuation contains one of ``patterns`` (token sequences).
+
+    The randomness is the prompt's and the sampling's: tokens are drawn from softmax(logits /
+    ``temperature``) over the ``top_k`` largest logits (all when None); temperature 0 is greedy
+    decoding. A set of single tokens ("any of these words") is a set of one-token patterns.
+    Not a predicate on one position's logits, so only methods declared for generation events
+    estimate it (``lowprob methods``).
+    """
+
+    patterns: tuple[tuple[int, ...], ...]
+    steps: int
+    temperature: float = 1.0
+    top_k: int | None = None
+
+    def __post_init__(self) -> None:
+        patterns = tuple(tuple(_token_id(t) for t in p) for p in self.patterns)
+        if not patterns or not all(patterns):
+            raise LowprobError("generates needs at least one non-empty token sequence to look for")
+        object.__setattr__(self, "patterns", patterns)
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise LowprobError(f"generates: steps must be a positive integer, got {self.steps!r}")
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+            raise LowprobError(f"generates: temperature must be a finite number >= 0 (0: greedy), got {t!r}")
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
+                                       or self.top_k < 1):
+            raise LowprobError(f"generates: top_k must be a positive integer or absent, got {self.top_k!r}")
+
+    def tokens_named(self) -> tuple[int, ...]:
+        return tuple(t for p in self.patterns for t in p)
+
+    def validate(self, model) -> None:
+        for token in self.tokens_named():
+            if not 0 <= token < model.d_vocab:
+                raise LowprobError(f"pattern token must be an id in 0..{model.d_vocab - 1}, got {token}")
+
+    def describe(self, tokenizer=None) -> dict[str, Any]:
+        shown = " or ".join(repr(tokenizer.decode(list(p))) if tokenizer is not None else str(list(p))
+                            for p in self.patterns)
+        sampling = "greedy" if self.temperature == 0 else f"temperature {self.temperature:g}"
+        return {"kind": "generates", "patterns": [list(p) for p in self.patterns], "steps": self.steps,
+                "temperature": self.temperature, "top_k": self.top_k,
+                "label": f"{shown} within {self.steps} tokens ({sampling}"
+                         f"{f', top {self.top_k}' if self.top_k else ''})"}
+
+
 EVENT_FORMS = ("argmax-is: TOKEN | argmax-in: TOKEN, TOKEN, ... | top-k: TOKEN, K | margin: TOKEN, M | "
-               "prob-above: TOKEN, Q  (TOKEN: an id, or a JSON string such as \" yes\")")
+               "prob-above: TOKEN, Q | generates: TEXT, ..., steps=N[, temperature=T][, top_k=K]  "
+               "(TOKEN: an id, or a JSON string such as \" yes\"; TEXT: a JSON string, any number of tokens)")
 
 
-def parse_event(text: str, tokenizer, d_vocab: int) -> Event:
+def parse_event(text: str, tokenizer, d_vocab: int) -> Event | Generates:
     """An event from its text form (``EVENT_FORMS``), e.g. ``argmax-in: " yes", " sure"``."""
     kind, colon, rest = text.partition(":")
     kind = kind.strip()
+    if kind == "generates":
+        return _parse_generates(text, rest, tokenizer)
     try:
         args = json.loads(f"[{rest}]") if colon else None
     except json.JSONDecodeError:
@@ -258,6 +309,60 @@ def parse_event(text: str, tokenizer, d_vocab: int) -> Event:
     if kind not in makers or args is None or not makers[kind][0](args):
         raise LowprobError(f"cannot read the event {text!r}: write one of {EVENT_FORMS}")
     return makers[kind][1](args)
+
+
+GENERATES_OPTIONS = {"steps": int, "temperature": float, "top_k": int}
+
+
+def _parse_generates(text: str, rest: str, tokenizer) -> Generates:
+    """``generates: " import os", " eval(", steps=20, temperature=1``: texts, then NAME=VALUE options."""
+    texts, options = [], {}
+    try:
+        for item in json.loads(f"[{_quote_options(rest)}]"):
+            if isinstance(item, dict):
+                options.update(item)
+            elif isinstance(item, str):
+                texts.append(item)
+            else:
+                raise ValueError(item)
+    except (json.JSONDecodeError, ValueError):
+        raise LowprobError(f"cannot read the event {text!r}: write one of {EVENT_FORMS}") from None
+    unknown = sorted(set(options) - set(GENERATES_OPTIONS))
+    if unknown or "steps" not in options or not texts:
+        why = f"unknown option {', '.join(unknown)}" if unknown else "it needs a text and steps=N"
+        raise LowprobError(f"cannot read the event {text!r} ({why}): write one of {EVENT_FORMS}")
+    if tokenizer is None:
+        raise LowprobError("this model has no tokenizer, so a generates event cannot name text")
+    patterns = tuple(tuple(tokenizer.encode(t)) for t in texts)
+    return Generates(patterns, options["steps"], options.get("temperature", 1.0), options.get("top_k"))
+
+
+def _quote_options(rest: str) -> str:
+    """Turn ``steps=20`` items into JSON objects ``{"steps": 20}`` so one JSON parse reads the list."""
+    out = []
+    for item in _split_top_level(rest):
+        name, eq, value = item.partition("=")
+        out.append(f'{{"{name.strip()}": {value.strip()}}}' if eq and name.strip().isidentifier() else item)
+    return ",".join(out)
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split at commas outside JSON strings."""
+    items, current, quoted, escaped = [], [], False, False
+    for ch in text:
+        if ch == "," and not quoted:
+            items.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+    items.append("".join(current))
+    return items
 
 
 def _event_token(value: Any, tokenizer, d_vocab: int) -> int:

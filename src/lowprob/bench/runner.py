@@ -36,6 +36,7 @@ from lowprob.bench.scales import Scale, hyper_key, load_problem, target_seed
 from lowprob.distributions import TokenDistribution
 from lowprob.errors import LowprobError
 from lowprob.estimators import METHODS, estimate
+from lowprob.estimators.catalog import methods_for
 from lowprob.evaluation import select_targets, target_range
 from lowprob.evaluation.targets import candidate_targets
 from lowprob.events import ArgmaxIs
@@ -215,10 +216,12 @@ def run_bench(scale: Scale, out: str | Path, methods: list[str] | None = None, r
     estimates as Ray tasks (a local Ray instance unless ``address``; ``bench/ray_runner.py``) with the
     same rows; ``workers`` is the local backend's.
     """
-    methods = list(methods or sorted(METHODS))
-    unknown = [m for m in methods if m not in METHODS]
+    able = methods_for("logits")  # every scale's targets are argmax events
+    methods = list(methods or able)
+    unknown = [m for m in methods if m not in able]
     if unknown:
-        raise LowprobError(f"unknown method(s) {', '.join(unknown)}: choose from {', '.join(sorted(METHODS))}")
+        raise LowprobError(f"method(s) {', '.join(unknown)} cannot run this benchmark (argmax targets): "
+                           f"choose from {', '.join(able)}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise LowprobError(f"--workers must be a positive integer, got {workers!r}")
     if backend not in ("local", "ray"):

@@ -20,8 +20,8 @@ from scipy import stats
 
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
-from lowprob.estimators.catalog import DEFAULT_METHOD, get_method
-from lowprob.events import Event
+from lowprob.estimators.catalog import DEFAULT_METHODS, get_method, methods_for
+from lowprob.events import Event, Generates
 from lowprob.models.protocol import LanguageModel
 from lowprob.threads import torch_threads
 
@@ -86,6 +86,7 @@ class RawEstimate:
     forward_passes: int
     backward_passes: int
     diagnostics: dict[str, Any]
+    flops: float | None = None  # when calls are not whole sequences (generation): the FLOPs spent
 
 
 def poisson_upper(count: float = 0.0, level: float = 0.95) -> float:
@@ -114,6 +115,19 @@ def score_and_gradient(model: LanguageModel, event: Event, tokens: torch.Tensor,
     return values.detach().double().cpu(), event.indicator(logits.detach()).cpu(), grad
 
 
+def happened(model: LanguageModel, event: Event | Generates, tokens: torch.Tensor,
+             generator: torch.Generator) -> tuple[torch.Tensor, float]:
+    """Whether the event happened for each input [B] (CPU), and the FLOPs it took: one forward per
+    input for a logits event; for a generation event, a continuation sampled from the model."""
+    if isinstance(event, Generates):
+        from lowprob.continuations import continue_prompts, flops_of
+
+        run = continue_prompts(model, tokens, event, generator)
+        return run.hit, flops_of(model, len(tokens), tokens.shape[1], event, run.extended_rows,
+                                   run.extended_positions)
+    return outcomes(model, event, tokens)[1], len(tokens) * model.flops_per_sequence(tokens.shape[1])
+
+
 @torch.no_grad()
 def outcomes(model: LanguageModel, event: Event, tokens: torch.Tensor,
              score: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,7 +143,7 @@ def one_hot_scores(model: LanguageModel, ids: torch.Tensor, grad: torch.Tensor) 
     return torch.einsum("...wd,...d->...w", emb, grad).double().cpu()
 
 
-def estimate(model: LanguageModel, dist: TokenDistribution, event: Event, method: str = DEFAULT_METHOD,
+def estimate(model: LanguageModel, dist: TokenDistribution, event: Event | Generates, method: str | None = None,
              budget: int = 4096, seed: int = 0, **hyper: Any) -> Estimate:
     """Estimate P(event) for inputs from ``dist``, spending ``budget`` model calls.
 
@@ -138,9 +152,18 @@ def estimate(model: LanguageModel, dist: TokenDistribution, event: Event, method
     — an importance-sampling average can exceed 1 and a bound built from a largest weight can too,
     while the truth cannot (the unclipped value is kept in the diagnostics).
     """
+    family = "generation" if isinstance(event, Generates) else "logits"
+    method = method or DEFAULT_METHODS[family]
     spec = get_method(method)
     params = spec.resolve(budget, hyper)
-    model, dist = dist.bind(model)
+    if family not in spec.events:
+        raise LowprobError(f"{method} does not estimate {family} events; methods that do: "
+                           f"{', '.join(methods_for(family))}")
+    bound, dist = dist.bind(model)
+    if family == "generation" and bound is not model:
+        raise LowprobError("generation events after a slot template are not supported yet: use a token-table "
+                           "distribution for the prompts")
+    model = bound
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise LowprobError(f"seed must be a non-negative integer, got {seed!r}")
     event.validate(model)
@@ -155,7 +178,7 @@ def estimate(model: LanguageModel, dist: TokenDistribution, event: Event, method
         raise RuntimeError(f"{method} returned an invalid estimate {p} {raw.interval}: a bug")
     diagnostics = raw.diagnostics if p <= 1 else {**raw.diagnostics, "unclipped_probability": p}
     per_call = model.flops_per_sequence(len(dist))
-    flops = per_call * (raw.forward_passes + 2 * raw.backward_passes)  # a backward pass costs ~2 forwards
+    flops = raw.flops if raw.flops is not None else per_call * (raw.forward_passes + 2 * raw.backward_passes)
     cost = Cost(raw.forward_passes, raw.backward_passes, flops, seconds)
     return Estimate(method, min(float(p), 1.0), (min(float(lo), 1.0), min(float(hi), 1.0)), budget, seed, cost,
                     diagnostics, params, model=getattr(model, "name", "") or "", distribution=dist.name,

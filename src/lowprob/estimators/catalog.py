@@ -86,6 +86,7 @@ class Method:
     params: dict[str, Param] = field(default_factory=dict)
     min_budget: int = 1  # fewer model calls than this cannot give an estimate at all
     interval: str = "approximate"  # what the method's 95% interval accounts for: a key of INTERVAL_KINDS
+    events: tuple[str, ...] = ("logits",)  # the event families it estimates: "logits", "generation"
 
     def resolve(self, budget: Any, hyper: dict[str, Any]) -> dict[str, Any]:
         """Check ``budget`` and ``hyper`` against the declaration; return the full hyper-parameters."""
@@ -115,7 +116,27 @@ _TEMPERATURE = "tilt temperature: lower tilts harder toward the event"
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("naive", "hit fraction of plain samples, Clopper–Pearson interval", "lowprob.estimators.naive:naive",
-           interval="exact"),
+           interval="exact", events=("logits", "generation")),
+    Method("tilted", "importance sampling of continuations from next-token laws tilted toward the patterns "
+           "(tilt adapted by cross-entropy inside the call; generation events)", "lowprob.estimators.tilted:tilted",
+           {"rounds": positive_count(4, "adaptation rounds (the tilt is refitted after each)"),
+            "rho": fraction(0.1, "share of a round kept as elites when fewer rows hit", open_at_zero=True),
+            "adapt_fraction": fraction(0.25, "share of the budget spent adapting the tilt", open_at_zero=True),
+            "defensive": fraction(0.2, "share of each step's law kept untilted (bounds the weights)"),
+            "prompt_side": switch(True, "also propose prompts fitted to the pilot's hits (with the defensive share "
+                                        "of the input distribution)")},
+           min_budget=16, events=("generation",)),
+    Method("smc", "sequential Monte Carlo over partial continuations, resampled toward the patterns "
+           "(splitting; generation events)", "lowprob.estimators.smc:smc",
+           {"growth": positive_number(2.0, "log-potential gained per token of progress into a pattern"),
+            "resample_below": fraction(0.5, "resample when the effective sample size falls below this share",
+                                       open_at_zero=True),
+            "replicates": positive_count(8, "independent runs whose spread gives the interval"),
+            "adapt_fraction": fraction(0.25, "share of the budget for the tilt's pilot (0: the model's own law)"),
+            "rounds": positive_count(4, "cross-entropy rounds of the pilot"),
+            "rho": fraction(0.1, "share of a pilot round kept as elites when fewer rows hit", open_at_zero=True),
+            "defensive": fraction(0.2, "share of each step's law kept untilted (bounds the weights)")},
+           min_budget=32, events=("generation",)),
     Method("itgis", "importance sampling with gradient-tilted independent tokens", "lowprob.estimators.itgis:itgis",
            {"temperature": positive_number(1.0, _TEMPERATURE, tuned=True),
             "batch_size": positive_count(None, "samples per adaptive round (default: min(256, budget/16))")}),
@@ -148,7 +169,13 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "lowprob.estimators.extrapolation:qld", min_budget=2, interval="sampling-only"),
 )}
 
-DEFAULT_METHOD = "itgis"
+DEFAULT_METHODS = {"logits": "itgis", "generation": "tilted"}  # per event family
+DEFAULT_METHOD = DEFAULT_METHODS["logits"]
+
+
+def methods_for(family: str) -> list[str]:
+    """The methods that estimate events of ``family`` ("logits" or "generation"), sorted."""
+    return sorted(name for name, m in METHODS.items() if family in m.events)
 
 
 def get_method(name: str) -> Method:

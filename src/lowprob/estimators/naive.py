@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from scipy import stats
 
-from lowprob.estimators.base import RawEstimate, outcomes
+from lowprob.estimators.base import RawEstimate, happened
 
 BATCH = 4096
 
@@ -23,7 +23,8 @@ def clopper_pearson(hits: int, n: int, level: float = 0.95) -> tuple[float, floa
 
 @torch.no_grad()
 def naive(model, dist, event, budget: int, generator: torch.Generator) -> RawEstimate:
-    hits = 0
+    hits, flops = 0, 0.0
     for start in range(0, budget, BATCH):
-        hits += int(outcomes(model, event, dist.sample(min(BATCH, budget - start), generator))[1].sum())
-    return RawEstimate(hits / budget, clopper_pearson(hits, budget), budget, 0, {"hits": hits})
+        hit, cost = happened(model, event, dist.sample(min(BATCH, budget - start), generator), generator)
+        hits, flops = hits + int(hit.sum()), flops + cost
+    return RawEstimate(hits / budget, clopper_pearson(hits, budget), budget, 0, {"hits": hits}, flops)

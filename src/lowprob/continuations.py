@@ -1,0 +1,183 @@
+"""Sampled continuations: the randomness of generation, drawn and weighed exactly.
+
+A generation event (``events.Generates``) asks whether, after a prompt, ``steps`` tokens sampled at
+``temperature`` (greedy at 0; optionally from the ``top_k`` tokens only) contain one of some token
+sequences. ``continue_prompts`` draws those tokens for a batch of prompts, from the model's own
+next-token law p or from a tilted law q(y) ∝ p(y) e^{β a(y)}, where a(y) = 1 when y advances a
+partial match of a pattern (or starts one). Each row carries log p/q of its tokens, exact because q
+is normalised per step, so the mean of (p/q) 1[match] is unbiased for any β. A row that has matched
+stops: the event happened whatever follows, so its later tokens would have weight 1.
+
+``exact_generation_probability`` enumerates every continuation instead (with prefix sharing through
+the decoding cache) for toy models and short horizons: the exact value estimators are tested against.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lowprob.errors import LowprobError
+from lowprob.models.decoding import start_decoding
+
+
+@dataclass(frozen=True)
+class Patterns:
+    """Token sequences to find in a continuation; match state = the continuation's tokens so far."""
+
+    sequences: tuple[tuple[int, ...], ...]
+
+    def matched(self, continuation: Tensor) -> Tensor:
+        """Bool [B]: some pattern ends at the continuation's last token."""
+        hit = torch.zeros(len(continuation), dtype=torch.bool, device=continuation.device)
+        for seq in self.sequences:
+            n = len(seq)
+            if continuation.shape[1] >= n:
+                hit |= (continuation[:, -n:] == torch.tensor(seq, device=continuation.device)).all(1)
+        return hit
+
+    def progress(self, continuation: Tensor) -> Tensor:
+        """Long [B]: the most tokens of some pattern's beginning that the continuation ends with."""
+        out = torch.zeros(len(continuation), dtype=torch.long, device=continuation.device)
+        t = continuation.shape[1]
+        for seq in self.sequences:
+            for k in range(1, min(len(seq), t + 1)):
+                ends = (continuation[:, t - k:] == torch.tensor(seq[:k], device=continuation.device)).all(1)
+                out = torch.where(ends, torch.clamp(out, min=k), out)
+        return out
+
+    def advancing(self, continuation: Tensor, d_vocab: int) -> Tensor:
+        """Bool [B, d_vocab]: tokens that extend a partial match of some pattern (or start one)."""
+        out = torch.zeros(len(continuation), d_vocab, dtype=torch.bool, device=continuation.device)
+        t = continuation.shape[1]
+        for seq in self.sequences:
+            for k in range(min(len(seq) - 1, t) + 1):  # k tokens of seq already matched at the end
+                ok = (continuation[:, t - k:] == torch.tensor(seq[:k], device=continuation.device)).all(1) if k \
+                    else torch.ones(len(continuation), dtype=torch.bool, device=continuation.device)
+                out[ok, seq[k]] = True
+        return out
+
+
+def next_token_log_probs(logits: Tensor, temperature: float, top_k: int | None) -> Tensor:
+    """log p(y) [B, d_vocab] of the sampling law: softmax(logits / T) over the top k (greedy: T = 0)."""
+    if temperature == 0:
+        out = torch.full_like(logits, -torch.inf, dtype=torch.float64)
+        return out.scatter_(1, logits.argmax(1, keepdim=True), 0.0)
+    scaled = logits.double() / temperature
+    if top_k is not None and top_k < logits.shape[1]:
+        kth = scaled.topk(top_k, dim=1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, -torch.inf)
+    return scaled.log_softmax(1)
+
+
+def log_tilt(log_p: Tensor, advancing: Tensor, beta: float, defensive: float) -> Tensor:
+    """log q/p [B, d_vocab] of the step law q = defensive p + (1 − defensive) p e^{β a} / Z."""
+    tilt = beta * advancing - (log_p + beta * advancing).logsumexp(1, keepdim=True)
+    if defensive > 0:
+        tilt = torch.logaddexp(torch.full_like(tilt, math.log(defensive)), math.log1p(-defensive) + tilt)
+    return tilt
+
+
+@dataclass
+class Continuations:
+    """What ``continue_prompts`` returns, on the CPU: per row the event and log p/q of its tokens."""
+
+    hit: Tensor  # bool [B]
+    log_weight: Tensor  # float64 [B]
+    extended_rows: int  # rows extended by a token after the prompts (each gives new next-token logits)
+    extended_positions: int  # positions those extensions computed (one each when the model is cached)
+    advance: Tensor  # float64 [B, steps]: p(advancing set) at each step (NaN once stopped), for adapting β
+    took: Tensor  # bool [B, steps]: whether the token drawn at each step advanced a match
+
+
+@torch.no_grad()
+def continue_prompts(model, prompts: Tensor, event, generator: torch.Generator, beta: float = 0.0,
+                     defensive: float = 0.0) -> Continuations:
+    """Continue each prompt by up to ``event.steps`` tokens, tilted by ``beta`` towards the patterns.
+
+    Each step draws from the mixture ``defensive`` p + (1 − ``defensive``) q_β: a token that does not
+    advance a match keeps at least the ``defensive`` share of its probability, so a path through
+    such tokens (a match that starts late) is still drawn and its weight is at most
+    ``defensive``^-(its non-advancing steps). Draws are made on the CPU with ``generator`` (the same
+    draws on any device).
+    """
+    state, patterns = start_decoding(model, prompts), Patterns(event.patterns)
+    n, steps = len(prompts), event.steps
+    live = torch.arange(n)  # rows of the batch still running, as indices into the output
+    hit = torch.zeros(n, dtype=torch.bool)
+    log_w = torch.zeros(n, dtype=torch.float64)
+    advance = torch.full((n, steps), torch.nan, dtype=torch.float64)
+    took = torch.zeros(n, steps, dtype=torch.bool)
+    extended_rows = extended_positions = 0
+    continuation = torch.zeros(n, 0, dtype=torch.long)
+    for t in range(steps):
+        log_p = next_token_log_probs(state.logits, event.temperature, event.top_k).cpu()
+        adv = patterns.advancing(continuation, log_p.shape[1])
+        p_adv = log_p.exp().masked_fill(~adv, 0).sum(1).clamp(0, 1)
+        tilt = log_tilt(log_p, adv, beta, defensive)
+        y = torch.multinomial((log_p + tilt).exp(), 1, generator=generator)[:, 0]
+        rows = torch.arange(len(y))
+        log_w[live] -= tilt[rows, y]
+        advance[live, t], took[live, t] = p_adv, adv[rows, y]
+        continuation = torch.cat([continuation, y[:, None]], 1)
+        done = patterns.matched(continuation)
+        hit[live[done]] = True
+        keep = (~done).nonzero()[:, 0]
+        if t == steps - 1 or len(keep) == 0:
+            break
+        live, continuation = live[keep], continuation[keep]
+        state.select(keep)
+        extended_positions += len(keep) * state.positions_per_step()
+        extended_rows += len(keep)
+        state.extend(y[keep])
+    return Continuations(hit, log_w, extended_rows, extended_positions, advance, took)
+
+
+def flops_of(model, prompts: int, prompt_length: int, event, extended_rows: int, extended_positions: int
+             ) -> float:
+    """FLOPs of decoding: the prompts as whole sequences, then each extension's positions at their
+    share of a prompt-plus-continuation sequence, plus one unembedding per extended row."""
+    length = prompt_length + event.steps
+    unembed = 2 * model.W_U.shape[0] * model.W_U.shape[1]
+    per_position = (model.flops_per_sequence(length) - unembed) / length
+    return (prompts * model.flops_per_sequence(prompt_length) + extended_positions * per_position
+            + extended_rows * unembed)
+
+
+@torch.no_grad()
+def exact_generation_probability(model, dist, event, max_rows: int = 1 << 20) -> float:
+    """P(event) exactly: every prompt of ``dist`` and every continuation with nonzero probability.
+
+    Rows are (prompt, partial continuation) with their probability; a matched row adds its mass and
+    stops, the others branch over their next tokens. Refused when a step would hold more than
+    ``max_rows`` rows (vocabulary^steps grows fast: this is for toy models and short horizons).
+    """
+    if dist.support_size() > max_rows:
+        raise LowprobError(f"{dist.support_size()} prompts: more than exact enumeration's {max_rows} rows")
+    branching = 1 if event.temperature == 0 else min(event.top_k or model.d_vocab, model.d_vocab)
+    chunk = max(1, max_rows // branching ** event.steps)  # prompts whose trees fit in max_rows together
+    total, patterns = 0.0, Patterns(event.patterns)
+    for prompts, log_d in dist.enumerate(chunk):
+        state = start_decoding(model, prompts)
+        log_mass = log_d.double()
+        continuation = torch.zeros(len(prompts), 0, dtype=torch.long)
+        for t in range(event.steps):
+            log_p = next_token_log_probs(state.logits, event.temperature, event.top_k).cpu()
+            row, y = torch.isfinite(log_p).nonzero(as_tuple=True)
+            if len(row) > max_rows:
+                raise LowprobError(f"step {t + 1} would hold {len(row)} continuations, more than {max_rows}: "
+                                   f"use fewer steps, a smaller top_k or a smaller vocabulary")
+            log_mass = log_mass[row] + log_p[row, y]
+            continuation = torch.cat([continuation[row], y[:, None]], 1)
+            done = patterns.matched(continuation)
+            total += float(log_mass[done].exp().sum())
+            keep = (~done).nonzero()[:, 0]
+            if t == event.steps - 1 or len(keep) == 0:
+                break
+            state.select(row[keep])
+            state.extend(y[keep])
+            log_mass, continuation = log_mass[keep], continuation[keep]
+    return total

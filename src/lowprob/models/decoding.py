@@ -1,0 +1,153 @@
+"""Incremental decoding: extend every row of a batch by one token for the price of one position.
+
+Estimators of events on generated text sample continuations token by token, and the SMC ones
+resample partial continuations. ``start_decoding(model, prompts)`` returns a ``Decoding``: the
+next-token logits of every row, ``extend(tokens)`` (append one token per row, computing only the new
+position against the cached keys and values) and ``select(rows)`` (keep, drop or duplicate rows, as
+resampling does). Both change the state in place, as Hugging Face caches do.
+
+Three implementations, chosen by the model: the shipped ``Transformer`` (per-layer keys and values
+kept here), Hugging Face adapters (the model's own cache), and, for any other model of the protocol,
+recomputation of the whole sequence at every step — correct, and priced honestly by
+``cost_per_step`` (it reports a full sequence per row and step).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lowprob.errors import LowprobError
+
+
+class Decoding:
+    """Rows of token sequences being extended; ``logits`` [B, d_vocab] are their next-token logits."""
+
+    logits: Tensor
+    tokens: Tensor  # [B, T] every row's tokens so far (on the model's device)
+
+    def extend(self, tokens: Tensor) -> None:
+        raise NotImplementedError
+
+    def select(self, rows: Tensor) -> None:
+        raise NotImplementedError
+
+    def positions_per_step(self) -> int:
+        """Positions the model computes per row at the next ``extend``: 1 when cached, the length otherwise."""
+        return 1
+
+
+def start_decoding(model, prompts: Tensor) -> Decoding:
+    """Decoding of ``prompts`` [B, T] (token ids, any device), the cheapest way ``model`` allows."""
+    from lowprob.models.adapters.hf import HuggingFaceLM
+    from lowprob.models.transformer import Transformer
+
+    if prompts.dim() != 2 or prompts.shape[1] < 1:
+        raise LowprobError(f"prompts must have shape [batch, positions >= 1], got {tuple(prompts.shape)}")
+    prompts = prompts.to(model.device)
+    if isinstance(model, Transformer):
+        return TransformerDecoding(model, prompts)
+    if isinstance(model, HuggingFaceLM):
+        return HuggingFaceDecoding(model, prompts)
+    return RecomputedDecoding(model, prompts)
+
+
+def _check_room(model, length: int) -> None:
+    if length > model.n_ctx:
+        raise LowprobError(f"the prompt and continuation need {length} positions, more than the model's "
+                           f"context of {model.n_ctx}: use fewer steps or a shorter prompt")
+
+
+class TransformerDecoding(Decoding):
+    """The shipped ``Transformer`` with its per-layer keys and values [B, H, T, d_head] cached."""
+
+    @torch.no_grad()
+    def __init__(self, model, prompts: Tensor) -> None:
+        _check_room(model, prompts.shape[1])
+        self.model, self.tokens = model, prompts
+        resid = model.W_E[prompts] + model.W_pos[: prompts.shape[1]]
+        self.cache: list[tuple[Tensor, Tensor]] = []
+        for block in model.blocks:
+            q, k, v = (t.transpose(1, 2) for t in block.attn.qkv(block.ln1(resid)))
+            self.cache.append((k, v))
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            resid = resid + block.attn.project_out(z.transpose(1, 2))
+            resid = resid + block.mlp(block.ln2(resid))
+        self.logits = model.unembed(model.ln_final(resid[:, -1]))
+
+    @torch.no_grad()
+    def extend(self, tokens: Tensor) -> None:
+        model, t = self.model, self.tokens.shape[1]
+        _check_room(model, t + 1)
+        tokens = tokens.to(model.device)
+        resid = model.W_E[tokens] + model.W_pos[t]  # [B, d]
+        for i, block in enumerate(model.blocks):
+            q, k, v = block.attn.qkv(block.ln1(resid))  # [B, H, d_head]
+            keys, values = (torch.cat([c, new[:, :, None]], 2) for c, new in zip(self.cache[i], (k, v), strict=True))
+            self.cache[i] = (keys, values)
+            z = F.scaled_dot_product_attention(q[:, :, None], keys, values)[:, :, 0]
+            resid = resid + block.attn.project_out(z)
+            resid = resid + block.mlp(block.ln2(resid))
+        self.tokens = torch.cat([self.tokens, tokens[:, None]], 1)
+        self.logits = model.unembed(model.ln_final(resid))
+
+    def select(self, rows: Tensor) -> None:
+        rows = rows.to(self.tokens.device)
+        self.cache = [(k[rows], v[rows]) for k, v in self.cache]
+        self.tokens, self.logits = self.tokens[rows], self.logits[rows]
+
+
+class HuggingFaceDecoding(Decoding):
+    """A Hugging Face causal LM with its own key/value cache (``cache`` in transformers 5,
+    ``past_key_values`` before: the name is read from the model's signature)."""
+
+    @torch.no_grad()
+    def __init__(self, model, prompts: Tensor) -> None:
+        _check_room(model, prompts.shape[1])
+        self.model, self.tokens = model, prompts
+        params = inspect.signature(model.hf.forward).parameters
+        self.cache_name = "cache" if "cache" in params else "past_key_values"
+        self._run(prompts, None)
+
+    def _run(self, input_ids: Tensor, cache) -> None:
+        passed = {} if cache is None else {self.cache_name: cache}
+        out = self.model.hf(input_ids=input_ids, use_cache=True, **passed)
+        self.cache, self.logits = out[self.cache_name], out.logits[:, -1]
+
+    @torch.no_grad()
+    def extend(self, tokens: Tensor) -> None:
+        _check_room(self.model, self.tokens.shape[1] + 1)
+        tokens = tokens.to(self.tokens.device)
+        self._run(tokens[:, None], self.cache)
+        self.tokens = torch.cat([self.tokens, tokens[:, None]], 1)
+
+    def select(self, rows: Tensor) -> None:
+        rows = rows.to(self.tokens.device)
+        self.cache.reorder_cache(rows)
+        self.tokens, self.logits = self.tokens[rows], self.logits[rows]
+
+
+class RecomputedDecoding(Decoding):
+    """Any model of the protocol: the whole sequence is run again at every step."""
+
+    @torch.no_grad()
+    def __init__(self, model, prompts: Tensor) -> None:
+        _check_room(model, prompts.shape[1])
+        self.model, self.tokens = model, prompts
+        self.logits = model.logits(prompts)
+
+    @torch.no_grad()
+    def extend(self, tokens: Tensor) -> None:
+        _check_room(self.model, self.tokens.shape[1] + 1)
+        self.tokens = torch.cat([self.tokens, tokens.to(self.tokens.device)[:, None]], 1)
+        self.logits = self.model.logits(self.tokens)
+
+    def select(self, rows: Tensor) -> None:
+        rows = rows.to(self.tokens.device)
+        self.tokens, self.logits = self.tokens[rows], self.logits[rows]
+
+    def positions_per_step(self) -> int:
+        return self.tokens.shape[1] + 1
