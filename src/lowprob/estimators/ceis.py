@@ -55,6 +55,7 @@ import torch
 from lowprob.distributions.base import TokenDistribution
 from lowprob.estimators.base import RawEstimate, poisson_upper
 from lowprob.estimators.itgis import compound_poisson_interval
+from lowprob.estimators.rao_blackwell import LastPositionSums
 from lowprob.events import ArgmaxIs, MarginAtLeast
 
 NEG_INF = -math.inf
@@ -131,10 +132,11 @@ class Mixture:
     def __len__(self) -> int:
         return len(self.tables)
 
-    def component_log_probs(self, cols: torch.Tensor) -> torch.Tensor:
-        """[B, K]: log q_k(x) for every component."""
+    def component_log_probs(self, cols: torch.Tensor, skip: int | None = None) -> torch.Tensor:
+        """[B, K]: log q_k(x) for every component; over the positions other than ``skip`` if given."""
         idx = cols.T.contiguous()
-        return torch.stack([lt.gather(1, idx).sum(0) for lt in self.log_tables], 1)
+        keep = slice(None) if skip is None else torch.arange(idx.shape[0]) != skip
+        return torch.stack([lt.gather(1, idx)[keep].sum(0) for lt in self.log_tables], 1)
 
     def sample(self, shares: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
         which = torch.multinomial(shares, n, replacement=True, generator=generator)
@@ -192,7 +194,7 @@ def _near_miss_log_weights(s: torch.Tensor, log_w: torch.Tensor) -> dict[str, fl
 def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Generator, rho: float,
          defensive: float, floor: float, prior_strength: float, gradient_fraction: float, stage_fraction: float,
          adapt_fraction: float, reuse: bool, refit_every: int, temperatures,
-         pool: bool, elite_gradient: int) -> RawEstimate:
+         pool: bool, elite_gradient: int, rao_blackwell: bool = False) -> RawEstimate:
     work = 3 * budget  # forward-equivalents: what ITGIS/MHIS spend at this budget
     sup = _Supports(dist, model.d_vocab)
     n_grad = max(2, int(budget * gradient_fraction))
@@ -277,6 +279,16 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
         if reached:
             break
 
+    if rao_blackwell:
+        rb = LastPositionSums(model, dist, event, margin)
+        per_call = model.flops_per_sequence(len(dist))
+        n_prefixes = int(((work - spent) * per_call - rb.fixed_flops) // rb.prefix_flops)
+        if n_prefixes >= 2:
+            return _rao_blackwell_estimation(
+                mix, sup, rb, n_prefixes, max(1, math.ceil(n_prefixes * m / (work - spent))), hit_cols, hit_logw,
+                defensive, floor, generator, forwards=spent - 2 * (n_grad + extra_backward),
+                backwards=n_grad + extra_backward, work=work, per_call=per_call, levels=levels)
+
     # 3. estimation: the mixture of all components, shares refitted to the hits seen so far
     n_est = work - spent
     log_terms, log_ws, est_s = [], [], []
@@ -324,3 +336,73 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
                         "clt_interval": [max(0.0, p - half_width), p + half_width], "near_miss_log_w": near,
                         "compound_poisson_interval": list(compound),
                         "note": "unbiased: mean of w·1[event] over the estimation phase only"})
+
+
+def _rao_blackwell_estimation(mix: Mixture, sup: _Supports, rb: LastPositionSums, n_prefixes: int, batch: int,
+                              hit_cols: list, hit_logw: list, defensive: float, floor: float,
+                              generator: torch.Generator, forwards: int, backwards: int, work: int,
+                              per_call: float, levels: list) -> RawEstimate:
+    """The estimation phase with every sample's last variable position summed out exactly.
+
+    ``n_prefixes`` samples are drawn in batches of ``batch`` from the mixture of all components; a
+    sample's term is w_{-j}(x) h(x), w_{-j} = D_{-j} / q_mix,{-j} the balance-heuristic weight of the
+    positions other than j and h(x) = Σ_v D_j(v) 1[event(x_j = v)] (``rao_blackwell``). The mean of
+    these terms is unbiased. Between batches the shares are refitted by EM to every hit so far (plain
+    hits of the stages weighted w, prefixes with h > 0 weighted w_{-j} h) under the components'
+    marginals over the positions other than j. Interval: the compound-Poisson one with the terms as
+    hit weights, its upper end raised to p̂ + 3.69 w_near / N with w_near the largest
+    w_{-j}(x) Σ_v D_j(v) 1[margin(x_j = v) ≥ −NEAR_MISS] (the terms one more near miss could add).
+    """
+    j, neg_inf = rb.position, torch.tensor(NEG_INF, dtype=torch.float64)
+    shares, fitted_on, done = None, -1, 0
+    log_terms, log_ws, log_near, completion_hits = [], [], [], 0
+    while done < n_prefixes:
+        all_cols = torch.cat(hit_cols)
+        if len(all_cols) == 0:
+            shares = _even(len(mix), defensive)
+        elif len(all_cols) > fitted_on:
+            shares = _em_shares(mix.component_log_probs(all_cols, skip=j), torch.cat(hit_logw), defensive, floor)
+            fitted_on = len(all_cols)
+        n = min(batch, n_prefixes - done)
+        cols = mix.sample(shares, n, generator)
+        comp = mix.component_log_probs(cols, skip=j)
+        log_w = comp[:, 0] - (comp + shares.log()).logsumexp(1)
+        s, hit = rb(sup.tokens(cols))
+        h = hit.double() @ rb.probs
+        completion_hits += int(hit.sum())
+        near = (s >= -NEAR_MISS).double() @ rb.probs
+        log_t = torch.where(h > 0, log_w + h.log(), neg_inf)
+        log_terms.append(log_t)
+        log_ws.append(log_w)
+        log_near.append(torch.where(near > 0, log_w + near.log(), neg_inf))
+        hit_cols.append(cols[h > 0])
+        hit_logw.append(log_t[h > 0])
+        done += n
+    log_t, log_w, log_near = torch.cat(log_terms), torch.cat(log_ws), torch.cat(log_near)
+    terms = log_t.exp()
+    p = float(terms.mean())
+    nonzero = torch.isfinite(log_t)
+    interval, n_eff = compound_poisson_interval(log_t[nonzero], n_prefixes, float(log_w.max()))
+    w_near = float(log_near.max().exp())
+    upper = max(interval[1], p + poisson_upper(0) * w_near / n_prefixes)
+    half_width = 1.96 * float(terms.std()) / math.sqrt(n_prefixes)
+    rb_flops = rb.fixed_flops + n_prefixes * rb.prefix_flops
+    rb_forwards = min(work - forwards - 2 * backwards, math.ceil(rb_flops / per_call))
+    return RawEstimate(p, (interval[0], upper), forwards + rb_forwards, backwards,
+                       {"hits": int(nonzero.sum()), "effective_hits": n_eff, "stages": len(levels),
+                        "levels": [round(x, 3) for x in levels], "components": len(mix),
+                        "final_shares": [round(x, 4) for x in shares.tolist()], "estimation_samples": n_prefixes,
+                        "rao_blackwell": {"position": j, "support": rb.n, "prefixes": n_prefixes,
+                                          "prefix_forward_equivalents": rb.prefix_flops / per_call,
+                                          "forward_equivalents": rb_flops / per_call,
+                                          "completion_hits": completion_hits,
+                                          "shared_prefix": rb.tree is not None},
+                        "clt_interval": [max(0.0, p - half_width), p + half_width],
+                        "compound_poisson_interval": list(interval), "near_miss_log_w": float(log_near.max()),
+                        "note": "unbiased: mean of w_{-j}·P(event | other positions) over the estimation phase"})
+
+
+def _even(k: int, defensive: float) -> torch.Tensor:
+    shares = torch.full((k,), (1 - defensive) / (k - 1), dtype=torch.float64)
+    shares[0] = defensive
+    return shares
