@@ -206,3 +206,21 @@ def test_rao_blackwell_spends_what_ceis_spends(sharp):
     assert n * c <= rb["forward_equivalents"] <= (n + 1) * c + 1
     assert a.cost.forward_passes + 2 * a.cost.backward_passes == 3 * 256
     assert a.cost.flops == model.flops_per_sequence(len(dist)) * 3 * 256
+
+
+class _Delegating:
+    """The shipped model behind another class: CEIS runs on it, but without the shared-prefix path."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+def test_rao_blackwell_on_another_model_prices_full_forwards(sharp):
+    model, dist, _ = sharp
+    e = estimate(_Delegating(model), dist, ArgmaxIs(6), method="ceis", budget=256, seed=3, rao_blackwell=True)
+    rb = e.diagnostics["rao_blackwell"]
+    assert not rb["shared_prefix"] and rb["prefix_forward_equivalents"] == dist.support_sizes()[rb["position"]]
+    assert e.cost.forward_passes + 2 * e.cost.backward_passes == 3 * 256 and 0 < e.probability < 1

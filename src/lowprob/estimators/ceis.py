@@ -30,6 +30,16 @@ argument: every term has conditional mean p given the past). Cost: a backward pa
 forwards; at ``budget`` B CEIS spends exactly 3B forward-equivalents, what ITGIS and MHIS spend
 (B forwards and B backwards each).
 
+**Rao–Blackwellisation** (``rao_blackwell``, experiment; ``rao_blackwell.py``). A share ``rb_share`` of
+the estimation phase's work goes, after its plain samples, to samples whose last variable position j
+is summed out exactly: the term is w_{-j}(x) Σ_v D_j(v) 1[event(x_j = v)], w_{-j} the weight of the
+other positions under the mixture's marginal. A sample costs its prefix once and every completion's
+own segment (shared keys/values, ``PrefixTree.completion_residuals``), priced in FLOPs and charged as
+that many forward-equivalents rounded up, so the total stays exactly 3B. Each such term enters the
+average counted as the forwards it cost (``rb_work / n_prefixes`` samples' worth): the estimate is
+(Σ plain terms + rb_work × mean of the summed-out terms) / (plain samples + rb_work), unbiased like
+the plain one. The cross-entropy stages keep plain samples (their levels need margins).
+
 Hyper-parameters (declared in ``estimators.catalog``) are fixed defaults, not tuned per problem.
 ``reuse`` (elites from all stages), ``refit_every`` (components fitted to the hits during
 estimation) and ``temperatures`` are experiment switches; their defaults are the configuration
