@@ -161,7 +161,11 @@ METHODS: dict[str, Method] = {m.name: m for m in (
             "refit_every": count(0, "refit a component to the hits every N batches; 0: never (experiment)"),
             "temperatures": numbers((0.3, 0.67, 1.5, 3.34), "temperatures of the gradient-tilt components"),
             "pool": switch(True, "average every sample after the pilot (False: the estimation phase only)"),
-            "elite_gradient": count(32, "best samples of a stage whose margin gradient tilts its fit")},
+            "elite_gradient": count(32, "best samples of a stage whose margin gradient tilts its fit"),
+            "rao_blackwell": switch(False, "estimation phase: sum the last variable position out exactly, each "
+                                           "sample's prefix scored with every completion (experiment)"),
+            "rb_share": Param(1.0, lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]",
+                              "with rao_blackwell: share of the estimation phase's work for summed-out samples")},
            min_budget=32),  # a pilot, stages and an estimation phase need room
     Method("gld", "Gaussian fit to the target's logit gap, Φ(μ/σ) (activations shared across targets)",
            "lowprob.estimators.extrapolation:gld", min_budget=2, interval="sampling-only"),

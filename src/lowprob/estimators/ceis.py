@@ -30,6 +30,16 @@ argument: every term has conditional mean p given the past). Cost: a backward pa
 forwards; at ``budget`` B CEIS spends exactly 3B forward-equivalents, what ITGIS and MHIS spend
 (B forwards and B backwards each).
 
+**Rao–Blackwellisation** (``rao_blackwell``, experiment; ``rao_blackwell.py``). A share ``rb_share`` of
+the estimation phase's work goes, after its plain samples, to samples whose last variable position j
+is summed out exactly: the term is w_{-j}(x) Σ_v D_j(v) 1[event(x_j = v)], w_{-j} the weight of the
+other positions under the mixture's marginal. A sample costs its prefix once and every completion's
+own segment (shared keys/values, ``PrefixTree.completion_residuals``), priced in FLOPs and charged as
+that many forward-equivalents rounded up, so the total stays exactly 3B. Each such term enters the
+average counted as the forwards it cost (``rb_work / n_prefixes`` samples' worth): the estimate is
+(Σ plain terms + rb_work × mean of the summed-out terms) / (plain samples + rb_work), unbiased like
+the plain one. The cross-entropy stages keep plain samples (their levels need margins).
+
 Hyper-parameters (declared in ``estimators.catalog``) are fixed defaults, not tuned per problem.
 ``reuse`` (elites from all stages), ``refit_every`` (components fitted to the hits during
 estimation) and ``temperatures`` are experiment switches; their defaults are the configuration
@@ -56,6 +66,7 @@ import torch
 from lowprob.distributions.base import TokenDistribution
 from lowprob.estimators.base import RawEstimate, one_hot_scores, outcomes, poisson_upper, score_and_gradient
 from lowprob.estimators.itgis import compound_poisson_interval
+from lowprob.estimators.rao_blackwell import LastPositionSums
 from lowprob.events import ArgmaxIs, MarginAtLeast
 
 NEG_INF = -math.inf
@@ -122,10 +133,11 @@ class Mixture:
     def __len__(self) -> int:
         return len(self.tables)
 
-    def component_log_probs(self, cols: torch.Tensor) -> torch.Tensor:
-        """[B, K]: log q_k(x) for every component."""
+    def component_log_probs(self, cols: torch.Tensor, skip: int | None = None) -> torch.Tensor:
+        """[B, K]: log q_k(x) for every component; over the positions other than ``skip`` if given."""
         idx = cols.T.contiguous()
-        return torch.stack([lt.gather(1, idx).sum(0) for lt in self.log_tables], 1)
+        keep = slice(None) if skip is None else torch.arange(idx.shape[0]) != skip
+        return torch.stack([lt.gather(1, idx)[keep].sum(0) for lt in self.log_tables], 1)
 
     def sample(self, shares: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
         which = torch.multinomial(shares, n, replacement=True, generator=generator)
@@ -183,7 +195,7 @@ def _near_miss_log_weights(s: torch.Tensor, log_w: torch.Tensor) -> dict[str, fl
 def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Generator, rho: float,
          defensive: float, floor: float, prior_strength: float, gradient_fraction: float, stage_fraction: float,
          adapt_fraction: float, reuse: bool, refit_every: int, temperatures,
-         pool: bool, elite_gradient: int) -> RawEstimate:
+         pool: bool, elite_gradient: int, rao_blackwell: bool = False, rb_share: float = 1.0) -> RawEstimate:
     work = 3 * budget  # forward-equivalents: what ITGIS/MHIS spend at this budget
     sup = _Supports(dist, model.d_vocab)
     n_grad = max(2, int(budget * gradient_fraction))
@@ -273,8 +285,20 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
         if reached:
             break
 
-    # 3. estimation: the mixture of all components, shares refitted to the hits seen so far
-    n_est = work - spent
+    # 3. estimation: the mixture of all components, shares refitted to the hits seen so far. With
+    # rao_blackwell, a share rb_share of this phase's work goes, after the plain samples, to samples
+    # whose last variable position is summed out exactly (each then counts as the forwards it cost)
+    n_est, rb, n_prefixes, rb_work = work - spent, None, 0, 0
+    if rao_blackwell:
+        rb = LastPositionSums(model, dist, event, follow)
+        per_call = model.flops_per_sequence(len(dist))
+        n_prefixes = int((rb_share * n_est * per_call - rb.fixed_flops) // rb.prefix_flops)
+        if n_prefixes >= 2:
+            rb_work = min(n_est, math.ceil((rb.fixed_flops + n_prefixes * rb.prefix_flops) / per_call))
+            rb_batch = max(1, math.ceil(n_prefixes * m / (rb_share * n_est)))  # as many batches as plain ones
+            n_est -= rb_work
+        else:  # not even two prefixes fit: plain estimation
+            rb, n_prefixes = None, 0
     log_terms, log_ws, est_s = [], [], []
     done = 0
     shares, fitted_on = even_shares(len(mix)), 0
@@ -300,23 +324,82 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
         log_terms = seen_terms + log_terms
         log_ws, est_s = seen_logw + log_ws, seen_s + est_s
     n_used = sum(len(t) for t in log_terms)
-    log_terms_all, log_w_all = torch.cat(log_terms), torch.cat(log_ws)
+    log_terms_all = torch.cat(log_terms) if log_terms else torch.zeros(0, dtype=torch.float64)
+    log_w_all = torch.cat(log_ws) if log_ws else torch.zeros(0, dtype=torch.float64)
     hits = int(torch.isfinite(log_terms_all).sum())
-    p = float(log_terms_all.exp().mean())
+    near = _near_miss_log_weights(torch.cat(est_s) if est_s else log_w_all, log_w_all)
+    plain_p = float(log_terms_all.exp().mean()) if n_used else 0.0
+    var_sum = float(log_terms_all.exp().var()) * n_used if n_used > 1 else 0.0  # n × var of one term
+    rb_diag = {}
+    if rb is not None:  # each prefix's term stands for the rb_work / n_prefixes forwards it cost
+        log_t, log_w_rb, log_near, shares, rb_diag = _rao_blackwell_terms(
+            mix, sup, rb, n_prefixes, rb_batch, hit_cols, hit_logw, shares,
+            defensive, floor, generator)
+        scale = math.log(rb_work / n_prefixes)
+        var_sum += float(log_t.exp().var()) * rb_work ** 2 / n_prefixes
+        rb_diag.update(forward_equivalents=rb_work, plain_estimate=plain_p, plain_samples=n_used,
+                       estimate=float(log_t.exp().mean()), prefix_forward_equivalents=rb.prefix_flops / per_call)
+        log_terms_all, log_w_all = torch.cat([log_terms_all, log_t + scale]), torch.cat([log_w_all, log_w_rb + scale])
+        near["m05"] = max(near["m05"], float(log_near.max()) + scale)
+        hits += int(torch.isfinite(log_t).sum())
+        n_used += rb_work
+    p = float(log_terms_all.exp().sum()) / n_used
     interval, n_eff = compound_poisson_interval(log_terms_all[torch.isfinite(log_terms_all)], n_used,
                                                 float(log_w_all.max()))
-    near = _near_miss_log_weights(torch.cat(est_s), log_w_all)
     # a hit we did not draw could weigh as much as the heaviest near miss: widen the upper end by
     # Garwood's no-event bound at that weight (the compound-Poisson interval alone covered ~66%)
     upper = max(interval[1], p + poisson_upper(0) * math.exp(near["m05"]) / n_used)
     compound = interval
     interval = (interval[0], upper)
-    half_width = 1.96 * float(log_terms_all.exp().std()) / math.sqrt(n_used) if n_used > 1 else math.inf
+    half_width = 1.96 * math.sqrt(var_sum) / n_used if n_used > 1 else math.inf
     forwards = work - 2 * (n_grad + extra_backward)
     return RawEstimate(p, interval, forwards, n_grad + extra_backward,
                        {"hits": hits, "effective_hits": n_eff, "stages": len(levels),
                         "levels": [round(x, 3) for x in levels], "components": len(mix),
                         "final_shares": [round(x, 4) for x in shares.tolist()], "estimation_samples": n_used,
                         "clt_interval": [max(0.0, p - half_width), p + half_width], "near_miss_log_w": near,
-                        "compound_poisson_interval": list(compound),
-                        "note": "unbiased: mean of w·1[event] over the estimation phase only"})
+                        "compound_poisson_interval": list(compound), **({"rao_blackwell": rb_diag} if rb_diag else {}),
+                        "note": "unbiased: mean of w·1[event] over the averaged samples (rao_blackwell: with "
+                                "w_{-j}·P(event | other positions) terms, each counted as the forwards it cost)"})
+
+
+def _rao_blackwell_terms(mix: Mixture, sup: _Supports, rb: LastPositionSums, n_prefixes: int, batch: int,
+                        hit_cols: list, hit_logw: list, shares: torch.Tensor, defensive: float, floor: float,
+                        generator: torch.Generator):
+    """Log-terms w_{-j}(x) h(x) of ``n_prefixes`` samples whose last variable position j is summed out.
+
+    Samples are drawn in batches of ``batch`` from the mixture of all components; w_{-j} = D_{-j} / q_mix,{-j}
+    is the balance-heuristic weight of the positions other than j and h(x) = Σ_v D_j(v) 1[event(x_j = v)],
+    so every term has mean p given the past. Before each batch the shares are refitted by EM to every
+    hit so far (plain hits weighted w, prefixes with h > 0 weighted w_{-j} h) under the components'
+    marginals over the positions other than j. Also returns each sample's log w_{-j}, the log of
+    w_{-j}(x) Σ_v D_j(v) 1[margin(x_j = v) ≥ −NEAR_MISS] (what one more near miss could add), the
+    last shares and diagnostics.
+    """
+    j, neg_inf = rb.position, torch.tensor(NEG_INF, dtype=torch.float64)
+    fitted_on, done, completion_hits = -1, 0, 0
+    log_terms, log_ws, log_near = [], [], []
+    while done < n_prefixes:
+        all_cols = torch.cat(hit_cols)
+        if len(all_cols) > max(fitted_on, 0):
+            shares = _em_shares(mix.component_log_probs(all_cols, skip=j), torch.cat(hit_logw), defensive, floor)
+            fitted_on = len(all_cols)
+        n = min(batch, n_prefixes - done)
+        cols = mix.sample(shares, n, generator)
+        comp = mix.component_log_probs(cols, skip=j)
+        log_w = comp[:, 0] - (comp + shares.log()).logsumexp(1)
+        s, hit = rb(sup.tokens(cols))
+        h = hit.double() @ rb.probs
+        near = (s >= -NEAR_MISS).double() @ rb.probs
+        completion_hits += int(hit.sum())
+        log_t = torch.where(h > 0, log_w + h.log(), neg_inf)
+        log_terms.append(log_t)
+        log_ws.append(log_w)
+        log_near.append(torch.where(near > 0, log_w + near.log(), neg_inf))
+        hit_cols.append(cols[h > 0])
+        hit_logw.append(log_t[h > 0])
+        done += n
+    log_t = torch.cat(log_terms)
+    diag = {"position": j, "support": rb.n, "prefixes": n_prefixes, "prefix_hits": int(torch.isfinite(log_t).sum()),
+            "completion_hits": completion_hits, "shared_prefix": rb.tree is not None}
+    return log_t, torch.cat(log_ws), torch.cat(log_near), shares, diag

@@ -158,6 +158,28 @@ class PrefixTree:
             self._descend(0, 0, 1, self.root, start, stop, tokens, out)
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
+    @torch.no_grad()
+    def completion_residuals(self, tokens: Tensor) -> Tensor:
+        """Final-normed last-position vectors of every completion of each row's prefix, [B, n, d].
+
+        A row's prefix is its tokens before the last variable position (``tokens`` [B, T] are sequences
+        of the distribution; the rest of each row is ignored); its completions set that position to each
+        of its n supported tokens, in support order, followed by the distribution's constants. Each
+        prefix's keys/values are computed once and shared by its n completions, which cost only their own
+        segment through every layer; ``model.unembed`` of the result gives their last-position logits.
+        """
+        j, n, seg = self.dist.variable_positions()[-1], self.sizes[-1], self.segment_rows[-1]
+        positions = 1 if len(self.model.blocks) == 1 else seg.shape[1]
+        batch = max(1, LEAF_BATCH // (n * positions))
+        rows = self.table.rows(tokens)[:, :j]
+        if j == 0:  # no prefix: every row has the same completions
+            resid = self._extend(None, seg, 1, leaf=True)[1]
+            return resid.expand(len(tokens), -1, -1).contiguous() if len(tokens) else resid[:0].view(0, n, -1)
+        out = [self._extend(self._extend(None, part, 1)[0], seg, len(part), leaf=True)[1]
+               for part in rows.split(batch)]
+        d = self.model.cfg.d_model
+        return torch.cat(out).view(len(tokens), n, d) if out else torch.zeros(0, n, d)
+
     def _tokens(self, flat: Tensor) -> Tensor:
         """Sequences at flat enumeration indices (mixed radix, last position fastest)."""
         sizes = torch.tensor(self.dist.support_sizes())
