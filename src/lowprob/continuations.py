@@ -3,9 +3,10 @@
 A generation event (``events.Generates``) asks whether, after a prompt, ``steps`` tokens sampled at
 ``temperature`` (greedy at 0; optionally from the ``top_k`` tokens only) contain one of some token
 sequences. ``continue_prompts`` draws those tokens for a batch of prompts, from the model's own
-next-token law p or from a tilted law q(y) ∝ p(y) e^{β a(y)}, where a(y) = 1 when y advances a
-partial match of a pattern (or starts one). Each row carries log p/q of its tokens, exact because q
-is normalised per step, so the mean of (p/q) 1[match] is unbiased for any β. A row that has matched
+next-token law p or from a tilted law q = δ p + (1 − δ) p e^{β a} / Z, where a(y) = 1 when y
+advances a partial match of a pattern (or starts one) and δ is a defensive share. Each row carries
+log p/q of its tokens, exact because q is normalised per step, so the mean of (p/q) 1[match] is
+unbiased for any β and δ. A row that has matched
 stops: the event happened whatever follows, so its later tokens would have weight 1.
 
 ``exact_generation_probability`` enumerates every continuation instead (with prefix sharing through
