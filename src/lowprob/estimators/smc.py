@@ -53,6 +53,8 @@ def smc_run(model, dist, event, n: int, generator: torch.Generator, growth: floa
     continuation = torch.zeros(n, event.steps, dtype=torch.long)
     log_z, resamplings, rows, positions = 0.0, 0, 0, 0
     for t in range(event.steps):
+        if len(live) == 0:  # every particle matched (resampling can copy matched ones over the rest)
+            break
         log_p = next_token_log_probs(state.logits, event.temperature, event.top_k).cpu()
         tilt = log_tilt(log_p, patterns.advancing(continuation[live, :t], log_p.shape[1]), beta, defensive)
         y = torch.multinomial((log_p + tilt).exp(), 1, generator=generator)[:, 0]
