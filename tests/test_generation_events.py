@@ -32,15 +32,21 @@ def brute_force(model, dist, event) -> float:
     total = 0.0
     prompts, log_d = next(dist.enumerate(10_000))
     for prompt, ld in zip(prompts.tolist(), log_d.tolist(), strict=True):
-        for cont in itertools.product(range(model.d_vocab), repeat=event.steps):
-            if not any(cont[i:i + len(p)] == p for p in event.patterns for i in range(len(cont))):
-                continue
-            seq = torch.tensor([prompt + list(cont)])
-            with torch.no_grad():
-                logits = model(seq)[0, len(prompt) - 1:-1]
-            log_p = next_token_log_probs(logits, event.temperature, event.top_k)
-            total += math.exp(ld + sum(log_p[i, t].item() for i, t in enumerate(cont)))
+        total += math.exp(ld) * _continuations(model, prompt, [], event)
     return total
+
+
+def _continuations(model, prompt: list[int], cont: list[int], event) -> float:
+    """P(a pattern occurs in the rest of the continuation | prompt + cont), by full forwards, depth first."""
+    if any(tuple(cont[i:i + len(p)]) == p for p in event.patterns for i in range(len(cont))):
+        return 1.0
+    if len(cont) == event.steps:
+        return 0.0
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + cont]))[:, -1]
+    log_p = next_token_log_probs(logits, event.temperature, event.top_k)[0]
+    return sum(math.exp(log_p[t].item()) * _continuations(model, prompt, [*cont, t], event)
+               for t in torch.isfinite(log_p).nonzero()[:, 0].tolist())
 
 
 @pytest.mark.parametrize("event", [Generates(((4, 6),), 3), Generates(((4,), (11, 12)), 2, temperature=0.7, top_k=5),
@@ -93,3 +99,40 @@ def test_the_event_text_and_its_errors(tiny_lm):
                      ('generates: " x", steps=2, temperature=-1', "temperature must be")]:
         with pytest.raises(LowprobError, match=why):
             parse_event(bad, tok, tiny_lm.d_vocab)
+
+
+def test_prompts_from_a_template_with_values_of_different_lengths():
+    """A template's prompts differ in token length: decoding groups them, and exact enumeration and the
+    estimators agree with a brute force that fills the template every way (written here)."""
+    from lowprob.distributions.slots import Slot, SlotDistribution
+    from lowprob.models import Tokenizer, TransformerConfig
+
+    from .test_slots import TEXT
+
+    tok = Tokenizer.train(iter([TEXT * 40] * 5), vocab_size=160)
+    cfg = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=48, d_vocab=tok.vocab_size,
+                            init_std=0.5)
+    model = Transformer(cfg, seed=0, tokenizer=tok).eval()
+    slots = {"year": {"values": [" 2024", " 1999", " 12"], "weights": [0.6, 0.3, 0.1]},
+             "name": {"values": [" Alice Wong", " Bob"]}}
+    dist = SlotDistribution.from_spec("In{year},{name} said", slots, tok, name="said")
+    lengths = {len(tok.encode(v)) for slot in slots.values() for v in slot["values"]}
+    assert len(lengths) > 1  # the point of the test
+    event = Generates((tuple(tok.encode("Z")), tuple(tok.encode("]"))), steps=3, top_k=4)  # p ~ 6e-4
+    truth = 0.0
+    for combo in itertools.product(*[range(len(s.values)) for s in dist.slots]):
+        picks, prompt, weight = iter(combo), [], 1.0
+        for unit in dist.units:
+            if isinstance(unit, Slot):
+                choice = next(picks)
+                prompt += tok.encode(unit.values[choice])
+                weight *= unit.weights[choice]
+            else:
+                prompt += tok.encode(unit.text)
+        truth += weight * brute_force(model, TokenDistribution.from_positions(prompt), event)
+    assert exact_generation_probability(model, dist, event) == pytest.approx(truth, rel=1e-5)
+    values = torch.tensor([lowprob.estimate(model, dist, event, method="tilted", budget=128, seed=s).probability
+                           for s in range(100)], dtype=torch.float64)
+    assert abs(values.mean().item() - truth) < 3 * values.std().item() / 10, (values.mean().item(), truth)
+    for method in ("naive", "smc"):
+        assert 0 <= lowprob.estimate(model, dist, event, method=method, budget=64, seed=0).probability <= 1

@@ -141,6 +141,10 @@ def flops_of(model, prompts: int, prompt_length: int, event, extended_rows: int,
              ) -> float:
     """FLOPs of decoding: the prompts as whole sequences, then each extension's positions at their
     share of a prompt-plus-continuation sequence, plus one unembedding per extended row."""
+    from lowprob.distributions.slots import TemplatedModel
+
+    if isinstance(model, TemplatedModel):  # the real model, at the template's longest prompt
+        model, prompt_length = model.model, model.longest
     length = prompt_length + event.steps
     unembed = 2 * model.W_U.shape[0] * model.W_U.shape[1]
     per_position = (model.flops_per_sequence(length) - unembed) / length
@@ -156,6 +160,9 @@ def exact_generation_probability(model, dist, event, max_rows: int = 1 << 20) ->
     stops, the others branch over their next tokens. Refused when a step would hold more than
     ``max_rows`` rows (vocabulary^steps grows fast: this is for toy models and short horizons).
     """
+    model, dist = dist.bind(model)  # a template: its value ids, read by the templated model
+    dist.check_model(model)
+    event.validate(model)
     if dist.support_size() > max_rows:
         raise LowprobError(f"{dist.support_size()} prompts: more than exact enumeration's {max_rows} rows")
     branching = 1 if event.temperature == 0 else min(event.top_k or model.d_vocab, model.d_vocab)

@@ -256,6 +256,18 @@ class TemplatedModel(nn.Module):
     def unembed(self, resid: Tensor) -> Tensor:
         return self.model.unembed(resid)
 
+    def expand(self, units: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """The real token sequences of rows of input ids, grouped by length: (rows, tokens [m, T])."""
+        seqs = self.sequences.to(units.device)[units]  # [B, units, k_max], -1 padded
+        lengths = (seqs >= 0).sum(-1)  # [B, units]
+        layouts, which = torch.unique(lengths, dim=0, return_inverse=True)
+        groups = []
+        for j in range(len(layouts)):
+            rows = (which == j).nonzero()[:, 0]
+            picked = seqs[rows]
+            groups.append((rows, picked[picked >= 0].view(len(rows), -1)))
+        return groups
+
     def logits(self, tokens: Tensor) -> Tensor:
         return self.unembed(self.final_residual(self.W_E[tokens]))
 

@@ -159,11 +159,7 @@ def estimate(model: LanguageModel, dist: TokenDistribution, event: Event | Gener
     if family not in spec.events:
         raise LowprobError(f"{method} does not estimate {family} events; methods that do: "
                            f"{', '.join(methods_for(family))}")
-    bound, dist = dist.bind(model)
-    if family == "generation" and bound is not model:
-        raise LowprobError("generation events after a slot template are not supported yet: use a token-table "
-                           "distribution for the prompts")
-    model = bound
+    model, dist = dist.bind(model)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise LowprobError(f"seed must be a non-negative integer, got {seed!r}")
     event.validate(model)

@@ -42,12 +42,16 @@ class Decoding:
 
 def start_decoding(model, prompts: Tensor) -> Decoding:
     """Decoding of ``prompts`` [B, T] (token ids, any device), the cheapest way ``model`` allows."""
+    from lowprob.distributions.slots import TemplatedModel
     from lowprob.models.adapters.hf import HuggingFaceLM
     from lowprob.models.transformer import Transformer
 
     if prompts.dim() != 2 or prompts.shape[1] < 1:
         raise LowprobError(f"prompts must have shape [batch, positions >= 1], got {tuple(prompts.shape)}")
     prompts = prompts.to(model.device)
+    if isinstance(model, TemplatedModel):  # prompts of a template's values have different token lengths
+        return GroupedDecoding([(rows, start_decoding(model.model, tokens)) for rows, tokens in model.expand(prompts)],
+                               len(prompts))
     if isinstance(model, Transformer):
         return TransformerDecoding(model, prompts)
     if isinstance(model, HuggingFaceLM):
@@ -151,3 +155,46 @@ class RecomputedDecoding(Decoding):
 
     def positions_per_step(self) -> int:
         return self.tokens.shape[1] + 1
+
+
+class GroupedDecoding(Decoding):
+    """Rows whose prompts have different lengths (a template's values): one decoding per length,
+    seen as one batch. ``logits`` and ``extend``/``select`` use the batch's row order."""
+
+    def __init__(self, groups: list[tuple[Tensor, Decoding]], n: int) -> None:
+        self.groups = [state for _, state in groups]
+        self.group_of = torch.empty(n, dtype=torch.long)  # batch row -> its group
+        self.index_in = torch.empty(n, dtype=torch.long)  # batch row -> its row in that group
+        for g, (rows, _) in enumerate(groups):
+            rows = rows.cpu()
+            self.group_of[rows], self.index_in[rows] = g, torch.arange(len(rows))
+        self._gather_logits()
+
+    def _gather_logits(self) -> None:
+        first = self.groups[0].logits
+        self.logits = first.new_empty(len(self.group_of), first.shape[1])
+        for g, state in enumerate(self.groups):
+            rows = (self.group_of == g).nonzero()[:, 0]
+            self.logits[rows.to(first.device)] = state.logits[self.index_in[rows].to(first.device)]
+
+    def extend(self, tokens: Tensor) -> None:
+        tokens = tokens.cpu()
+        for g, state in enumerate(self.groups):
+            rows = (self.group_of == g).nonzero()[:, 0]
+            if len(rows):  # a group whose rows were all dropped stays as it is, unused
+                state.extend(tokens[rows[self.index_in[rows].argsort()]])
+        self._gather_logits()
+
+    def select(self, rows: Tensor) -> None:
+        rows = rows.cpu()
+        group_of, index_in = self.group_of[rows], self.index_in[rows]
+        self.index_in = torch.empty_like(index_in)
+        for g, state in enumerate(self.groups):
+            mine = (group_of == g).nonzero()[:, 0]
+            state.select(index_in[mine])
+            self.index_in[mine] = torch.arange(len(mine))
+        self.group_of = group_of
+        self._gather_logits()
+
+    def positions_per_step(self) -> int:
+        return max(state.positions_per_step() for state in self.groups)
