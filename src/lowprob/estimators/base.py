@@ -89,6 +89,12 @@ class RawEstimate:
     flops: float | None = None  # when calls are not whole sequences (generation): the FLOPs spent
 
 
+def effective_sample_size(log_w: torch.Tensor) -> float:
+    """Kish's (Σw)² / Σw² of importance weights given in log space: how many equal weights they are worth."""
+    w = (log_w - log_w.max()).exp()
+    return float(w.sum() ** 2 / (w * w).sum())
+
+
 def poisson_upper(count: float = 0.0, level: float = 0.95) -> float:
     """Garwood's upper limit for a Poisson mean after ``count`` events (≈ 3.69 for none, at 95%).
 

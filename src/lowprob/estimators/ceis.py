@@ -64,7 +64,14 @@ from collections.abc import Callable
 import torch
 
 from lowprob.distributions.base import TokenDistribution
-from lowprob.estimators.base import RawEstimate, one_hot_scores, outcomes, poisson_upper, score_and_gradient
+from lowprob.estimators.base import (
+    RawEstimate,
+    effective_sample_size,
+    one_hot_scores,
+    outcomes,
+    poisson_upper,
+    score_and_gradient,
+)
 from lowprob.estimators.itgis import compound_poisson_interval
 from lowprob.estimators.rao_blackwell import LastPositionSums
 from lowprob.events import ArgmaxIs, MarginAtLeast
@@ -152,8 +159,8 @@ class Mixture:
 def _posterior_table(sup: _Supports, prior: torch.Tensor, cols: torch.Tensor, log_w: torch.Tensor,
                      prior_strength: float) -> torch.Tensor:
     """Dirichlet posterior mean per position: weighted elite counts (effective-sample units) + prior."""
+    n_eff = effective_sample_size(log_w)
     w = (log_w - log_w.max()).exp()
-    n_eff = float(w.sum() ** 2 / (w * w).sum())
     w = w / w.sum() * n_eff
     counts = torch.zeros_like(prior)
     counts.scatter_add_(1, cols.T.contiguous(), w.expand(cols.shape[1], -1).contiguous())

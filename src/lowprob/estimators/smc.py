@@ -27,15 +27,10 @@ import torch
 from scipy import stats
 
 from lowprob.continuations import Patterns, flops_of, log_tilt, next_token_log_probs
-from lowprob.estimators.base import RawEstimate
+from lowprob.estimators.base import RawEstimate, effective_sample_size
 from lowprob.estimators.naive import clopper_pearson
 from lowprob.estimators.tilted import Drawer, adapt
 from lowprob.models.decoding import start_decoding
-
-
-def _ess_fraction(log_w: torch.Tensor) -> float:
-    w = (log_w - log_w.max()).exp()
-    return float(w.sum() ** 2 / (w * w).sum()) / len(log_w)
 
 
 @torch.no_grad()
@@ -71,7 +66,7 @@ def smc_run(model, dist, event, n: int, generator: torch.Generator, growth: floa
         live = live[going]
         rows, positions = rows + len(going), positions + len(going) * state.positions_per_step()
         state.extend(y[going])
-        if _ess_fraction(log_w) < resample_below:
+        if effective_sample_size(log_w) / n < resample_below:
             log_z += float(log_w.logsumexp(0)) - math.log(n)
             ancestors = torch.multinomial((log_w - log_w.max()).exp(), n, replacement=True, generator=generator)
             row_of = torch.full((n,), -1, dtype=torch.long)

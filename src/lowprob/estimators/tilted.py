@@ -30,7 +30,7 @@ import torch
 
 from lowprob.continuations import Continuations, continue_prompts, flops_of
 from lowprob.distributions.base import TokenDistribution
-from lowprob.estimators.base import RawEstimate
+from lowprob.estimators.base import RawEstimate, effective_sample_size
 from lowprob.estimators.itgis import compound_poisson_interval
 
 MAX_BETA = 30.0
@@ -96,7 +96,7 @@ class PromptProposal:
             return cls(dist)
         w = (log_w - log_w.max()).exp()
         w = w / w.sum()
-        kappa = strength * float(1 / (w * w).sum()) ** 0.5
+        kappa = strength * effective_sample_size(log_w) ** 0.5
         positions = []
         for i in range(len(dist)):
             ids, probs = dist.support(i)
