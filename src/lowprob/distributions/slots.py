@@ -167,6 +167,17 @@ class SlotDistribution:
         dist = TokenDistribution.from_positions(positions, normalize=True, name=self.name)
         return templated, dist
 
+    def unit_labels(self) -> list[tuple[str, dict[int, str]]]:
+        """Per unit of the bound distribution, its name (a slot's name, a piece's text) and the text of
+        each of its value ids, numbered as ``bind`` numbers them."""
+        labels, start = [], 0
+        for u in self.units:
+            texts = u.values if isinstance(u, Slot) else (u.text,)
+            labels.append((u.name if isinstance(u, Slot) else repr(u.text),
+                           {start + k: text for k, text in enumerate(texts)}))
+            start += len(texts)
+        return labels
+
 
 def _slot(name: str, spec: dict, tokenizer) -> Slot:
     if not isinstance(spec, dict) or not isinstance(spec.get("values"), list) or not spec["values"]:

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from scipy import stats
 
+from lowprob.attribution import Attribution, Hits, Labels, SampledHits, attribute
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
-from lowprob.estimators.catalog import DEFAULT_METHODS, get_method, methods_for
+from lowprob.estimators.catalog import DEFAULT_METHODS, get_method, methods_for, methods_with_samples
 from lowprob.events import Event, Generates
 from lowprob.models.protocol import LanguageModel
 from lowprob.threads import torch_threads
@@ -53,6 +54,8 @@ class Estimate:
     distribution: str = ""  # the distribution's name, "" if it has none
     event: dict[str, Any] = field(default_factory=dict)  # Event.describe(): kind, token id and text
     interval_kind: str = "approximate"  # what the interval accounts for (estimators.catalog.INTERVAL_KINDS)
+    # the hits of a sampling method, for attribution(); never in to_json, so bench rows do not grow
+    samples: SampledHits | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         lo, hi = self.interval
@@ -66,6 +69,14 @@ class Estimate:
                 "interval_kind": self.interval_kind,
                 "budget": self.budget, "seed": self.seed, "cost": asdict(self.cost),
                 "diagnostics": self.diagnostics, "hyper": self.hyper}
+
+    def attribution(self, top: int | None = 3) -> Attribution:
+        """Per variable position, the ``top`` input values whose probability the event raises most, with
+        P(value | event) estimated from this estimate's weighted hits (``lowprob.attribution``)."""
+        if self.samples is None:
+            raise LowprobError(f"{self.method} draws no samples of the event, so it cannot attribute it; methods "
+                               f"that can: {', '.join(methods_with_samples())}")
+        return attribute(self.samples, top)
 
     def summary(self) -> str:
         """One line for people: what was estimated, the estimate, its interval and its cost."""
@@ -87,6 +98,7 @@ class RawEstimate:
     backward_passes: int
     diagnostics: dict[str, Any]
     flops: float | None = None  # when calls are not whole sequences (generation): the FLOPs spent
+    hits: Hits | None = None  # the samples that hit, weighted for the input distribution (sampling methods)
 
 
 def effective_sample_size(log_w: torch.Tensor) -> float:
@@ -165,6 +177,7 @@ def estimate(model: LanguageModel, dist: TokenDistribution, event: Event | Gener
     if family not in spec.events:
         raise LowprobError(f"{method} does not estimate {family} events; methods that do: "
                            f"{', '.join(methods_for(family))}")
+    source = dist
     model, dist = dist.bind(model)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise LowprobError(f"seed must be a non-negative integer, got {seed!r}")
@@ -182,6 +195,9 @@ def estimate(model: LanguageModel, dist: TokenDistribution, event: Event | Gener
     per_call = model.flops_per_sequence(len(dist))
     flops = raw.flops if raw.flops is not None else per_call * (raw.forward_passes + 2 * raw.backward_passes)
     cost = Cost(raw.forward_passes, raw.backward_passes, flops, seconds)
+    tokenizer = getattr(model, "tokenizer", None)
+    samples = None if raw.hits is None else SampledHits(raw.hits, dist, Labels(source, tokenizer))
     return Estimate(method, min(float(p), 1.0), (min(float(lo), 1.0), min(float(hi), 1.0)), budget, seed, cost,
                     diagnostics, params, model=getattr(model, "name", "") or "", distribution=dist.name,
-                    event=event.describe(getattr(model, "tokenizer", None)), interval_kind=spec.interval)
+                    event=event.describe(tokenizer), interval_kind=spec.interval,
+                    samples=samples)

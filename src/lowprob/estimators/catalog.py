@@ -87,6 +87,7 @@ class Method:
     min_budget: int = 1  # fewer model calls than this cannot give an estimate at all
     interval: str = "approximate"  # what the method's 95% interval accounts for: a key of INTERVAL_KINDS
     events: tuple[str, ...] = ("logits",)  # the event families it estimates: "logits", "generation"
+    samples: bool = True  # draws weighted samples of the event, so Estimate.attribution() can read its hits
 
     def resolve(self, budget: Any, hyper: dict[str, Any]) -> dict[str, Any]:
         """Check ``budget`` and ``hyper`` against the declaration; return the full hyper-parameters."""
@@ -168,9 +169,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
                               "with rao_blackwell: share of the estimation phase's work for summed-out samples")},
            min_budget=32),  # a pilot, stages and an estimation phase need room
     Method("gld", "Gaussian fit to the target's logit gap, Φ(μ/σ) (activations shared across targets)",
-           "lowprob.estimators.extrapolation:gld", min_budget=2, interval="sampling-only"),
+           "lowprob.estimators.extrapolation:gld", min_budget=2, interval="sampling-only", samples=False),
     Method("qld", "quadratic logit decomposition along the min-norm accepting direction (shared activations)",
-           "lowprob.estimators.extrapolation:qld", min_budget=2, interval="sampling-only"),
+           "lowprob.estimators.extrapolation:qld", min_budget=2, interval="sampling-only", samples=False),
 )}
 
 DEFAULT_METHODS = {"logits": "itgis", "generation": "tilted"}  # per event family
@@ -180,6 +181,11 @@ DEFAULT_METHOD = DEFAULT_METHODS["logits"]
 def methods_for(family: str) -> list[str]:
     """The methods that estimate events of ``family`` ("logits" or "generation"), sorted."""
     return sorted(name for name, m in METHODS.items() if family in m.events)
+
+
+def methods_with_samples() -> list[str]:
+    """The methods whose estimates keep weighted hits, so they can attribute the event to inputs, sorted."""
+    return sorted(name for name, m in METHODS.items() if m.samples)
 
 
 def get_method(name: str) -> Method:

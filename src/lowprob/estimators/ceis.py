@@ -63,6 +63,7 @@ from collections.abc import Callable
 
 import torch
 
+from lowprob.attribution import Hits, hits_of
 from lowprob.distributions.base import TokenDistribution
 from lowprob.estimators.base import (
     RawEstimate,
@@ -254,7 +255,7 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
     levels, hit_cols, hit_logw = [], [], []
     shares = even_shares(len(mix))
     prior = sum(s * t for s, t in zip(shares.tolist(), mix.tables, strict=True))
-    seen_cols, seen_logw, seen_s, seen_terms = [], [], [], []
+    seen_cols, seen_logw, seen_s, seen_terms, seen_hits = [], [], [], [], []
     while spent + m <= work * adapt_fraction and len(mix) < max_components:
         cols, log_w, s, hit = draw(mix, shares, m)
         spent += m
@@ -264,6 +265,7 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
         seen_logw.append(log_w)
         seen_s.append(s)
         seen_terms.append(torch.where(hit, log_w, neg_inf))
+        seen_hits.append(hits_of(sup.tokens(cols), log_w, hit))
         reached = int(hit.sum()) >= rho * m
         level = 0.0 if reached else float(torch.quantile(s, 1 - rho))
         levels.append(level)
@@ -306,7 +308,7 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
             n_est -= rb_work
         else:  # not even two prefixes fit: plain estimation
             rb, n_prefixes = None, 0
-    log_terms, log_ws, est_s = [], [], []
+    log_terms, log_ws, est_s, est_hits = [], [], [], []
     done = 0
     shares, fitted_on = even_shares(len(mix)), 0
     while done < n_est:
@@ -325,11 +327,12 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
         log_ws.append(log_w)
         est_s.append(s)
         log_terms.append(torch.where(hit, log_w, neg_inf))
+        est_hits.append(hits_of(sup.tokens(cols), log_w, hit))
         hit_cols.append(cols[hit])
         hit_logw.append(log_w[hit])
     if pool:  # every sample since the gradient phase, weighted for the mixture it was drawn from
         log_terms = seen_terms + log_terms
-        log_ws, est_s = seen_logw + log_ws, seen_s + est_s
+        log_ws, est_s, est_hits = seen_logw + log_ws, seen_s + est_s, seen_hits + est_hits
     n_used = sum(len(t) for t in log_terms)
     log_terms_all = torch.cat(log_terms) if log_terms else torch.zeros(0, dtype=torch.float64)
     log_w_all = torch.cat(log_ws) if log_ws else torch.zeros(0, dtype=torch.float64)
@@ -339,7 +342,7 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
     var_sum = float(log_terms_all.exp().var()) * n_used if n_used > 1 else 0.0  # n × var of one term
     rb_diag = {}
     if rb is not None:  # each prefix's term stands for the rb_work / n_prefixes forwards it cost
-        log_t, log_w_rb, log_near, shares, rb_diag = _rao_blackwell_terms(
+        log_t, log_w_rb, log_near, shares, rb_diag, rb_hits = _rao_blackwell_terms(
             mix, sup, rb, n_prefixes, rb_batch, hit_cols, hit_logw, shares,
             defensive, floor, generator)
         scale = math.log(rb_work / n_prefixes)
@@ -350,6 +353,7 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
         near["m05"] = max(near["m05"], float(log_near.max()) + scale)
         hits += int(torch.isfinite(log_t).sum())
         n_used += rb_work
+        est_hits.append(Hits(rb_hits.tokens, rb_hits.log_weight + scale, rb_hits.unit))
     p = float(log_terms_all.exp().sum()) / n_used
     interval, n_eff = compound_poisson_interval(log_terms_all[torch.isfinite(log_terms_all)], n_used,
                                                 float(log_w_all.max()))
@@ -367,7 +371,13 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
                         "clt_interval": [max(0.0, p - half_width), p + half_width], "near_miss_log_w": near,
                         "compound_poisson_interval": list(compound), **({"rao_blackwell": rb_diag} if rb_diag else {}),
                         "note": "unbiased: mean of w·1[event] over the averaged samples (rao_blackwell: with "
-                                "w_{-j}·P(event | other positions) terms, each counted as the forwards it cost)"})
+                                "w_{-j}·P(event | other positions) terms, each counted as the forwards it cost)"},
+                       hits=Hits.cat(est_hits, len(dist), _HITS_NOTE if rb is None else _HITS_NOTE + _RB_NOTE))
+
+
+_HITS_NOTE = "importance weights D/q_mix of the averaged samples"
+_RB_NOTE = ("; each summed-out prefix enters as its hitting completions, weighted w_{-j} D_j(v) and pooled "
+            "per prefix")
 
 
 def _rao_blackwell_terms(mix: Mixture, sup: _Supports, rb: LastPositionSums, n_prefixes: int, batch: int,
@@ -381,11 +391,12 @@ def _rao_blackwell_terms(mix: Mixture, sup: _Supports, rb: LastPositionSums, n_p
     hit so far (plain hits weighted w, prefixes with h > 0 weighted w_{-j} h) under the components'
     marginals over the positions other than j. Also returns each sample's log w_{-j}, the log of
     w_{-j}(x) Σ_v D_j(v) 1[margin(x_j = v) ≥ −NEAR_MISS] (what one more near miss could add), the
-    last shares and diagnostics.
+    last shares, diagnostics, and the hitting completions as hits: prefix x with x_j = v weighs
+    w_{-j}(x) D_j(v), the prefix's share of the term that came from v, and each prefix is one unit.
     """
     j, neg_inf = rb.position, torch.tensor(NEG_INF, dtype=torch.float64)
     fitted_on, done, completion_hits = -1, 0, 0
-    log_terms, log_ws, log_near = [], [], []
+    log_terms, log_ws, log_near, completions = [], [], [], []
     while done < n_prefixes:
         all_cols = torch.cat(hit_cols)
         if len(all_cols) > max(fitted_on, 0):
@@ -405,8 +416,14 @@ def _rao_blackwell_terms(mix: Mixture, sup: _Supports, rb: LastPositionSums, n_p
         log_near.append(torch.where(near > 0, log_w + near.log(), neg_inf))
         hit_cols.append(cols[h > 0])
         hit_logw.append(log_t[h > 0])
+        row, value = hit.nonzero(as_tuple=True)
+        tokens = sup.tokens(cols)[row]
+        tokens[:, j] = rb.ids[value]
+        completions.append(Hits(tokens, log_w[row] + rb.probs[value].log(), row + done))
         done += n
     log_t = torch.cat(log_terms)
     diag = {"position": j, "support": rb.n, "prefixes": n_prefixes, "prefix_hits": int(torch.isfinite(log_t).sum()),
             "completion_hits": completion_hits, "shared_prefix": rb.tree is not None}
-    return log_t, torch.cat(log_ws), torch.cat(log_near), shares, diag
+    return (log_t, torch.cat(log_ws), torch.cat(log_near), shares, diag,
+            Hits(torch.cat([c.tokens for c in completions]), torch.cat([c.log_weight for c in completions]),
+                 torch.cat([c.unit for c in completions])))

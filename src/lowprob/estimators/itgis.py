@@ -24,6 +24,7 @@ import math
 import torch
 from scipy import stats
 
+from lowprob.attribution import Hits, hits_of
 from lowprob.distributions.base import TokenDistribution
 from lowprob.estimators.base import RawEstimate, one_hot_scores, poisson_upper, score_and_gradient
 
@@ -54,7 +55,7 @@ def itgis(model, dist: TokenDistribution, event, budget: int, generator: torch.G
         batch_size = min(MAX_BATCH, -(-budget // MIN_ROUNDS))
     ema = [torch.zeros(n, dtype=torch.float64) for n in dist.support_sizes()]
     proposal = dist
-    log_terms, log_weights = [], []
+    log_terms, log_weights, hit_rows = [], [], []
     done, b = 0, 0
     while done < budget:
         n = min(batch_size, budget - done)
@@ -63,6 +64,7 @@ def itgis(model, dist: TokenDistribution, event, budget: int, generator: torch.G
         hit, scores = _one_hot_scores(model, dist, event, tokens)
         log_weights.append(log_w)
         log_terms.append(torch.where(hit, log_w, torch.tensor(-math.inf, dtype=torch.float64)))
+        hit_rows.append(hits_of(tokens, log_w, hit))
         done += n
         b += 1
         ema = [DECAY * e + s for e, s in zip(ema, scores, strict=True)]
@@ -73,7 +75,8 @@ def itgis(model, dist: TokenDistribution, event, budget: int, generator: torch.G
     interval, n_eff = compound_poisson_interval(log_terms_all[torch.isfinite(log_terms_all)], budget,
                                                 float(log_w_all.max()))
     return RawEstimate(p, interval, budget, budget, {"hits": hits, "effective_hits": n_eff, "batches": b,
-                                                     "max_log_weight": float(log_w_all.max())})
+                                                     "max_log_weight": float(log_w_all.max())},
+                       hits=Hits.cat(hit_rows, len(dist), "importance weights D/q of the tilted proposals"))
 
 
 def compound_poisson_interval(log_w_hits: torch.Tensor, n: int, max_log_weight: float,

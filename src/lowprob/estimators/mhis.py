@@ -22,6 +22,7 @@ import math
 import torch
 from scipy import stats
 
+from lowprob.attribution import Hits
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
 from lowprob.estimators.base import RawEstimate, one_hot_scores, score_and_gradient
@@ -67,7 +68,7 @@ def mhis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
     x = dist.sample(chains, generator)
     s, hit, grad = score_and_gradient(model, event, x)
     initial_hits = int(hit.sum())  # the initial states are independent draws from the input distribution
-    kept_s, kept_hit = [], []
+    kept_s, kept_hit, hit_rows = [], [], []
     accepted = 0
     for step in range(steps if len(variable) else 0):
         pos = variable[torch.randint(len(variable), (chains,), generator=generator)]
@@ -88,8 +89,10 @@ def mhis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
         if step >= burn:
             kept_s.append(s.clone())
             kept_hit.append(hit.clone())
+            hit_rows.append(Hits(x[hit], -s[hit] / temperature, rows[hit]))
     if not kept_s:  # no move possible or budget too small: use the current states
         kept_s, kept_hit = [s], [hit]
+        hit_rows = [Hits(x[hit], -s[hit] / temperature, rows[hit])]
     log_w = -torch.stack(kept_s) / temperature  # [kept, chains]
     hits = torch.stack(kept_hit)
     if hits.any():
@@ -103,7 +106,18 @@ def mhis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
                        {"acceptance_rate": accepted / moves if moves else 0.0, "hits": int(hits.sum()),
                         "chains": chains, "steps_per_chain": steps, "burn_in": burn,
                         "per_chain": per_chain.tolist(),
-                        "note": "self-normalised: consistent, biased for finite chains"})
+                        "note": "self-normalised: consistent, biased for finite chains"},
+                       hits=_chain_hits(hit_rows, len(dist)))
+
+
+def _chain_hits(parts: list[Hits], width: int) -> Hits:
+    """The kept states that hit, weighted e^{-s/T} (back from the tilted target to D), each chain one unit:
+    a chain's states are not independent of one another."""
+    note = "MHIS states, weights e^{-s/T} relative to D, pooled per chain"
+    if not parts:
+        return Hits.cat([], width, note)
+    return Hits(torch.cat([p.tokens for p in parts]), torch.cat([p.log_weight for p in parts]),
+                torch.cat([p.unit for p in parts]), note)
 
 
 def _ratio_estimate(log_w: torch.Tensor, hits: torch.Tensor) -> tuple[float, tuple[float, float]]:

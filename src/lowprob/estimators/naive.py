@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from scipy import stats
 
+from lowprob.attribution import Hits, hits_of
 from lowprob.estimators.base import RawEstimate, happened
 
 BATCH = 4096
@@ -23,8 +24,11 @@ def clopper_pearson(hits: int, n: int, level: float = 0.95) -> tuple[float, floa
 
 @torch.no_grad()
 def naive(model, dist, event, budget: int, generator: torch.Generator) -> RawEstimate:
-    hits, flops = 0, 0.0
+    hits, flops, hit_rows = 0, 0.0, []
     for start in range(0, budget, BATCH):
-        hit, cost = happened(model, event, dist.sample(min(BATCH, budget - start), generator), generator)
+        tokens = dist.sample(min(BATCH, budget - start), generator)
+        hit, cost = happened(model, event, tokens, generator)
         hits, flops = hits + int(hit.sum()), flops + cost
-    return RawEstimate(hits / budget, clopper_pearson(hits, budget), budget, 0, {"hits": hits}, flops)
+        hit_rows.append(hits_of(tokens, 0.0, hit))
+    return RawEstimate(hits / budget, clopper_pearson(hits, budget), budget, 0, {"hits": hits}, flops,
+                       Hits.cat(hit_rows, len(dist), "plain samples: every hit weighs the same"))

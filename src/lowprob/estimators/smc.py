@@ -26,6 +26,7 @@ import math
 import torch
 from scipy import stats
 
+from lowprob.attribution import Hits
 from lowprob.continuations import Patterns, flops_of, log_tilt, next_token_log_probs
 from lowprob.estimators.base import RawEstimate, effective_sample_size
 from lowprob.estimators.naive import clopper_pearson
@@ -35,8 +36,11 @@ from lowprob.models.decoding import start_decoding
 
 @torch.no_grad()
 def smc_run(model, dist, event, n: int, generator: torch.Generator, growth: float, resample_below: float,
-            beta: float, defensive: float) -> tuple[float, dict]:
-    """One SMC run with ``n`` particles, steps drawn from the tilted law: (estimate, counts)."""
+            beta: float, defensive: float) -> tuple[float, dict, Hits]:
+    """One SMC run with ``n`` particles, steps drawn from the tilted law: (estimate, counts, hits).
+
+    The hits are the matched particles' prompts, each weighing its share of the estimate; particles
+    that descend from one initial particle (hence share its prompt) form one unit."""
     patterns = Patterns(event.patterns)
     top = max(len(p) for p in event.patterns)  # the level of a match
     prompts = dist.sample(n, generator)
@@ -46,6 +50,7 @@ def smc_run(model, dist, event, n: int, generator: torch.Generator, growth: floa
     matched = torch.zeros(n, dtype=torch.bool)
     log_w = torch.zeros(n, dtype=torch.float64)
     continuation = torch.zeros(n, event.steps, dtype=torch.long)
+    root = torch.arange(n)  # each particle's initial ancestor, whose prompt it carries
     log_z, resamplings, rows, positions = 0.0, 0, 0, 0
     for t in range(event.steps):
         if len(live) == 0:  # every particle matched (resampling can copy matched ones over the rest)
@@ -72,14 +77,16 @@ def smc_run(model, dist, event, n: int, generator: torch.Generator, growth: floa
             row_of = torch.full((n,), -1, dtype=torch.long)
             row_of[live] = torch.arange(len(live))
             level, matched, continuation = level[ancestors], matched[ancestors], continuation[ancestors]
+            root = root[ancestors]
             log_w = torch.zeros(n, dtype=torch.float64)
             live = (~matched).nonzero()[:, 0]
             state.select(row_of[ancestors[live]])
             resamplings += 1
     terms = torch.where(matched, log_w - growth * top, -math.inf)
     estimate = math.exp(log_z + float(terms.logsumexp(0)) - math.log(n)) if matched.any() else 0.0
+    hits = Hits(prompts[root[matched]], log_z + terms[matched] - math.log(n), root[matched])
     return estimate, {"rows": rows, "positions": positions, "resamplings": resamplings,
-                      "matched": int(matched.sum()), "prompt_length": prompts.shape[1]}
+                      "matched": int(matched.sum()), "prompt_length": prompts.shape[1]}, hits
 
 
 def smc(model, dist, event, budget: int, generator: torch.Generator, growth: float, resample_below: float,
@@ -91,7 +98,7 @@ def smc(model, dist, event, budget: int, generator: torch.Generator, growth: flo
     replicates = min(replicates, particles)
     sizes = [particles // replicates + (r < particles % replicates) for r in range(replicates)]
     runs = [smc_run(model, dist, event, n, generator, growth, resample_below, beta, defensive) for n in sizes]
-    values = torch.tensor([v for v, _ in runs], dtype=torch.float64)
+    values = torch.tensor([v for v, _, _ in runs], dtype=torch.float64)
     p = float(values.mean())
     if p == 0:
         interval = (0.0, clopper_pearson(0, budget)[1])
@@ -101,7 +108,9 @@ def smc(model, dist, event, budget: int, generator: torch.Generator, growth: flo
         half = float(stats.t.ppf(0.975, replicates - 1)) * float(values.std()) / math.sqrt(replicates)
         interval = (max(0.0, p - half), p + half)
     flops = draw.flops + sum(flops_of(model, n, info["prompt_length"], event, info["rows"], info["positions"])
-                             for n, (_, info) in zip(sizes, runs, strict=True))
+                             for n, (_, info, _) in zip(sizes, runs, strict=True))
     return RawEstimate(p, interval, budget, 0,
-                       {"replicate_estimates": values.tolist(), "matched": sum(i["matched"] for _, i in runs),
-                        "resamplings": sum(i["resamplings"] for _, i in runs), "beta": round(beta, 3)}, flops)
+                       {"replicate_estimates": values.tolist(), "matched": sum(i["matched"] for _, i, _ in runs),
+                        "resamplings": sum(i["resamplings"] for _, i, _ in runs), "beta": round(beta, 3)}, flops,
+                       hits=Hits.cat([h for _, _, h in runs], len(dist), "matched particles' prompts, each weighing "
+                                     "its share of its replicate's estimate, pooled per initial ancestor"))

@@ -28,6 +28,7 @@ import math
 
 import torch
 
+from lowprob.attribution import hits_of
 from lowprob.continuations import Continuations, continue_prompts, flops_of
 from lowprob.distributions.base import TokenDistribution
 from lowprob.estimators.base import RawEstimate, effective_sample_size
@@ -161,11 +162,13 @@ def tilted(model, dist, event, budget: int, generator: torch.Generator, rounds: 
     pilot = max(rounds, int(budget * adapt_fraction))
     beta, betas = adapt(draw, dist, pilot, rounds, rho, prompt_side)
     n = budget - pilot
-    run, _ = draw(n, beta)  # estimation: one fixed tilt, so every term is unbiased and weights are alike
+    run, prompts = draw(n, beta)  # estimation: one fixed tilt, so every term is unbiased and weights are alike
     terms = torch.where(run.hit, run.log_weight, -math.inf)
     hits = int(run.hit.sum())
     p = float(terms.exp().mean())
     interval, n_eff = compound_poisson_interval(terms[run.hit], n, float(run.log_weight.max()))
     return RawEstimate(p, interval, budget, 0, {"hits": hits, "effective_hits": n_eff, "beta": round(beta, 3),
                                                 "adaptation_betas": [round(b, 3) for b in betas],
-                                                "estimation_samples": n}, draw.flops)
+                                                "estimation_samples": n}, draw.flops,
+                       hits=hits_of(prompts, run.log_weight, run.hit,
+                                    note="prompts of the estimation phase, weighted D/q of prompt and continuation"))

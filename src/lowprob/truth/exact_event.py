@@ -3,7 +3,8 @@
 A ground-truth table stores the argmax token's distribution, which answers argmax events only
 (``GroundTruth.probability``). Any other event — top-k membership, a margin, a probability
 threshold — is answered here by running every sequence and adding the probabilities of those where
-the event holds, in float64.
+the event holds, in float64; ``exact_conditionals`` also splits that mass by input value, the
+exact answer an attribution (``lowprob.attribution``) estimates.
 """
 
 from __future__ import annotations
@@ -36,3 +37,25 @@ def exact_probability(model: LanguageModel, dist: TokenDistribution, event: Even
             hit = event.indicator(model.logits(tokens.to(model.device))).cpu()
             total += logp[hit].exp().sum()
     return float(total)
+
+
+@torch.no_grad()
+def exact_conditionals(model: LanguageModel, dist: TokenDistribution, event: Event,
+                       chunk_size: int = PLAIN_CHUNK) -> list[torch.Tensor]:
+    """P(x_i = v | event) for every position i of the (bound) distribution, over ``dist.support(i)`` in
+    its order, exactly (support ≤ 2^26 sequences); NaN where the event never happens."""
+    model, dist = dist.bind(model)
+    dist.check_model(model)
+    event.validate(model)
+    if dist.support_size() > MAX_SEQUENCES:
+        raise LowprobError(f"the distribution has {dist.support_size():.3g} sequences, more than exact "
+                           f"enumeration's 2^26")
+    joint = [torch.zeros(n, dtype=torch.float64) for n in dist.support_sizes()]
+    with torch_threads():
+        for tokens, logp in dist.enumerate(chunk_size):
+            hit = event.indicator(model.logits(tokens.to(model.device))).cpu()
+            mass = torch.where(hit, logp.exp(), torch.zeros_like(logp))
+            for i, acc in enumerate(joint):
+                acc.index_add_(0, torch.searchsorted(dist.support(i)[0], tokens[:, i].contiguous()), mass)
+    total = joint[0].sum()
+    return [j / total if total > 0 else torch.full_like(j, float("nan")) for j in joint]
