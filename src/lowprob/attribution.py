@@ -124,8 +124,9 @@ class Attribution:
         """The rows for people, grouped by position."""
         if not self.hits:
             return "attribution: no sample hit the event, so there is nothing to attribute"
-        lines = [f"attribution: {self.hits} hits (effective {self.effective_hits:.1f}); P(value | event) against "
-                 f"D(value), {LEVEL:.0%} intervals (Clopper–Pearson at the effective number of hits)"]
+        lines = [f"attribution: {self.hits} hit{'s' * (self.hits > 1)} (effective {self.effective_hits:.1f}); "
+                 f"P(value | event) against D(value), {LEVEL:.0%} intervals (Clopper–Pearson at the effective "
+                 f"number of hits)"]
         if self.note:
             lines.append(f"  ({self.note})")
         shown = None
@@ -155,7 +156,8 @@ def effective_interval(p: float, n_eff: float, variance: float, level: float = L
 
 
 def attribute(sampled: SampledHits, top: int | None = 3, level: float = LEVEL) -> Attribution:
-    """The ``top`` values by rise at each variable position (all of them with ``top=None``)."""
+    """The ``top`` values by rise at each variable position, those the event raises at all (every value of
+    every variable position with ``top=None``)."""
     hits, dist, labels = sampled.hits, sampled.dist, sampled.labels
     if len(hits) == 0:
         return Attribution([], 0, 0.0, hits.note)
@@ -174,13 +176,14 @@ def attribute(sampled: SampledHits, top: int | None = 3, level: float = LEVEL) -
         num = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, pair_col, a)
         a2 = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, pair_col, a * a)
         ab = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, pair_col, a * unit_w[pair_unit])
-        p = num / total
+        p = (num / total).clamp(0.0, 1.0)  # a sum of parts can round past the whole
         # delta method for Σ_g A_gv / Σ_g W_g: Σ_g (A_gv − p W_g)² / (Σ W_g)²
         var = (a2 - 2 * p * ab + p * p * (unit_w**2).sum()).clamp_min(0) / total**2
         rise = p - prior
         shift = float(rise.abs().sum()) / 2
         order = torch.argsort(rise, descending=True, stable=True)
-        for c in order[: top].tolist() if top is not None else order.tolist():
+        shown = order.tolist() if top is None else [c for c in order[:top].tolist() if rise[c] > 0]
+        for c in shown:
             v, pv, dv = int(ids[c]), float(p[c]), float(prior[c])
             rows.append({"position": i, "name": labels.position(i), "value": v, "text": labels.value(i, v),
                          "prior": dv, "conditional": pv,

@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from lowprob.errors import LowprobError
-from lowprob.estimators.catalog import DEFAULT_METHODS, METHODS, get_method
+from lowprob.estimators.catalog import DEFAULT_METHODS, METHODS, get_method, methods_with_samples
 from lowprob.mlp.cli import app as mlp_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -187,6 +187,11 @@ def estimate(
              "`lowprob methods` lists them")] = None,
     length: Annotated[str, typer.Option(help="cpu, paper or exact (paper distributions)")] = "cpu",
     json_out: Annotated[bool, typer.Option("--json", help="print the estimate as JSON")] = False,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="also show which input values the event favours, per position or slot, from the "
+                          "method's weighted hits (sampling methods: " + ", ".join(methods_with_samples()) + ")")
+    ] = False,
+    top: Annotated[int, typer.Option(min=1, help="--explain: values shown per position")] = 3,
     device: Device = "cpu",
 ) -> None:
     """Estimate the probability of an EVENT on MODEL's last-position logits (by default: argmax is TARGET)."""
@@ -198,6 +203,9 @@ def estimate(
     family = "generation" if event is not None and event.partition(":")[0].strip() == "generates" else "logits"
     method = method or DEFAULT_METHODS[family]
     get_method(method).resolve(budget, hyper)  # refuse bad arguments before loading anything
+    if explain and not get_method(method).samples:
+        raise LowprobError(f"--explain needs a method that samples the event; {method} does not: use one of "
+                           f"{', '.join(methods_with_samples())}")
 
     import lowprob
     from lowprob.events import ArgmaxIs, parse_event, parse_token
@@ -207,7 +215,11 @@ def estimate(
     what = (ArgmaxIs(parse_token(target, lm.tokenizer, lm.d_vocab)) if target is not None
             else parse_event(event, lm.tokenizer, lm.d_vocab))
     est = lowprob.estimate(lm, distribution, what, method=method, budget=budget, seed=seed, **hyper)
-    typer.echo(json.dumps(est.to_json()) if json_out else est.summary())
+    attribution = est.attribution(top) if explain else None
+    if json_out:
+        typer.echo(json.dumps({**est.to_json(), **({"attribution": attribution.to_json()} if explain else {})}))
+    else:
+        typer.echo(est.summary() + ("\n" + attribution.table() if explain else ""))
 
 
 @app.command("ground-truth")
