@@ -419,11 +419,9 @@ def _rao_blackwell_terms(mix: Mixture, sup: _Supports, rb: LastPositionSums, n_p
         row, value = hit.nonzero(as_tuple=True)
         tokens = sup.tokens(cols)[row]
         tokens[:, j] = rb.ids[value]
-        completions.append(Hits(tokens, log_w[row] + rb.probs[value].log(), row + done))
+        completions.append(Hits(tokens, log_w[row] + rb.probs[value].log(), row))
         done += n
     log_t = torch.cat(log_terms)
     diag = {"position": j, "support": rb.n, "prefixes": n_prefixes, "prefix_hits": int(torch.isfinite(log_t).sum()),
             "completion_hits": completion_hits, "shared_prefix": rb.tree is not None}
-    return (log_t, torch.cat(log_ws), torch.cat(log_near), shares, diag,
-            Hits(torch.cat([c.tokens for c in completions]), torch.cat([c.log_weight for c in completions]),
-                 torch.cat([c.unit for c in completions])))
+    return log_t, torch.cat(log_ws), torch.cat(log_near), shares, diag, Hits.cat(completions, sup.ids.shape[0])
