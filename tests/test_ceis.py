@@ -59,12 +59,16 @@ def test_margin_is_positive_exactly_on_the_event_with_torch_argmax_ties():
     assert ArgmaxIs(1).indicator(logits).tolist() == [True, False, True]
 
 
-@pytest.mark.parametrize(("method", "target"), [("ceis", 2), ("ceis", 11)])
-def test_unbiased_against_exact_enumeration(sharp, method, target):
+@pytest.mark.parametrize(("target", "budget"), [(2, 256), (11, 256), (29, 1024)])
+def test_unbiased_against_exact_enumeration(sharp, target, budget):
+    """The default (half the estimation phase Rao–Blackwellised) at p = 2.7e-3, 2.6e-5 and 8.8e-7, the
+    rarest nonzero output of this model. Measured over 100 seeds: z = 0.78, -0.12 and 0.43; relative SE
+    0.04, 0.07 and 0.32; 0%, 14% and 27% zeros. At budget 256 the 8.8e-7 target is not yet unbiased
+    in practice (mean 0.33 p, z = -7.7: 70% zeros and a heavy tail), hence 1024 there."""
     model, dist, exact = sharp
     p = exact[target].item()
-    assert 2e-5 < p < 3e-3
-    _, values = run_seeds(model, dist, target, method, 100, 256)
+    assert 5e-7 < p < 3e-3
+    _, values = run_seeds(model, dist, target, "ceis", 100, budget)
     assert torch.isfinite(values).all() and (values >= 0).all()
     assert_within_3_se(values, p)
     if p > 1e-3:
@@ -72,7 +76,8 @@ def test_unbiased_against_exact_enumeration(sharp, method, target):
 
 
 def test_unbiased_on_a_smoother_model(smooth):
-    """tiny-long on a smoother model (262,144 sequences enumerated): a p = 3.6e-5 target."""
+    """tiny-long on a smoother model (262,144 sequences enumerated): a p = 3.6e-5 target (measured:
+    z = 0.47, 68% zeros: the flat logits give the gradient tilts little to follow)."""
     model, dist, exact = smooth
     p = exact[3].item()
     assert 1e-5 < p < 1e-4
@@ -80,7 +85,8 @@ def test_unbiased_on_a_smoother_model(smooth):
     assert_within_3_se(values, p)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: at p = 2.9e-8 CEIS almost never finds the event on this model")
+@pytest.mark.xfail(strict=True, reason="issue 13: at p = 2.9e-8 CEIS almost never finds the event on this model "
+                                       "(96% zeros at budget 1024, mean 0.14 p)")
 def test_finds_a_target_between_1e8_and_1e5(smooth):
     model, dist, exact = smooth
     p = exact[1].item()
@@ -111,22 +117,22 @@ def test_bad_hyper_parameters_are_refused(sharp):
         estimate(model, dist, ArgmaxIs(6), method="ceis", budget=256, prior_strength=0)
 
 
-@pytest.mark.parametrize("target", [2, 11])
-def test_interval_covers_at_the_nominal_rate(sharp, target):
-    """Measured over 100 seeds: 0.99 at p = 2.7e-3, 1.00 at 2.6e-5 (where 23% of runs see no hit and
-    report the no-hit bound): above nominal, i.e. conservative; the compound-Poisson interval alone
-    covered ~0.7-0.8. A drop below 0.90 is ~4 standard errors (0.02 at 100 seeds) from today."""
+@pytest.mark.parametrize(("target", "budget"), [(2, 256), (11, 256), (29, 1024)])
+def test_interval_covers_at_the_nominal_rate(sharp, target, budget):
+    """Measured over 100 seeds: 1.00 at every target: conservative, not nominal. The near-miss bound sets
+    the upper end (median 2.4 p at 2.7e-3, 4.0 p at 2.6e-5); the compound-Poisson interval alone
+    covers less. A wider upper end at the common target fails the bound below."""
     model, dist, exact = sharp
-    ests, _ = run_seeds(model, dist, target, "ceis", 100, 256)
+    ests, _ = run_seeds(model, dist, target, "ceis", 100, budget)
     p = exact[target].item()
     coverage = sum(e.interval[0] <= p <= e.interval[1] for e in ests) / len(ests)
     plain = sum(lo <= p <= hi for lo, hi in (e.diagnostics["compound_poisson_interval"] for e in ests)) / len(ests)
     assert coverage >= 0.90 and coverage >= plain, (coverage, plain)
     if target == 2:
-        assert coverage <= 0.995, coverage
+        assert torch.tensor([e.interval[1] for e in ests]).median() < 3 * p
 
 
-# --- Rao–Blackwellised estimation phase (rao_blackwell=True) ---------------------------------------
+# --- the Rao–Blackwellised estimation phase (rao_blackwell, on by default) -----------------------------------
 
 
 class _PlainModel:
@@ -171,36 +177,20 @@ def test_last_position_sums_score_every_completion_like_full_forwards(n_layers):
     assert per_call <= tree.prefix_flops < 10 * per_call == plain.prefix_flops
 
 
-@pytest.mark.parametrize("target", [11, 29])
-def test_rao_blackwell_unbiased_against_exact_enumeration(sharp, target):
-    """p = 2.6e-5 and 8.8e-7 (the rarest nonzero output of this model). Measured over 100 seeds at
-    budget 256: z = -0.38 and -1.59, relative SE 0.06 and 0.12, 10% and 47% zeros; plain CEIS on 29
-    is 15 of its SEs low (95% zeros). Dropping the D_j weights of the summed position makes these
-    fail by 14 and 5.7 SEs."""
-    model, dist, exact = sharp
-    p = exact[target].item()
-    assert (p < 1e-6) == (target == 29)
-    ests, values = run_seeds(model, dist, target, "ceis", 100, 256, rao_blackwell=True)
-    assert all(e.diagnostics["rao_blackwell"]["shared_prefix"] for e in ests)
-    assert_within_3_se(values, p)
-    if target == 29:
-        _, plain = run_seeds(model, dist, target, "ceis", 100, 256)
-        assert (values == 0).float().mean() <= 0.75 < 0.85 <= (plain == 0).float().mean()
-
-
-@pytest.mark.parametrize("target", [11, 29])
-def test_rao_blackwell_interval_covers_at_the_nominal_rate(sharp, target):
-    """Measured: 1.00 and 1.00 (compound-Poisson alone: 0.92 and 0.85)."""
-    model, dist, exact = sharp
-    ests, _ = run_seeds(model, dist, target, "ceis", 100, 256, rao_blackwell=True)
-    p = exact[target].item()
-    assert sum(e.interval[0] <= p <= e.interval[1] for e in ests) / len(ests) >= 0.90
+def test_rao_blackwell_finds_the_rarest_target_more_often(sharp):
+    """At p = 8.8e-7, budget 1024, 100 seeds: without the summed-out samples CEIS is unbiased too
+    (z = -0.19) but returns 0 in 84% of runs (relative SE 0.39), against 27% (0.32) with them.
+    Dropping the D_j weights of the summed position makes the default's unbiasedness test fail."""
+    model, dist, _ = sharp
+    _, default = run_seeds(model, dist, 29, "ceis", 100, 1024)
+    _, plain = run_seeds(model, dist, 29, "ceis", 100, 1024, rao_blackwell=False)
+    assert (default == 0).float().mean() <= 0.4 < 0.7 <= (plain == 0).float().mean()
 
 
 def test_rao_blackwell_spends_what_ceis_spends(sharp):
     model, dist, _ = sharp
-    a = estimate(model, dist, ArgmaxIs(6), method="ceis", budget=256, seed=3, rao_blackwell=True)
-    b = estimate(model, dist, ArgmaxIs(6), method="ceis", budget=256, seed=3, rao_blackwell=True)
+    a = estimate(model, dist, ArgmaxIs(6), method="ceis", budget=256, seed=3)
+    b = estimate(model, dist, ArgmaxIs(6), method="ceis", budget=256, seed=3)
     assert (a.probability, a.interval) == (b.probability, b.interval)
     rb = a.diagnostics["rao_blackwell"]
     assert rb["prefixes"] >= 2 and rb["shared_prefix"]
@@ -224,7 +214,7 @@ class _Delegating:
 
 def test_rao_blackwell_on_another_model_prices_full_forwards(sharp):
     model, dist, _ = sharp
-    e = estimate(_Delegating(model), dist, ArgmaxIs(6), method="ceis", budget=256, seed=3, rao_blackwell=True)
+    e = estimate(_Delegating(model), dist, ArgmaxIs(6), method="ceis", budget=256, seed=3)
     rb = e.diagnostics["rao_blackwell"]
     assert not rb["shared_prefix"] and rb["prefix_forward_equivalents"] == dist.support_sizes()[rb["position"]]
     assert e.cost.forward_passes + 2 * e.cost.backward_passes == 3 * 256 and 0 < e.probability < 1

@@ -147,8 +147,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
             "chains": positive_count(None, "independent chains (default: min(32, budget))"),
             "burn_in_fraction": fraction(0.25, "share of each chain's steps discarded as burn-in")},
            interval="sampling-only"),  # the chains' spread cannot see a bias they all share
-    Method("ceis", "cross-entropy importance sampling over a growing mixture of per-position proposals "
-           "(adapts inside the call; experimental: see benchmarks/results/issue13)",
+    Method("ceis", "cross-entropy importance sampling over a growing mixture of per-position proposals, the "
+           "last position summed out exactly (adapts inside the call, nothing to tune; the default)",
            "lowprob.estimators.ceis:ceis",
            {"rho": fraction(0.1, "share of a stage kept as elites above the rising level", open_at_zero=True),
             "defensive": fraction(0.05, "mixture share of the input distribution (weights <= 1/defensive)",
@@ -163,9 +163,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
             "temperatures": numbers((0.3, 0.67, 1.5, 3.34), "temperatures of the gradient-tilt components"),
             "pool": switch(True, "average every sample after the pilot (False: the estimation phase only)"),
             "elite_gradient": count(32, "best samples of a stage whose margin gradient tilts its fit"),
-            "rao_blackwell": switch(False, "estimation phase: sum the last variable position out exactly, each "
-                                           "sample's prefix scored with every completion (experiment)"),
-            "rb_share": Param(1.0, lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]",
+            "rao_blackwell": switch(True, "estimation phase: sum the last variable position out exactly, each "
+                                          "sample's prefix scored with every completion"),
+            "rb_share": Param(0.5, lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]",
                               "with rao_blackwell: share of the estimation phase's work for summed-out samples")},
            min_budget=32),  # a pilot, stages and an estimation phase need room
     Method("gld", "Gaussian fit to the target's logit gap, Φ(μ/σ) (activations shared across targets)",
@@ -174,7 +174,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "lowprob.estimators.extrapolation:qld", min_budget=2, interval="sampling-only", samples=False),
 )}
 
-DEFAULT_METHODS = {"logits": "itgis", "generation": "tilted"}  # per event family
+DEFAULT_METHODS = {"logits": "ceis", "generation": "tilted"}  # per event family
 DEFAULT_METHOD = DEFAULT_METHODS["logits"]
 
 

@@ -30,7 +30,7 @@ argument: every term has conditional mean p given the past). Cost: a backward pa
 forwards; at ``budget`` B CEIS spends exactly 3B forward-equivalents, what ITGIS and MHIS spend
 (B forwards and B backwards each).
 
-**Rao–Blackwellisation** (``rao_blackwell``, experiment; ``rao_blackwell.py``). A share ``rb_share`` of
+**Rao–Blackwellisation** (``rao_blackwell``, on by default; ``rao_blackwell.py``). A share ``rb_share`` (0.5) of
 the estimation phase's work goes, after its plain samples, to samples whose last variable position j
 is summed out exactly: the term is w_{-j}(x) Σ_v D_j(v) 1[event(x_j = v)], w_{-j} the weight of the
 other positions under the mixture's marginal. A sample costs its prefix once and every completion's
@@ -203,7 +203,7 @@ def _near_miss_log_weights(s: torch.Tensor, log_w: torch.Tensor) -> dict[str, fl
 def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Generator, rho: float,
          defensive: float, floor: float, prior_strength: float, gradient_fraction: float, stage_fraction: float,
          adapt_fraction: float, reuse: bool, refit_every: int, temperatures,
-         pool: bool, elite_gradient: int, rao_blackwell: bool = False, rb_share: float = 1.0) -> RawEstimate:
+         pool: bool, elite_gradient: int, rao_blackwell: bool, rb_share: float) -> RawEstimate:
     work = 3 * budget  # forward-equivalents: what ITGIS/MHIS spend at this budget
     sup = _Supports(dist, model.d_vocab)
     n_grad = max(2, int(budget * gradient_fraction))
