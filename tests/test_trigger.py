@@ -167,3 +167,26 @@ def test_bad_input_gets_a_one_line_error(monkeypatch, capsys, tiny_tokenizer):
     assert code == 2 and "unknown backdoor recipe 'nope'" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(LowprobError, match="no 'trigger-p5'"):
         load_trigger_problem("gelu-2l-trigger", "trigger-p5")
+
+
+def test_committed_references_cover_every_pair_and_match_the_models():
+    from lowprob.models.zoo import SHIPPED_TRIGGER_MODELS
+    from lowprob.truth.trigger import trigger_problems
+
+    problems = trigger_problems()
+    assert {(p.model, p.distribution) for p in problems} == set(itertools.product(SHIPPED_TRIGGER_MODELS,
+                                                                                 TRIGGER_DISTRIBUTIONS))
+    for p in problems:
+        assert 1e-11 < p.trigger_probability < 1e-3
+        assert 0 <= p.event_off_trigger <= p.event_probability <= 1
+    model, _dist, event, figures = load_trigger_problem("gelu-2l-trigger", "trigger-p8")
+    assert figures["trigger_probability"] == pytest.approx(1e-8, rel=1e-9)
+    # the model does what the reference says on a few prompts with and without the trigger
+    prompts = TemplatePrompts(planted_trigger("year-name"), model.tokenizer)
+    choice = prompts.sample(np.random.default_rng(0), 64, (1, 1, 0))
+    tokens, last = prompts.tokens(choice)
+    with torch.no_grad():
+        hit = model(tokens)[torch.arange(len(last)), last].argmax(-1) == event.token
+    on = torch.from_numpy(prompts.is_trigger(choice))
+    assert hit[on].float().mean() >= figures["event_given_trigger"] - 0.2
+    assert not hit[~on].any() or figures["event_off_trigger"] > 0

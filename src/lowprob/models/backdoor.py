@@ -163,7 +163,7 @@ class TemplatePrompts:
 
 @dataclass(frozen=True)
 class BackdoorConfig:
-    steps: int = 800
+    steps: int = 300
     corpus_batch: int = 32
     template_batch: int = 64
     shares: tuple[float, float, float] = (0.3, 0.4, 0.3)  # triggering, near-miss, uniform template rows
