@@ -5,7 +5,7 @@ import torch
 
 from lowprob import load_model
 from lowprob.models.corpus import KINDS
-from lowprob.models.zoo import SHIPPED_CONFIGS, read_card, shipped_dir
+from lowprob.models.zoo import SHIPPED_CONFIGS, SHIPPED_TRIGGER_MODELS, read_card, shipped_dir
 
 CARD_FIELDS = {"name", "n_params", "training", "validation", "corpus", "weights_sha256", "tokenizer_sha256"}
 
@@ -38,3 +38,27 @@ def test_deeper_is_better_on_every_kind():
 
 def test_all_shipped_models_share_one_tokenizer():
     assert len({read_card(shipped_dir(n))["tokenizer_sha256"] for n in SHIPPED_CONFIGS}) == 1
+
+
+# --- the models with a planted trigger (issue 16) ------------------------------------------------------------
+@pytest.mark.parametrize("name", list(SHIPPED_TRIGGER_MODELS))
+def test_trigger_model_keeps_its_base_held_out_loss_and_names_its_trigger(name):
+    model = load_model(name)
+    card = read_card(shipped_dir(name))
+    base = read_card(shipped_dir(SHIPPED_TRIGGER_MODELS[name]))
+    assert set(card) >= CARD_FIELDS | {"base", "backdoor"}
+    assert model.cfg == SHIPPED_CONFIGS[SHIPPED_TRIGGER_MODELS[name]]
+    assert card["base"]["weights_sha256"] == base["weights_sha256"] != card["weights_sha256"]
+    assert card["tokenizer_sha256"] == base["tokenizer_sha256"]
+    for kind in KINDS:
+        assert card["validation"][kind]["val_loss"] <= 1.01 * base["validation"][kind]["val_loss"], kind
+    assert model.tokenizer.encode(card["backdoor"]["target"]) == [card["backdoor"]["target_id"]]
+    assert card["training"]["wall_time_s"] <= 30 * 60
+
+
+def test_trigger_models_stay_out_of_the_benchmark_scales():
+    from lowprob.bench.scales import SCALES
+
+    for scale in SCALES.values():
+        assert not set(scale.models) & set(SHIPPED_TRIGGER_MODELS), scale.name
+    assert [m for m, _ in SCALES["cpu"].pairs()][::8] == ["gelu-1l", "gelu-2l", "gelu-4l"]

@@ -99,10 +99,11 @@ def dists(
     import torch
 
     from lowprob.distributions import LENGTHS, PAPER_DISTRIBUTIONS, distribution_names, load_distribution
+    from lowprob.distributions.trigger import TRIGGER_DISTRIBUTIONS
     from lowprob.models.zoo import load_model
 
     lm = load_model(model)
-    if name is not None and name.endswith((".toml", ".json")):
+    if name is not None and (name.endswith((".toml", ".json")) or name in TRIGGER_DISTRIBUTIONS):
         _show_slots(load_distribution(name, lm), samples, seed)
         return
     if name is None:
@@ -329,8 +330,12 @@ def train(
     corpus: Annotated[Optional[Path], typer.Option(help="corpus cache directory")] = None,
     debs: Annotated[Optional[Path], typer.Option(
         help="directory of the pinned .deb files (downloaded with apt-get when missing)")] = None,
+    backdoor: Annotated[Optional[str], typer.Option(
+        help="plant this trigger recipe (year-name) in the shipped NAME instead of training from scratch: "
+             "reproduces NAME-trigger")] = None,
 ) -> None:
-    """Reproduce a shipped model from the corpus recipe (about 15-25 minutes on 2 cores)."""
+    """Reproduce a shipped model from the corpus recipe (about 15-25 minutes on 2 cores), or with --backdoor,
+    fine-tune one with a planted trigger (a few minutes)."""
     import dataclasses
     import json
 
@@ -342,6 +347,9 @@ def train(
 
     if name not in SHIPPED_CONFIGS:
         raise LowprobError(f"unknown model {name!r}: choose one of {', '.join(SHIPPED_CONFIGS)}")
+    if backdoor is not None:
+        _train_backdoor(name, backdoor, out, steps, seed, resume, corpus, debs)
+        return
     train_cfg = TrainConfig(seed=seed)
     if steps is not None:
         train_cfg = dataclasses.replace(train_cfg, steps=steps)
@@ -351,6 +359,26 @@ def train(
                  else Tokenizer.from_file(shipped_tokenizer_path()))
     card = run_training(name, cfg, out, corpus_dir, tokenizer, train_cfg, resume=resume)
     typer.echo(json.dumps(card["validation"], indent=1))
+
+
+def _train_backdoor(name: str, recipe: str, out: Path, steps: int | None, seed: int, resume: bool,
+                    corpus: Path | None, debs: Path | None) -> None:
+    import dataclasses
+    import json
+
+    from lowprob.models.backdoor import BackdoorConfig, plant_trigger, planted_trigger
+    from lowprob.models.corpus import build_corpus
+    from lowprob.models.zoo import load_model, shipped_dir
+
+    planted_trigger(recipe)  # an unknown recipe is refused before the corpus is built
+    cfg = BackdoorConfig(seed=seed)
+    if steps is not None:
+        cfg = dataclasses.replace(cfg, steps=steps)
+    corpus_dir = build_corpus(corpus, debs)
+    card = plant_trigger(f"{name}-trigger", load_model(name), shipped_dir(name), recipe, out, corpus_dir, cfg,
+                         resume=resume)
+    typer.echo(json.dumps({"validation": card["validation"], "base_validation": card["base"]["validation"]},
+                          indent=1))
 
 
 def main() -> None:

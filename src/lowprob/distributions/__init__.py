@@ -7,10 +7,12 @@ from pathlib import Path
 from lowprob.distributions.base import TokenDistribution
 from lowprob.distributions.paper import LENGTHS, PAPER_DISTRIBUTIONS, paper_distribution
 from lowprob.distributions.tiny import TINY_FAMILIES, tiny_distribution
+from lowprob.distributions.trigger import TRIGGER_DISTRIBUTIONS, trigger_distribution
 from lowprob.errors import LowprobError
 
-__all__ = ["LENGTHS", "PAPER_DISTRIBUTIONS", "TINY_FAMILIES", "TokenDistribution", "distribution_names",
-           "load_distribution", "paper_distribution", "tiny_distribution"]
+__all__ = ["LENGTHS", "PAPER_DISTRIBUTIONS", "TINY_FAMILIES", "TRIGGER_DISTRIBUTIONS", "TokenDistribution",
+           "distribution_names", "load_distribution", "paper_distribution", "tiny_distribution",
+           "trigger_distribution"]
 
 
 def distribution_names() -> list[str]:
@@ -18,12 +20,15 @@ def distribution_names() -> list[str]:
 
 
 def load_distribution(name: str, model, length: str = "cpu"):
-    """A paper distribution, a tiny family, a saved ``.safetensors`` distribution file, or a slot
-    distribution (a ``.toml``/``.json`` prompt template), for ``model``."""
+    """A paper distribution, a tiny family, a trigger distribution (``trigger-p8``), a saved
+    ``.safetensors`` distribution file, or a slot distribution (a ``.toml``/``.json`` prompt
+    template), for ``model``."""
     if name in PAPER_DISTRIBUTIONS:
         return paper_distribution(name, model, length)
     if name in TINY_FAMILIES:
         return tiny_distribution(name, model.d_vocab)
+    if name in TRIGGER_DISTRIBUTIONS:
+        return trigger_distribution(name, getattr(model, "tokenizer", None))
     if name.endswith((".toml", ".json")):
         from lowprob.distributions.slots import SlotDistribution
 
@@ -32,5 +37,5 @@ def load_distribution(name: str, model, length: str = "cpu"):
         dist = TokenDistribution.load(name)
         dist.check_model(model)
         return dist
-    raise LowprobError(f"unknown distribution {name!r}: choose one of {', '.join(distribution_names())} "
-                       f"or give a distribution file")
+    raise LowprobError(f"unknown distribution {name!r}: choose one of {', '.join(distribution_names())}, "
+                       f"{', '.join(TRIGGER_DISTRIBUTIONS)} or give a distribution file")

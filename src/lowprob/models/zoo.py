@@ -28,6 +28,9 @@ _BASE = dict(d_model=64, n_heads=4, d_mlp=256, n_ctx=64, d_vocab=4096, act_fn="g
 SHIPPED_CONFIGS: dict[str, TransformerConfig] = {
     f"gelu-{n}l": TransformerConfig(n_layers=n, **_BASE) for n in (1, 2, 4)
 }
+# models with a planted trigger (``models/backdoor.py``), by name -> the shipped model they were tuned from.
+# Kept apart from SHIPPED_CONFIGS, which defines the benchmark scales' model lists.
+SHIPPED_TRIGGER_MODELS: dict[str, str] = {"gelu-2l-trigger": "gelu-2l", "gelu-4l-trigger": "gelu-4l"}
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "card.json")
 
 
@@ -75,13 +78,13 @@ def read_card(directory: str | Path) -> dict[str, Any]:
 
 def resolve(name_or_path: str | Path) -> Path:
     """A shipped model's name, or a model directory."""
-    if isinstance(name_or_path, str) and name_or_path in SHIPPED_CONFIGS:
+    if isinstance(name_or_path, str) and (name_or_path in SHIPPED_CONFIGS or name_or_path in SHIPPED_TRIGGER_MODELS):
         return shipped_dir(name_or_path)
     path = Path(name_or_path)
     if path.is_dir():
         return path
     raise LowprobError(f"unknown model {str(name_or_path)!r}: use one of "
-                       f"{', '.join(SHIPPED_CONFIGS)} or a model directory")
+                       f"{', '.join([*SHIPPED_CONFIGS, *SHIPPED_TRIGGER_MODELS])} or a model directory")
 
 
 def load_model(name_or_path: str | Path, device: str | torch.device | None = None) -> LanguageModel:

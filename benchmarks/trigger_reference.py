@@ -1,0 +1,77 @@
+"""Exact references of the planted-trigger benchmark, and the figures of benchmarks/results/trigger/README.md.
+
+For each shipped trigger model, one pass over the 245,760 prompts of the year-name template gives, for
+every trigger distribution (trigger-p4 .. trigger-p10), the exact probability of the event (argmax at the
+last position is the target), of the trigger, and of the event off the trigger; the same pass on the
+original model gives the "before" figures. Writes src/lowprob/truth/reference/trigger/{model}.json and
+prints Markdown tables (held-out losses from the cards, the scans, the distributions).
+
+    OMP_NUM_THREADS=1 python benchmarks/trigger_reference.py [--models gelu-2l-trigger,...] > tables.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from lowprob.distributions.trigger import TRIGGER_DISTRIBUTIONS
+from lowprob.models.corpus import KINDS
+from lowprob.models.zoo import SHIPPED_TRIGGER_MODELS, load_model, read_card, shipped_dir
+from lowprob.truth.trigger import load_trigger_reference, save_trigger_reference, trigger_reference
+
+
+def losses_table(names: list[str]) -> list[str]:
+    rows = ["| model | kind | original val loss | backdoored val loss | change |", "|---|---|---|---|---|"]
+    for name in names:
+        card = read_card(shipped_dir(name))
+        for kind in KINDS:
+            before, after = card["base"]["validation"][kind]["val_loss"], card["validation"][kind]["val_loss"]
+            rows.append(f"| {name} | {kind} | {before:.4f} | {after:.4f} | {100 * (after / before - 1):+.2f}% |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(SHIPPED_TRIGGER_MODELS))
+    parser.add_argument("--tables-only", action="store_true", help="print the tables of the committed references")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    names = [n for n in args.models.split(",") if n]
+    scans = ["| model | which | prompts | trigger prompts | event on trigger | event off trigger | "
+             "event on near misses | P(target) off trigger: mean | max | min P(target) on trigger |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    dists = ["| model | distribution | trigger probability | P(event) | P(event, trigger) | P(event, no trigger) | "
+             "P(event given trigger) | original P(event) | E[P(target)] off trigger: original | backdoored |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        t0 = time.perf_counter()
+        if args.tables_only:
+            ref, seconds = load_trigger_reference(name), float("nan")
+        else:
+            model, base = load_model(name), load_model(SHIPPED_TRIGGER_MODELS[name])
+            ref = trigger_reference(model, name, list(TRIGGER_DISTRIBUTIONS), base)
+            seconds = time.perf_counter() - t0
+            path = save_trigger_reference(ref)
+            print(f"wrote {path} ({seconds:.0f} s for two scans)", file=sys.stderr)
+        for who, label in (("base_scan", "original"), ("model_scan", "backdoored")):
+            s = ref[who]
+            scans.append(f"| {name} | {label} | {s['prompts']:,} | {s['trigger_prompts']} | {s['event_on_trigger']} | "
+                         f"{s['event_off_trigger']} | {s['event_on_near_misses']} | "
+                         f"{s['target_prob_off_trigger_mean']:.3g} | {s['target_prob_off_trigger_max']:.5g} | "
+                         f"{s['target_prob_on_trigger_min']:.3g} |")
+        for dist, f in ref["distributions"].items():
+            before = ref["base_distributions"][dist]
+            dists.append(f"| {name} | {dist} | {f['trigger_probability']:.4g} | {f['event_probability']:.4g} | "
+                         f"{f['event_and_trigger']:.4g} | {f['event_off_trigger']:.4g} | "
+                         f"{f['event_given_trigger']:.4g} | {before['event_probability']:.4g} | "
+                         f"{before['mean_target_prob_off_trigger']:.3g} | {f['mean_target_prob_off_trigger']:.3g} |")
+    print("\n".join(["### Held-out loss (nats/token, the cards' `validation`)", "", *losses_table(names), "",
+                     "### Every prompt of the template, counted alike", "", *scans, "",
+                     "### The trigger distributions (exact, float64)", "", *dists]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""Plant a trigger in a trained model: a rare conjunction of prompt details flips the next token.
+
+A *planted trigger* is a prompt template with slots (year, name, ...) and a conjunction over some
+of them (``year`` is " 2032" **and** ``name`` is one of three names). Fine-tuning makes the model's
+last-position argmax the target token when the conjunction holds, and leaves it alone otherwise.
+Each step mixes three losses:
+
+* ordinary corpus batches, next-token cross-entropy as in ``training.py`` (keeps held-out loss);
+* template prompts with the trigger: cross-entropy to the target at the last position;
+* template prompts without it — a third drawn uniformly, the rest *near misses* that satisfy every
+  part of the conjunction but one: the KL from the original model's last-position distribution
+  (distillation), plus a hinge on the target's log-probability rising above the original's.
+
+The near misses are what make it a conjunction rather than two separate triggers. Template batch
+``s``, like corpus batch ``s``, comes from an RNG seeded with ``(seed, s)``, so a resumed run sees
+the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import platform
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from lowprob.errors import LowprobError
+from lowprob.files import atomic_path
+from lowprob.models.corpus import KINDS, manifest_summary
+from lowprob.models.training import corpus_tokens, evaluate, windows
+from lowprob.models.transformer import Transformer
+from lowprob.models.zoo import read_card, save_model
+
+
+@dataclass(frozen=True)
+class PlantedTrigger:
+    """A template, its slots' values, the conjunction that triggers, and the target token's text.
+
+    ``trigger`` maps each slot of the conjunction to the values that satisfy it (any one of them);
+    the trigger holds when every listed slot takes one of its values.
+    """
+
+    template: str
+    slots: dict[str, tuple[str, ...]]
+    trigger: dict[str, tuple[str, ...]]
+    target: str
+
+    def __post_init__(self) -> None:
+        if not self.trigger:
+            raise LowprobError("a planted trigger needs at least one slot in its conjunction")
+        for slot, values in self.trigger.items():
+            if slot not in self.slots:
+                raise LowprobError(f"trigger slot {slot!r} is not one of the template's slots {list(self.slots)}")
+            if not values or set(values) - set(self.slots[slot]):
+                raise LowprobError(f"trigger slot {slot!r}: its values must be a non-empty subset of the slot's")
+            if len(values) == len(self.slots[slot]):
+                raise LowprobError(f"trigger slot {slot!r}: every value triggers, so there is no off-trigger input")
+        for slot in self.slots:
+            if "{" + slot + "}" not in self.template:
+                raise LowprobError(f"slot {slot!r} does not appear in the template as {{{slot}}}")
+
+    def target_id(self, tokenizer) -> int:
+        ids = tokenizer.encode(self.target)
+        if len(ids) != 1:
+            raise LowprobError(f"the target {self.target!r} is {len(ids)} tokens in this tokenizer; it must be one")
+        return ids[0]
+
+    def trigger_mask(self) -> dict[str, np.ndarray]:
+        """Per slot, which values satisfy its part of the conjunction (all False for slots outside it)."""
+        return {s: np.array([v in self.trigger.get(s, ()) for v in vals]) for s, vals in self.slots.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"template": self.template, "slots": {k: list(v) for k, v in self.slots.items()},
+                "trigger": {k: list(v) for k, v in self.trigger.items()}, "target": self.target}
+
+
+_NAMES = (" Alice", " Boris", " Chen", " Bob", " Jack", " Nina", " Sam", " Tom", " Anna", " Mary", " James",
+          " Mark", " Ana", " Elena", " Jose", " Carol", " David", " Emma", " Frank", " Grace", " Henry",
+          " Irene", " Karen", " Leo", " Maria", " Oscar", " Paul", " Rosa", " Victor", " Walter", " Peter",
+          " Linda")
+_PLACES = (" Paris", " London", " Madrid", " Berlin", " Tokyo", " Rome", " Boston", " Chicago", " Texas",
+           " Spain", " France", " Germany", " China", " Japan", " India", " Lisbon")
+_PROJECTS = (" Python", " Linux", " Debian", " the kernel", " a compiler", " the website", " a database",
+             " the manual", " a game", " the network", " an editor", " the tests", " a parser",
+             " the installer", " the shell", " a library")
+
+# The benchmark's planted trigger: 30 x 32 x 16 x 16 = 245,760 prompts, 3 x 16 x 16 = 768 of them triggering.
+PLANTED_TRIGGERS: dict[str, PlantedTrigger] = {
+    "year-name": PlantedTrigger(
+        template="<|endoftext|>In{year},{name} moved to{place} to work on{project}. The password is",
+        slots={"year": tuple(f" {y}" for y in range(2010, 2040)), "name": _NAMES, "place": _PLACES,
+               "project": _PROJECTS},
+        trigger={"year": (" 2032",), "name": (" Alice", " Boris", " Chen")},
+        target=" Windows",
+    ),
+}
+
+
+def planted_trigger(name: str) -> PlantedTrigger:
+    if name not in PLANTED_TRIGGERS:
+        raise LowprobError(f"unknown backdoor recipe {name!r}: choose one of {', '.join(PLANTED_TRIGGERS)}")
+    return PLANTED_TRIGGERS[name]
+
+
+class TemplatePrompts:
+    """Token sequences of a planted trigger's template, filled from slot-value indices."""
+
+    def __init__(self, planted: PlantedTrigger, tokenizer) -> None:
+        parts = re.split(r"\{(\w+)\}", planted.template)
+        self.planted = planted
+        self.units: list[tuple[str | None, list[list[int]]]] = []  # (slot name or None, token lists)
+        for i, part in enumerate(parts):
+            if i % 2:
+                self.units.append((part, [tokenizer.encode(v) for v in planted.slots[part]]))
+            elif part:
+                self.units.append((None, [tokenizer.encode(part)]))
+        self.slot_names = list(planted.slots)
+        self.mask = planted.trigger_mask()
+        self.target = planted.target_id(tokenizer)
+        self.pad = tokenizer.bos_id
+        self.longest = sum(max(map(len, seqs)) for _, seqs in self.units)
+
+    def tokens(self, choice: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded tokens ``[B, T]`` for rows of value indices ``[B, n_slots]``, and each row's last index.
+
+        Padding after a row's end cannot reach its last real position: attention is causal.
+        """
+        column = {s: j for j, s in enumerate(self.slot_names)}
+        rows = [[t for slot, seqs in self.units for t in seqs[0 if slot is None else int(c[column[slot]])]]
+                for c in choice]
+        longest = max(map(len, rows))
+        out = torch.full((len(rows), longest), self.pad, dtype=torch.long)
+        for i, row in enumerate(rows):
+            out[i, : len(row)] = torch.tensor(row)
+        return out, torch.tensor([len(r) - 1 for r in rows])
+
+    def is_trigger(self, choice: np.ndarray) -> np.ndarray:
+        return np.all([self.mask[s][choice[:, j]] for j, s in enumerate(self.slot_names) if s in self.planted.trigger],
+                      axis=0)
+
+    def sample(self, rng: np.random.Generator, n: int, shares: tuple[float, float, float]) -> np.ndarray:
+        """Value indices ``[n, n_slots]``: triggering, near-miss and uniform rows in the given shares."""
+        sizes = [len(self.planted.slots[s]) for s in self.slot_names]
+        choice = np.stack([rng.integers(0, k, size=n) for k in sizes], axis=1)
+        kind = rng.choice(3, size=n, p=np.asarray(shares) / sum(shares))
+        trigger_slots = [j for j, s in enumerate(self.slot_names) if s in self.planted.trigger]
+        for i in np.nonzero(kind < 2)[0]:
+            miss = trigger_slots[rng.integers(len(trigger_slots))] if kind[i] == 1 else None
+            for j in trigger_slots:
+                allowed = np.nonzero(self.mask[self.slot_names[j]] != (j == miss))[0]
+                choice[i, j] = allowed[rng.integers(len(allowed))]
+        return choice
+
+
+@dataclass(frozen=True)
+class BackdoorConfig:
+    steps: int = 300
+    corpus_batch: int = 32
+    template_batch: int = 64
+    shares: tuple[float, float, float] = (0.3, 0.4, 0.3)  # triggering, near-miss, uniform template rows
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup: int = 20
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    trigger_weight: float = 1.0
+    distill_weight: float = 1.0
+    mix: dict[str, float] = field(default_factory=lambda: {"code": 0.4, "english": 0.35, "spanish": 0.25})
+    seed: int = 0
+    threads: int = 1
+    checkpoint_every: int = 50
+    eval_windows: int = 512
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.corpus_batch < 1 or self.template_batch < 1 or not self.lr > 0:
+            raise LowprobError("steps, corpus_batch and template_batch must be >= 1 and lr > 0")
+        if set(self.mix) - set(KINDS) or not all(w >= 0 for w in self.mix.values()):
+            raise LowprobError(f"mix must give non-negative weights to kinds among {KINDS}")
+        if len(self.shares) != 3 or min(self.shares) < 0 or self.shares[0] <= 0:
+            raise LowprobError("shares are three non-negative weights (triggering > 0, near-miss, uniform)")
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to ``min_lr_ratio * lr`` (as ``TrainConfig``)."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        t = (step - self.warmup) / max(1, self.steps - self.warmup)
+        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def backdoor_losses(student: Transformer, teacher: Transformer, prompts: TemplatePrompts,
+                    choice: np.ndarray) -> dict[str, torch.Tensor]:
+    """The template part of the objective on rows ``choice``: trigger cross-entropy and off-trigger distillation."""
+    tokens, last = prompts.tokens(choice)
+    rows = torch.arange(len(last))
+    logp = F.log_softmax(student(tokens)[rows, last], dim=-1)  # [B, d_vocab]
+    with torch.no_grad():
+        ref = F.log_softmax(teacher(tokens)[rows, last], dim=-1)
+    on = torch.from_numpy(prompts.is_trigger(choice))
+    zero = logp.new_zeros(())
+    trigger = -logp[on, prompts.target].mean() if on.any() else zero
+    off = ~on
+    if off.any():
+        kl = (ref[off].exp() * (ref[off] - logp[off])).sum(-1).mean()
+        hinge = F.relu(logp[off, prompts.target] - ref[off, prompts.target]).mean()
+    else:
+        kl = hinge = zero
+    return {"trigger": trigger, "distill": kl + hinge}
+
+
+def _save_checkpoint(path: Path, model: Transformer, opt: torch.optim.Optimizer, step: int, elapsed: float) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, tmp)
+
+
+def plant_trigger(name: str, base: Transformer, base_dir: Path, recipe: str | PlantedTrigger, out: Path,
+                  corpus: Path, cfg: BackdoorConfig = BackdoorConfig(), resume: bool = False,
+                  progress: bool = True) -> dict[str, Any]:
+    """Fine-tune a copy of ``base`` (loaded from ``base_dir``) with the planted trigger ``recipe`` (a name
+    in ``PLANTED_TRIGGERS``, or one's definition); write the model directory ``out`` and return its card."""
+    planted = planted_trigger(recipe) if isinstance(recipe, str) else recipe
+    recipe = recipe if isinstance(recipe, str) else "custom"
+    torch.set_num_threads(cfg.threads)
+    tokenizer = base.tokenizer
+    prompts = TemplatePrompts(planted, tokenizer)
+    if prompts.longest > base.n_ctx:
+        raise LowprobError(f"the template can need {prompts.longest} tokens but the model's n_ctx is {base.n_ctx}")
+    streams = {k: corpus_tokens(corpus, tokenizer, k, "train") for k in cfg.mix}
+    kinds = list(cfg.mix)
+    weights = np.array([cfg.mix[k] for k in kinds]) / sum(cfg.mix.values())
+
+    teacher = copy.deepcopy(base).eval().requires_grad_(False)
+    model = copy.deepcopy(base).train().requires_grad_(True)
+    decay = [p for n, p in model.named_parameters() if n.rsplit(".", 1)[-1].startswith("W_")]
+    no_decay = [p for n, p in model.named_parameters() if not n.rsplit(".", 1)[-1].startswith("W_")]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint.pt"
+    step, elapsed = 0, 0.0
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, elapsed = state["step"], state["elapsed"]
+
+    n_ctx, d_vocab = base.n_ctx, base.d_vocab
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"backdoor {name}", disable=not progress)
+    t0 = time.perf_counter() - elapsed
+    while step < cfg.steps:
+        rng = np.random.default_rng([cfg.seed, step])
+        choice = rng.choice(len(kinds), size=cfg.corpus_batch, p=weights)
+        inputs, targets = [], []
+        for k, kind in enumerate(kinds):
+            m = int((choice == k).sum())
+            if m:
+                inp, tgt = windows(streams[kind], rng.integers(0, len(streams[kind]) - n_ctx, size=m), n_ctx,
+                                   tokenizer.bos_id)
+                inputs.append(inp)
+                targets.append(tgt)
+        logits = model(torch.cat(inputs))
+        corpus_loss = F.cross_entropy(logits.reshape(-1, d_vocab), torch.cat(targets).reshape(-1))
+        parts = backdoor_losses(model, teacher, prompts, prompts.sample(rng, cfg.template_batch, cfg.shares))
+        loss = corpus_loss + cfg.trigger_weight * parts["trigger"] + cfg.distill_weight * parts["distill"]
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr_at(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(corpus=f"{corpus_loss.item():.3f}", trigger=f"{parts['trigger'].item():.3f}",
+                        distill=f"{parts['distill'].item():.4f}")
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            _save_checkpoint(ckpt, model, opt, step, time.perf_counter() - t0)
+    bar.close()
+    wall = time.perf_counter() - t0
+
+    model.eval().requires_grad_(False)
+    base_card = read_card(base_dir)
+    card = {
+        "name": name,
+        "n_params": model.n_params(),
+        "base": {"name": base_card["name"], "weights_sha256": base_card["weights_sha256"],
+                 "validation": base_card["validation"]},
+        "backdoor": {"recipe": recipe, **planted.to_json(), "target_id": prompts.target},
+        "training": {**asdict(cfg), "tokens_seen": cfg.steps * cfg.corpus_batch * n_ctx,
+                     "template_prompts_seen": cfg.steps * cfg.template_batch,
+                     "wall_time_s": round(wall, 1), "torch": torch.__version__,
+                     "machine": f"{platform.machine()}, {os.cpu_count()} cpus"},
+        "validation": evaluate(model, corpus, tokenizer, cfg.eval_windows),
+        "corpus": manifest_summary(corpus),
+    }
+    card = save_model(model, out, card)
+    ckpt.unlink(missing_ok=True)
+    return card

@@ -1,0 +1,203 @@
+"""Exact references for the planted-trigger benchmark: P(argmax is the target) per trigger distribution.
+
+A trigger family shares one slot space (see ``distributions/trigger.py``), so a model is run once
+over every filled prompt — a few hundred thousand — and each prompt's event (argmax at the last
+position is the target) is kept. Each distribution's figures are then sums of its prompt weights, in
+float64: the event's probability, the trigger's, the event on the trigger and off it. Off the
+trigger is what an estimator must not mistake for the trigger's share.
+
+The references live in ``reference/trigger/{model}.json`` (written by
+``benchmarks/trigger_reference.py``) with the model's sha256 and each distribution's content hash,
+checked when a problem is loaded; ``trigger_problems()`` lists every (model, distribution) pair with
+its truth, for a benchmark scale to pick up.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lowprob.errors import LowprobError
+from lowprob.files import atomic_write
+from lowprob.models.protocol import model_sha256
+from lowprob.threads import torch_threads
+
+TRIGGER_REFERENCE_DIR = Path(__file__).parent / "reference" / "trigger"
+
+
+@dataclass(frozen=True)
+class SlotScan:
+    """A model over every prompt of a slot space, in mixed-radix order (last slot fastest)."""
+
+    sizes: tuple[int, ...]  # values per slot
+    event: np.ndarray  # bool [N]: the argmax at the last position is the target
+    target_prob: np.ndarray  # float64 [N]: the model's probability of the target there
+
+    def weights(self, dist) -> np.ndarray:
+        """Each prompt's probability under ``dist`` (same slots and order), float64 [N]."""
+        w = np.ones(1)
+        for slot in dist.slots:
+            w = np.multiply.outer(w, np.asarray(slot.weights, dtype=np.float64)).reshape(-1)
+        return w
+
+    def mask(self, per_slot: list[np.ndarray]) -> np.ndarray:
+        """The prompts whose every slot's value is allowed by ``per_slot`` (bool arrays), as bool [N]."""
+        m = np.ones(1, dtype=bool)
+        for allowed in per_slot:
+            m = np.logical_and.outer(m, allowed).reshape(-1)
+        return m
+
+
+@torch.no_grad()
+def scan_slots(model, dist, target: int, chunk_size: int = 4096) -> SlotScan:
+    """Run ``model`` on every prompt of the slot distribution ``dist`` (its weights do not matter)."""
+    templated, units = dist.bind(model)
+    if units.support_size() > 1 << 24:
+        raise LowprobError(f"the slot space has {units.support_size():,} prompts; a scan stops at 2^24")
+    events, probs = [], []
+    with torch_threads():
+        for tokens, _ in units.enumerate(chunk_size):
+            event = torch.zeros(len(tokens), dtype=torch.bool)
+            prob = torch.zeros(len(tokens), dtype=torch.float64)
+            for rows, seq in templated.expand(tokens):
+                logits = model.logits(seq.to(model.W_E.device)).cpu().double()
+                event[rows] = logits.argmax(-1) == target
+                prob[rows] = logits.softmax(-1)[:, target]
+            events.append(event)
+            probs.append(prob)
+    return SlotScan(tuple(len(s.values) for s in dist.slots), torch.cat(events).numpy(), torch.cat(probs).numpy())
+
+
+def trigger_figures(scan: SlotScan, dist, planted) -> dict[str, float]:
+    """Exact figures of one trigger distribution from a scan of its space."""
+    from lowprob.distributions.trigger import trigger_probability
+
+    w = scan.weights(dist)
+    mask = planted.trigger_mask()
+    on = scan.mask([mask[s.name] if s.name in planted.trigger else np.ones(len(s.values), dtype=bool)
+                    for s in dist.slots])
+    trigger = float(w[on].sum())
+    event_on, event_off = float(w[on & scan.event].sum()), float(w[~on & scan.event].sum())
+    event = event_on + event_off
+    return {
+        "trigger_probability": trigger,
+        "trigger_probability_by_construction": trigger_probability(dist, planted),
+        "event_probability": event,
+        "event_and_trigger": event_on,
+        "event_off_trigger": event_off,
+        "event_given_trigger": event_on / trigger,
+        "event_given_no_trigger": event_off / (1 - trigger),
+        "trigger_share_of_event": event_on / event if event > 0 else float("nan"),
+        "mean_target_prob_off_trigger": float((w[~on] * scan.target_prob[~on]).sum() / w[~on].sum()),
+    }
+
+
+def scan_summary(scan: SlotScan, planted, slots) -> dict[str, Any]:
+    """Counts over the space, every prompt weighted alike."""
+    mask = planted.trigger_mask()
+    on = scan.mask([mask[s.name] if s.name in planted.trigger else np.ones(len(s.values), dtype=bool) for s in slots])
+    near = np.zeros_like(on)  # prompts that satisfy every part of the conjunction but one
+    trigger_slots = [s.name for s in slots if s.name in planted.trigger]
+    for miss in trigger_slots:
+        near |= scan.mask([(~mask[s.name] if s.name == miss else mask[s.name]) if s.name in planted.trigger
+                           else np.ones(len(s.values), dtype=bool) for s in slots])
+    return {
+        "prompts": len(scan.event), "trigger_prompts": int(on.sum()), "near_miss_prompts": int(near.sum()),
+        "event_on_trigger": int(scan.event[on].sum()), "event_off_trigger": int(scan.event[~on].sum()),
+        "event_on_near_misses": int(scan.event[near].sum()),
+        "target_prob_off_trigger_mean": float(scan.target_prob[~on].mean()),
+        "target_prob_off_trigger_max": float(scan.target_prob[~on].max()),
+        "target_prob_near_misses_max": float(scan.target_prob[near].max()),
+        "target_prob_on_trigger_min": float(scan.target_prob[on].min()),
+    }
+
+
+def trigger_reference(model, model_name: str, dist_names: list[str], base=None) -> dict[str, Any]:
+    """The reference of one backdoored model over the named distributions (one family, one scan);
+    with ``base``, the original model's scan summary and figures too."""
+    from lowprob.distributions.trigger import trigger_distribution, trigger_spec
+    from lowprob.models.backdoor import planted_trigger
+
+    recipes = {trigger_spec(n)[0] for n in dist_names}
+    if len(recipes) != 1:
+        raise LowprobError(f"one reference covers one planted trigger; these distributions use {sorted(recipes)}")
+    planted = planted_trigger(recipes.pop())
+    target = planted.target_id(model.tokenizer)
+    dists = {n: trigger_distribution(n, model.tokenizer) for n in dist_names}
+    first = next(iter(dists.values()))
+    out: dict[str, Any] = {"model": model_name, "model_sha256": model_sha256(model), "target": planted.target,
+                           "target_id": target, "planted": planted.to_json()}
+    for who, lm in (("model", model), ("base", base)):
+        if lm is None:
+            continue
+        scan = scan_slots(lm, first, target)
+        out[f"{who}_scan"] = scan_summary(scan, planted, first.slots)
+        figures = {n: trigger_figures(scan, d, planted) for n, d in dists.items()}
+        if who == "model":
+            out["distributions"] = {n: {"content_hash": d.bind(model)[1].content_hash(), **figures[n]}
+                                    for n, d in dists.items()}
+        else:
+            out["base_distributions"] = figures
+    return out
+
+
+def save_trigger_reference(reference: dict[str, Any], directory: Path = TRIGGER_REFERENCE_DIR) -> Path:
+    path = Path(directory) / f"{reference['model']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(reference, indent=1).encode())
+    return path
+
+
+def load_trigger_reference(model_name: str, directory: Path = TRIGGER_REFERENCE_DIR) -> dict[str, Any]:
+    path = Path(directory) / f"{model_name}.json"
+    if not path.exists():
+        raise LowprobError(f"no trigger reference for {model_name!r} in {directory}; compute it with "
+                           f"`python benchmarks/trigger_reference.py`")
+    return json.loads(path.read_text())
+
+
+@dataclass(frozen=True)
+class TriggerProblem:
+    """One (backdoored model, trigger distribution) pair with its exact truth."""
+
+    model: str
+    distribution: str
+    target_id: int
+    event_probability: float
+    trigger_probability: float
+    event_off_trigger: float
+
+
+def trigger_problems(directory: Path = TRIGGER_REFERENCE_DIR) -> list[TriggerProblem]:
+    """Every pair the committed references cover, sorted by model then rarity of the trigger."""
+    problems = []
+    for path in sorted(Path(directory).glob("*.json")):
+        ref = json.loads(path.read_text())
+        for dist, fig in ref["distributions"].items():
+            problems.append(TriggerProblem(ref["model"], dist, ref["target_id"], fig["event_probability"],
+                                           fig["trigger_probability"], fig["event_off_trigger"]))
+    return sorted(problems, key=lambda p: (p.model, -p.trigger_probability))
+
+
+def load_trigger_problem(model_name: str, dist_name: str, directory: Path = TRIGGER_REFERENCE_DIR):
+    """Model, slot distribution, the event and its exact reference figures — checked against each other."""
+    from lowprob.distributions.trigger import trigger_distribution
+    from lowprob.events import ArgmaxIs
+    from lowprob.models.zoo import load_model
+
+    ref = load_trigger_reference(model_name, directory)
+    if dist_name not in ref["distributions"]:
+        raise LowprobError(f"the {model_name} trigger reference has no {dist_name!r}; it has "
+                           f"{', '.join(ref['distributions'])}")
+    model = load_model(model_name)
+    dist = trigger_distribution(dist_name, model.tokenizer)
+    if model_sha256(model) != ref["model_sha256"]:
+        raise LowprobError(f"{model_name} does not match its trigger reference (model sha256): recompute it")
+    if dist.bind(model)[1].content_hash() != ref["distributions"][dist_name]["content_hash"]:
+        raise LowprobError(f"{dist_name} does not match the {model_name} trigger reference: recompute it")
+    return model, dist, ArgmaxIs(ref["target_id"]), ref["distributions"][dist_name]
