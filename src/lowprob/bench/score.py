@@ -21,12 +21,14 @@ import numpy as np
 from lowprob.bench.scales import hyper_key
 from lowprob.errors import LowprobError
 from lowprob.estimators.catalog import METHODS
+from lowprob.estimators.naive import clopper_pearson
 from lowprob.evaluation import (
     ZERO_FLOOR,
     abs_log10_error,
     covered,
     log_estimate,
     loo_constant_losses,
+    meets_truth,
     plain_sampling_wnrv,
     select,
     work_normalised_variance,
@@ -93,6 +95,7 @@ def score_rows(rows: Iterable[dict], zero_floor: float = ZERO_FLOOR) -> tuple[li
                 "oracle_loss": float(best.losses[i]),
                 "zero": q == 0, "abs_log10_error": float(abs_log10_error(p[i], q, zero_floor)),
                 "covered": bool(covered(p[i], *chosen["interval"])),
+                "meets_truth": meets_truth(*chosen["interval"], *_truth_interval(chosen)),
                 "calls": _calls(chosen), "seconds": chosen["cost"]["seconds"], "flops": chosen["cost"]["flops"],
                 "wnrv": _wnrv(repeats[_setting(chosen)]),
             })
@@ -108,6 +111,13 @@ def score_rows(rows: Iterable[dict], zero_floor: float = ZERO_FLOOR) -> tuple[li
                             "ground_truth_count": by_target[t]["ground_truth_count"],
                             "loss": float(losses[i]), "oracle_loss": float(losses[i])})
     return records, notes
+
+
+def _truth_interval(row: dict) -> tuple[float, float]:
+    """The ground truth's 95% interval: Clopper–Pearson on its count for a sampled truth, the point if exact."""
+    if row["ground_truth_exact"] or row.get("ground_truth_count") is None:
+        return row["ground_truth"], row["ground_truth"]
+    return clopper_pearson(row["ground_truth_count"], row["ground_truth_n"])
 
 
 def _setting(row: dict) -> tuple:
