@@ -65,7 +65,7 @@ def scan_slots(model, dist, target: int, chunk_size: int = 4096) -> SlotScan:
             event = torch.zeros(len(tokens), dtype=torch.bool)
             prob = torch.zeros(len(tokens), dtype=torch.float64)
             for rows, seq in templated.expand(tokens):
-                logits = model.logits(seq.to(model.W_E.device)).cpu().double()
+                logits = model.logits(seq.to(model.device)).cpu().double()
                 event[rows] = logits.argmax(-1) == target
                 prob[rows] = logits.softmax(-1)[:, target]
             events.append(event)
