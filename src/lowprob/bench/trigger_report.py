@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -69,6 +69,11 @@ def trigger_sections(directory: Path, rows: list[dict], records: list[dict], out
                  for p in levels]
         rows_out.append([me, *cells, _share([found[id(r)] for r in scored if r["method"] == me])])
     lines += _table(["method", *(f"trigger p = {p:.0e}" for p in levels), "all"], rows_out)
+    for me in methods:
+        chosen = Counter(r["tuned"] for r in scored if r["method"] == me and r["tuned"])
+        if chosen:
+            lines += ["", f"{me}: leak-free temperatures chosen — " + ", ".join(
+                f"{t} ({n}×)" for t, n in sorted(chosen.items(), key=lambda kv: -kv[1])) + "."]
     for me in methods:
         rs = sorted((r for r in scored if r["method"] == me),
                     key=lambda r: (r["model"], -trigger_p[(r["model"], r["distribution"])], r["seed"]))
