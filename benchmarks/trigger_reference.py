@@ -7,6 +7,10 @@ original model gives the "before" figures. Writes src/lowprob/truth/reference/tr
 prints Markdown tables (held-out losses from the cards, the scans, the distributions).
 
     OMP_NUM_THREADS=1 python benchmarks/trigger_reference.py [--models gelu-2l-trigger,...] > tables.md
+
+``--argmax-tables`` instead scans each trigger model once more and writes every trigger distribution's
+exact argmax table (``reference/trigger/{model}/{dist}.safetensors``, what the ``trigger`` bench scale
+scores against), checking the target's probability in it against the committed reference.
 """
 
 from __future__ import annotations
@@ -17,10 +21,17 @@ import time
 
 import torch
 
-from lowprob.distributions.trigger import TRIGGER_DISTRIBUTIONS
+from lowprob.distributions.trigger import TRIGGER_DISTRIBUTIONS, trigger_distribution
 from lowprob.models.corpus import KINDS
 from lowprob.models.zoo import SHIPPED_TRIGGER_MODELS, load_model, read_card, shipped_dir
-from lowprob.truth.trigger import load_trigger_reference, save_trigger_reference, trigger_reference
+from lowprob.truth.trigger import (
+    load_trigger_reference,
+    save_trigger_reference,
+    scan_slots,
+    trigger_ground_truth,
+    trigger_reference,
+    trigger_table_path,
+)
 
 
 def losses_table(names: list[str]) -> list[str]:
@@ -33,13 +44,39 @@ def losses_table(names: list[str]) -> list[str]:
     return rows
 
 
+def write_argmax_tables(name: str) -> None:
+    """One scan of the trigger model; each trigger distribution's exact argmax table from it."""
+    t0 = time.perf_counter()
+    model, ref = load_model(name), load_trigger_reference(name)
+    dists = {d: trigger_distribution(d, model.tokenizer) for d in ref["distributions"]}
+    scan = scan_slots(model, next(iter(dists.values())), ref["target_id"])
+    for dist_name, dist in dists.items():
+        gt = trigger_ground_truth(scan, model, dist)
+        expected = ref["distributions"][dist_name]["event_probability"]
+        found = float(gt.probabilities[ref["target_id"]])
+        if abs(found - expected) > 1e-12 * expected:
+            raise SystemExit(f"{name}/{dist_name}: the table gives the target {found!r}, the reference {expected!r}")
+        path = trigger_table_path(name, dist_name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        gt.save(path)
+        print(f"wrote {path}: P(target) {found:.6g} (reference {expected:.6g}), "
+              f"{int((gt.probabilities > 0).sum())} tokens are ever the argmax", file=sys.stderr)
+    print(f"{name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(SHIPPED_TRIGGER_MODELS))
     parser.add_argument("--tables-only", action="store_true", help="print the tables of the committed references")
+    parser.add_argument("--argmax-tables", action="store_true",
+                        help="write the exact argmax tables of the trigger bench scale (one scan per model)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     names = [n for n in args.models.split(",") if n]
+    if args.argmax_tables:
+        for name in names:
+            write_argmax_tables(name)
+        return
     scans = ["| model | which | prompts | trigger prompts | event on trigger | event off trigger | "
              "event on near misses | P(target) off trigger: mean | max | min P(target) on trigger |",
              "|---|---|---|---|---|---|---|---|---|---|"]

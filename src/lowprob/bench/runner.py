@@ -7,6 +7,9 @@ Layout of the output directory:
   diagnostics, hyper-parameters, seed and the target's ground truth), appended and flushed one by one;
 * ``rows/{model}/{dist}.targets.json`` — the pair's targets and the range they were drawn from.
 
+On a planted-trigger scale the one target is the planted one, and each row of a sampling method also
+carries ``attribution``: whether its hits rank the trigger's values first in their slots.
+
 A crash loses at most the estimates in flight: ``--resume`` drops a torn last line and skips every row
 already written. Pairs are independent, so ``workers`` processes (``lowprob.threads``' budget each) run them in
 parallel, or ``backend="ray"`` runs chunks of a pair's estimates as Ray tasks (``ray_runner.py``); both make
@@ -34,6 +37,7 @@ from tqdm import tqdm
 from lowprob._version import __version__
 from lowprob.bench.scales import Scale, hyper_key, load_problem, target_seed
 from lowprob.distributions import TokenDistribution
+from lowprob.distributions.slots import SlotDistribution
 from lowprob.errors import LowprobError
 from lowprob.estimators import METHODS, estimate
 from lowprob.estimators.catalog import methods_for
@@ -41,8 +45,10 @@ from lowprob.evaluation import select_targets, target_range
 from lowprob.evaluation.targets import candidate_targets
 from lowprob.events import ArgmaxIs
 from lowprob.files import atomic_write, prepare_output, read_jsonl
+from lowprob.models.backdoor import PlantedTrigger, planted_trigger
 from lowprob.models.protocol import model_sha256
 from lowprob.threads import thread_count, torch_threads
+from lowprob.truth.trigger import attribution_summary, load_trigger_reference
 
 
 def hyper_grid(scale: Scale, method: str) -> list[dict]:
@@ -70,23 +76,40 @@ class PairPlan:
     jobs: list[tuple[str, dict, int, int]]  # (method, hyper, seed, target) not yet in the rows file
 
 
-def plan_pair(scale: Scale, model_name: str, dist_name: str, out: Path, methods: list[str],
-              ground_truth_dir: Path | None) -> PairPlan:
-    """Choose the pair's targets and list the estimates still to make; refuse a changed ground truth."""
-    _, _, gt = load_problem(scale, model_name, dist_name, ground_truth_dir)
+def _planted_targets(scale: Scale, model_name: str, dist_name: str) -> tuple[list[int], dict]:
+    """The planted target, and what the reference says of the pair (the targets file's content)."""
+    ref = load_trigger_reference(model_name)
+    if ref["planted"] != planted_trigger(scale.planted).to_json():
+        raise LowprobError(f"{model_name} was not trained with the {scale.planted!r} trigger of the {scale.name} scale")
+    figures = ref["distributions"][dist_name]
+    return [ref["target_id"]], {"targets": [ref["target_id"]], "planted": ref["planted"],
+                                **{k: figures[k] for k in ("trigger_probability", "event_off_trigger")}}
+
+
+def _drawn_targets(scale: Scale, gt, model_name: str, dist_name: str) -> tuple[list[int], dict]:
+    """Targets drawn from the pair's ground truth, and the range they were drawn from."""
     targets = select_targets(gt, scale.budget, scale.n_targets, seed=target_seed(model_name, dist_name),
                              spread=scale.spread)
     if scale.spread is None:
         r = target_range(gt, scale.budget)
-        meta = {"targets": targets, "n_candidates": len(candidate_targets(gt, scale.budget)),
-                "range": [r.low, r.high]}
-    else:  # exact truth: how many tokens each decade of the span offers
-        low, high = scale.spread
-        decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)))
-        p = gt.probabilities
-        per_decade = {f"1e{d}": int(((p >= 10.0**d) & (p < 10.0 ** (d + 1))).sum()) for d in decades}
-        meta = {"targets": targets, "n_candidates": int(((p >= low) & (p <= high)).sum()), "range": [low, high],
-                "candidates_per_decade": per_decade}
+        return targets, {"targets": targets, "n_candidates": len(candidate_targets(gt, scale.budget)),
+                         "range": [r.low, r.high]}
+    low, high = scale.spread  # exact truth: how many tokens each decade of the span offers
+    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)))
+    p = gt.probabilities
+    per_decade = {f"1e{d}": int(((p >= 10.0**d) & (p < 10.0 ** (d + 1))).sum()) for d in decades}
+    return targets, {"targets": targets, "n_candidates": int(((p >= low) & (p <= high)).sum()), "range": [low, high],
+                     "candidates_per_decade": per_decade}
+
+
+def plan_pair(scale: Scale, model_name: str, dist_name: str, out: Path, methods: list[str],
+              ground_truth_dir: Path | None) -> PairPlan:
+    """Choose the pair's targets and list the estimates still to make; refuse a changed ground truth."""
+    _, _, gt = load_problem(scale, model_name, dist_name, ground_truth_dir)
+    if scale.planted is not None:
+        targets, meta = _planted_targets(scale, model_name, dist_name)
+    else:
+        targets, meta = _drawn_targets(scale, gt, model_name, dist_name)
     meta["ground_truth"] = {"exact": gt.exact, "n": gt.n_samples, "seed": gt.seed}
     meta_path = out / "rows" / model_name / f"{dist_name}.targets.json"
     if meta_path.exists() and json.loads(meta_path.read_text()) != json.loads(json.dumps(meta)):
@@ -107,17 +130,19 @@ class PairContext:
     """What making one of a pair's rows needs: small and picklable, so a Ray task can receive it."""
 
     model: object
-    dist: TokenDistribution
+    dist: TokenDistribution | SlotDistribution
     common: dict  # the fields every row of the pair carries
     truth: dict[int, dict]  # target -> its ground-truth fields (``PairPlan.truth``)
+    planted: PlantedTrigger | None = None  # a planted-trigger scale's trigger, which attribution should find
 
 
 def pair_context(scale: Scale, plan: PairPlan, ground_truth_dir: Path | None) -> PairContext:
     model, dist, _ = load_problem(scale, plan.model, plan.distribution, ground_truth_dir)
     common = {"scale": scale.name, "model": plan.model, "distribution": plan.distribution, "length": scale.length,
-              "model_sha256": model_sha256(model), "distribution_sha256": dist.content_hash(),
+              "model_sha256": model_sha256(model), "distribution_sha256": dist.bind(model)[1].content_hash(),
               "version": __version__}
-    return PairContext(model, dist, common, plan.truth)
+    planted = None if scale.planted is None else planted_trigger(scale.planted)
+    return PairContext(model, dist, common, plan.truth, planted)
 
 
 def estimate_row(scale: Scale, pair: PairContext, job: tuple[str, dict, int, int]) -> dict:
@@ -125,10 +150,11 @@ def estimate_row(scale: Scale, pair: PairContext, job: tuple[str, dict, int, int
     method, hyper, seed, target = job
     est = estimate(pair.model, pair.dist, ArgmaxIs(target), method=method, budget=scale.budget, seed=seed, **hyper)
     tokenizer = getattr(pair.model, "tokenizer", None)
+    extra = {} if pair.planted is None else {"attribution": attribution_summary(est, pair.planted)}
     return {**pair.common, "target": target, "target_text": tokenizer.decode([target]) if tokenizer else None,
             "event": est.event, "method": method, "hyper": hyper, "seed": seed, "budget": scale.budget,
             "probability": est.probability, "interval": list(est.interval), "cost": est.to_json()["cost"],
-            "diagnostics": est.diagnostics, **pair.truth[target]}
+            "diagnostics": est.diagnostics, **pair.truth[target], **extra}
 
 
 def prepare_pair(plan: PairPlan, out: Path) -> Path:

@@ -9,6 +9,10 @@
 * ``exact``: the 3 shipped models x the 8 kinds at ``exact`` length (~2^24 sequences each, enumerated:
   shipped exact tables), budget 2^12, up to 32 targets spread evenly in log p over [1e-12, 1e-5] —
   the rare end the sampled tables cannot resolve.
+* ``trigger``: the 2 planted-trigger models x the 4 trigger distributions (trigger probability 1e-4 ..
+  1e-10), budget 2^12, one target per pair — the planted one — and 2 seeds, against each pair's exact
+  argmax table (shipped, from one scan of the model over the template's 245,760 prompts). With one
+  target per pair, the report fits across a model's distributions (``planted``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lowprob.distributions import PAPER_DISTRIBUTIONS, TokenDistribution, load_distribution
+from lowprob.distributions import PAPER_DISTRIBUTIONS, TRIGGER_DISTRIBUTIONS, TokenDistribution, load_distribution
 from lowprob.distributions.tiny import tiny_distribution
 from lowprob.errors import LowprobError
 from lowprob.models import Transformer, TransformerConfig, load_model
@@ -36,7 +40,9 @@ TOY_MODELS = {
 TINY_DISTRIBUTIONS = ("tiny-uniform", "tiny-constants", "tiny-wide")
 
 
-ADDED_FIELDS = ("spread",)  # Scale fields newer than the committed benchmark runs
+TRIGGER_MODELS = ("gelu-2l-trigger", "gelu-4l-trigger")
+
+ADDED_FIELDS = ("spread", "planted")  # Scale fields newer than the committed benchmark runs
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class Scale:
     distributions: tuple[str, ...]
     length: str | None  # paper-distribution length variant; None for the tiny families
     spread: tuple[float, float] | None = None  # targets spread evenly in log p over this span (exact truth)
+    planted: str | None = None  # a planted-trigger recipe: its target is each pair's one target, truth shipped
 
     def grid(self, param: str) -> tuple:
         """The values a tuned hyper-parameter is run at (the scale's one place that names them)."""
@@ -77,6 +84,9 @@ SCALES = {
     "exact": Scale("exact", budget=1 << 12, n_targets=32, seeds=(0,), temperatures=TEMPERATURES,
                    models=tuple(SHIPPED_CONFIGS), distributions=tuple(PAPER_DISTRIBUTIONS), length="exact",
                    spread=(1e-12, 1e-5)),
+    "trigger": Scale("trigger", budget=1 << 12, n_targets=1, seeds=(0, 1), temperatures=TEMPERATURES,
+                     models=TRIGGER_MODELS, distributions=tuple(TRIGGER_DISTRIBUTIONS), length=None,
+                     planted="year-name"),
 }
 
 
@@ -101,8 +111,16 @@ def load_problem(scale: Scale, model_name: str, dist_name: str, ground_truth_dir
     """Model, distribution and ground truth of one pair of ``scale``.
 
     ``ground_truth_dir`` holds ``{model}/{dist}.safetensors`` files (from ``lowprob ground-truth``);
-    it replaces the shipped tables and is required at ``paper`` scale.
+    it replaces the shipped tables and is required at ``paper`` scale. A planted-trigger scale's
+    distribution is a slot distribution (``estimate`` binds it to the model) and its table is shipped.
     """
+    if scale.planted is not None:
+        if ground_truth_dir is not None:
+            raise LowprobError(f"the {scale.name} scale scores against its shipped exact tables; drop --ground-truth")
+        from lowprob.truth.trigger import load_trigger_problem, load_trigger_table
+
+        model, dist, _, _ = load_trigger_problem(model_name, dist_name)
+        return model, dist, load_trigger_table(model_name, dist_name, model, dist)
     if scale.length is None:
         model = Transformer(TOY_MODELS[model_name], seed=0).eval()
         dist = tiny_distribution(dist_name, model.d_vocab)

@@ -6,7 +6,9 @@ method declares tuned) of
 ``lowprob.evaluation.selection``, each with its leave-one-out fitted estimate and loss. Unfit metrics
 (log10 error, zero estimates, interval coverage) are read at the leak-free choice. The optimal
 constant appears as method ``constant``. A unit whose grid is incomplete (a run still going) or that
-has fewer than 3 targets is listed, not scored.
+has fewer than 3 targets is listed, not scored. A scale with one target per pair (``trigger``) pools a
+model's distributions into one unit: the fit and the temperature choice for a pair's target are made on
+the model's other pairs.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from lowprob.evaluation import (
 from lowprob.files import read_jsonl
 
 CONSTANT = "constant"
+ALL_DISTRIBUTIONS = "*"  # the distribution group of a pooled unit (``score_rows(pool_distributions=True)``)
 
 
 def load_rows(directory: str | Path) -> list[dict]:
@@ -46,7 +49,7 @@ def load_rows(directory: str | Path) -> list[dict]:
     return [row for path in files for row in read_jsonl(path)]
 
 
-def _tuned(row: dict) -> str | None:
+def tuned_text(row: dict) -> str | None:
     """The tuned hyper-parameters of a row, as text ("temperature=0.3"), or None if it has none."""
     names = METHODS[row["method"]].tuned() if row["method"] in METHODS else sorted(row["hyper"])
     return ", ".join(f"{k}={row['hyper'][k]:g}" for k in names if k in row["hyper"]) or None
@@ -56,42 +59,48 @@ def _calls(row: dict) -> int:
     return row["cost"]["forward_passes"] + row["cost"]["backward_passes"]
 
 
-def score_rows(rows: Iterable[dict], zero_floor: float = ZERO_FLOOR) -> tuple[list[dict], list[str]]:
-    """Scored records, and notes on the units that could not be scored (zeros scored at ``zero_floor``)."""
+def score_rows(rows: Iterable[dict], zero_floor: float = ZERO_FLOOR, pool_distributions: bool = False
+               ) -> tuple[list[dict], list[str]]:
+    """Scored records, and notes on the units that could not be scored (zeros scored at ``zero_floor``).
+
+    ``pool_distributions``: a unit is (model, method, seed) over all of the model's distributions, for a
+    scale with one target per pair (``trigger``), where a per-pair fit would have nothing to fit on.
+    """
     units: dict[tuple, list[dict]] = defaultdict(list)
     repeats: dict[tuple, list[dict]] = defaultdict(list)  # the seeds of one (pair, method, hyper, target)
     for row in rows:
-        units[(row["model"], row["distribution"], row["method"], row["seed"])].append(row)
+        group = ALL_DISTRIBUTIONS if pool_distributions else row["distribution"]
+        units[(row["model"], group, row["method"], row["seed"])].append(row)
         repeats[_setting(row)].append(row)
     records: list[dict] = []
     notes: list[str] = []
-    truths: dict[tuple, dict[int, dict]] = defaultdict(dict)
-    for (model, dist, method, seed), unit in sorted(units.items(), key=lambda kv: tuple(map(str, kv[0]))):
+    truths: dict[tuple, dict[tuple, dict]] = defaultdict(dict)
+    for (model, group, method, seed), unit in sorted(units.items(), key=lambda kv: tuple(map(str, kv[0]))):
         grid = sorted({hyper_key(r["hyper"]) for r in unit})
-        targets = sorted({r["target"] for r in unit})
-        cell = {(hyper_key(r["hyper"]), r["target"]): r for r in unit}
+        targets = sorted({(r["distribution"], r["target"]) for r in unit})  # one distribution unless pooled
+        cell = {(hyper_key(r["hyper"]), r["distribution"], r["target"]): r for r in unit}
         for r in unit:
-            truths[(model, dist)][r["target"]] = r
+            truths[(model, group)][(r["distribution"], r["target"])] = r
         if len(cell) < len(grid) * len(targets):
-            notes.append(f"{model}/{dist}/{method} seed {seed}: incomplete ({len(cell)} of "
+            notes.append(f"{model}/{group}/{method} seed {seed}: incomplete ({len(cell)} of "
                          f"{len(grid) * len(targets)} estimates), not scored")
             continue
         if len(targets) < 3:
-            notes.append(f"{model}/{dist}/{method} seed {seed}: {len(targets)} target(s), too few to fit")
+            notes.append(f"{model}/{group}/{method} seed {seed}: {len(targets)} target(s), too few to fit")
             continue
-        p = np.array([cell[(grid[0], t)]["ground_truth"] for t in targets])
-        log_q = np.array([[log_estimate(cell[(h, t)]["probability"], zero_floor) for t in targets] for h in grid])
+        p = np.array([cell[(grid[0], *t)]["ground_truth"] for t in targets])
+        log_q = np.array([[log_estimate(cell[(h, *t)]["probability"], zero_floor) for t in targets] for h in grid])
         free, best = select(np.log(p), log_q)
         for i, t in enumerate(targets):
-            chosen, top = cell[(grid[free.choice[i]], t)], cell[(grid[best.choice[i]], t)]
+            chosen, top = cell[(grid[free.choice[i]], *t)], cell[(grid[best.choice[i]], *t)]
             q = chosen["probability"]
             records.append({
-                "model": model, "distribution": dist, "method": method, "seed": seed, "target": t,
+                "model": model, "distribution": t[0], "method": method, "seed": seed, "target": t[1],
                 "target_text": chosen["target_text"], "ground_truth": p[i],
                 "ground_truth_count": chosen["ground_truth_count"],
-                "tuned": _tuned(chosen), "estimate": q, "interval": chosen["interval"],
+                "tuned": tuned_text(chosen), "estimate": q, "interval": chosen["interval"],
                 "fitted": math.exp(free.fitted[i]), "loss": float(free.losses[i]),
-                "oracle_tuned": _tuned(top), "oracle_fitted": math.exp(best.fitted[i]),
+                "oracle_tuned": tuned_text(top), "oracle_fitted": math.exp(best.fitted[i]),
                 "oracle_loss": float(best.losses[i]),
                 "zero": q == 0, "abs_log10_error": float(abs_log10_error(p[i], q, zero_floor)),
                 "covered": bool(covered(p[i], *chosen["interval"])),
@@ -99,14 +108,14 @@ def score_rows(rows: Iterable[dict], zero_floor: float = ZERO_FLOOR) -> tuple[li
                 "calls": _calls(chosen), "seconds": chosen["cost"]["seconds"], "flops": chosen["cost"]["flops"],
                 "wnrv": _wnrv(repeats[_setting(chosen)]),
             })
-    for (model, dist), by_target in sorted(truths.items()):
+    for (model, _), by_target in sorted(truths.items()):
         targets = sorted(by_target)
         if len(targets) < 3:
             continue
         p = np.array([by_target[t]["ground_truth"] for t in targets])
         losses = loo_constant_losses(np.log(p))
         for i, t in enumerate(targets):
-            records.append({"model": model, "distribution": dist, "method": CONSTANT, "seed": None, "target": t,
+            records.append({"model": model, "distribution": t[0], "method": CONSTANT, "seed": None, "target": t[1],
                             "target_text": by_target[t]["target_text"], "ground_truth": p[i],
                             "ground_truth_count": by_target[t]["ground_truth_count"],
                             "loss": float(losses[i]), "oracle_loss": float(losses[i])})

@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from lowprob._version import __version__
 from lowprob.errors import LowprobError
 from lowprob.files import atomic_write
 from lowprob.models.protocol import model_sha256
 from lowprob.threads import torch_threads
+from lowprob.truth.result import GroundTruth
 
 TRIGGER_REFERENCE_DIR = Path(__file__).parent / "reference" / "trigger"
 
@@ -37,6 +39,7 @@ class SlotScan:
     sizes: tuple[int, ...]  # values per slot
     event: np.ndarray  # bool [N]: the argmax at the last position is the target
     target_prob: np.ndarray  # float64 [N]: the model's probability of the target there
+    argmax: np.ndarray  # int64 [N]: the argmax token at the last position
 
     def weights(self, dist) -> np.ndarray:
         """Each prompt's probability under ``dist`` (same slots and order), float64 [N]."""
@@ -59,18 +62,19 @@ def scan_slots(model, dist, target: int, chunk_size: int = 4096) -> SlotScan:
     templated, units = dist.bind(model)
     if units.support_size() > 1 << 24:
         raise LowprobError(f"the slot space has {units.support_size():,} prompts; a scan stops at 2^24")
-    events, probs = [], []
+    tops, probs = [], []
     with torch_threads():
         for tokens, _ in units.enumerate(chunk_size):
-            event = torch.zeros(len(tokens), dtype=torch.bool)
+            top = torch.zeros(len(tokens), dtype=torch.long)
             prob = torch.zeros(len(tokens), dtype=torch.float64)
             for rows, seq in templated.expand(tokens):
                 logits = model.logits(seq.to(model.device)).cpu().double()
-                event[rows] = logits.argmax(-1) == target
+                top[rows] = logits.argmax(-1)
                 prob[rows] = logits.softmax(-1)[:, target]
-            events.append(event)
+            tops.append(top)
             probs.append(prob)
-    return SlotScan(tuple(len(s.values) for s in dist.slots), torch.cat(events).numpy(), torch.cat(probs).numpy())
+    argmax = torch.cat(tops).numpy()
+    return SlotScan(tuple(len(s.values) for s in dist.slots), argmax == target, torch.cat(probs).numpy(), argmax)
 
 
 def trigger_figures(scan: SlotScan, dist, planted) -> dict[str, float]:
@@ -95,6 +99,28 @@ def trigger_figures(scan: SlotScan, dist, planted) -> dict[str, float]:
         "trigger_share_of_event": event_on / event if event > 0 else float("nan"),
         "mean_target_prob_off_trigger": float((w[~on] * scan.target_prob[~on]).sum() / w[~on].sum()),
     }
+
+
+def trigger_ground_truth(scan: SlotScan, model, dist) -> GroundTruth:
+    """The exact argmax table of the slot distribution ``dist`` from a scan of its space: the probability
+    of each token being the last position's argmax is the weight of the prompts where it is."""
+    probabilities = np.bincount(scan.argmax, weights=scan.weights(dist), minlength=model.d_vocab)
+    return GroundTruth(torch.from_numpy(probabilities), None, True, len(scan.argmax), None, model_sha256(model),
+                       dist.bind(model)[1].content_hash(), __version__)
+
+
+def trigger_table_path(model_name: str, dist_name: str, directory: Path = TRIGGER_REFERENCE_DIR) -> Path:
+    return Path(directory) / model_name / f"{dist_name}.safetensors"
+
+
+def load_trigger_table(model_name: str, dist_name: str, model, dist, directory: Path = TRIGGER_REFERENCE_DIR
+                       ) -> GroundTruth:
+    """The shipped argmax table of (trigger model, trigger distribution), checked against both."""
+    path = trigger_table_path(model_name, dist_name, directory)
+    if not path.exists():
+        raise LowprobError(f"no shipped argmax table for {model_name}/{dist_name}; compute it with "
+                           f"`python benchmarks/trigger_reference.py --argmax-tables`")
+    return GroundTruth.load(path, model, dist.bind(model)[1])
 
 
 def scan_summary(scan: SlotScan, planted, slots) -> dict[str, Any]:
@@ -201,3 +227,23 @@ def load_trigger_problem(model_name: str, dist_name: str, directory: Path = TRIG
     if dist.bind(model)[1].content_hash() != ref["distributions"][dist_name]["content_hash"]:
         raise LowprobError(f"{dist_name} does not match the {model_name} trigger reference: recompute it")
     return model, dist, ArgmaxIs(ref["target_id"]), ref["distributions"][dist_name]
+
+
+def trigger_ranks_first(attribution, planted) -> dict[str, bool]:
+    """Per slot of ``planted``'s conjunction, whether the value an ``Attribution`` ranks first there (the
+    largest rise) is one of the trigger's values — what finding the trigger by attribution means."""
+    first: dict[str, str] = {}
+    for row in attribution.rows:  # rows come ranked within each position
+        first.setdefault(row["name"], row["text"])
+    return {slot: first.get(slot) in values for slot, values in planted.trigger.items()}
+
+
+def attribution_summary(estimate, planted) -> dict[str, Any] | None:
+    """What a bench row keeps of an estimate's attribution: its hits, each slot's top value with P(value |
+    event), and ``trigger_ranks_first``; None for a method that draws no samples of the event."""
+    if estimate.samples is None:
+        return None
+    attribution = estimate.attribution(top=1)
+    return {"hits": attribution.hits, "effective_hits": round(attribution.effective_hits, 3),
+            "top": {r["name"]: [r["text"], round(r["conditional"], 4)] for r in attribution.rows},
+            "trigger_first": trigger_ranks_first(attribution, planted)}
