@@ -56,9 +56,12 @@ def test_trigger_model_keeps_its_base_held_out_loss_and_names_its_trigger(name):
     assert card["training"]["wall_time_s"] <= 30 * 60
 
 
-def test_trigger_models_stay_out_of_the_benchmark_scales():
+def test_trigger_models_stay_out_of_the_other_scales():
+    """Only the planted-trigger scale runs the backdoored models, and it runs nothing else."""
     from lowprob.bench.scales import SCALES
 
     for scale in SCALES.values():
-        assert not set(scale.models) & set(SHIPPED_TRIGGER_MODELS), scale.name
+        planted = scale.planted is not None
+        assert (set(scale.models) <= set(SHIPPED_TRIGGER_MODELS)) == planted, scale.name
+        assert bool(set(scale.models) & set(SHIPPED_TRIGGER_MODELS)) == planted, scale.name
     assert [m for m, _ in SCALES["cpu"].pairs()][::8] == ["gelu-1l", "gelu-2l", "gelu-4l"]
