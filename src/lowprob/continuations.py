@@ -50,6 +50,15 @@ class Patterns:
                 hit |= (continuation[:, -n:] == torch.tensor(seq, device=continuation.device)).all(1)
         return hit
 
+    def occurs(self, continuation: Tensor) -> Tensor:
+        """Bool [B]: some pattern occurs anywhere in the continuation."""
+        hit = torch.zeros(len(continuation), dtype=torch.bool)
+        for seq in self.sequences:
+            if continuation.shape[1] >= len(seq):
+                windows = continuation.unfold(1, len(seq), 1)  # [B, positions, len(seq)]
+                hit |= (windows == torch.tensor(seq)).all(2).any(1)
+        return hit
+
     def progress(self, continuation: Tensor) -> Tensor:
         """Long [B]: the most tokens of some pattern's beginning that the continuation ends with."""
         out = torch.zeros(len(continuation), dtype=torch.long, device=continuation.device)
@@ -226,6 +235,20 @@ def continue_prompts(model, prompts: Tensor, event, generator: torch.Generator, 
         extended_rows += len(keep)
         state.extend(y[keep])
     return Continuations(hit, log_w, extended_rows, extended_positions, advance, took)
+
+
+@torch.no_grad()
+def sample_continuations(model, prompts: Tensor, event, generator: torch.Generator) -> tuple[Tensor, float]:
+    """Continuations [B, ``event.steps``] of ``prompts`` from the model's own law, never stopped early,
+    and their FLOPs: one draw tells, for any number of patterns, whether each occurs (sampled truth)."""
+    state = start_decoding(model, prompts)
+    out = torch.zeros(len(prompts), event.steps, dtype=torch.long)
+    for t in range(event.steps):
+        out[:, t] = draw_rows(*in_blocks(next_token_probs(state.logits, event.temperature, event.top_k)), generator)
+        if t < event.steps - 1:
+            state.extend(out[:, t])
+    rows = len(prompts) * (event.steps - 1)
+    return out, flops_of(model, len(prompts), prompts.shape[1], event, rows, rows * state.positions_per_step())
 
 
 def flops_of(model, prompts: int, prompt_length: int, event, extended_rows: int, extended_positions: int

@@ -9,6 +9,9 @@
 * ``exact``: the 3 shipped models x the 8 kinds at ``exact`` length (~2^24 sequences each, enumerated:
   shipped exact tables), budget 2^12, up to 32 targets spread evenly in log p over [1e-12, 1e-5] —
   the rare end the sampled tables cannot resolve.
+* ``generation``: the 3 shipped models, prompts from ``english`` (cpu length), events "this text within 20
+  tokens sampled at temperature 1" for texts the models rarely write (p ~1e-3 … 1e-7), against sampled truth
+  — plain sampling where it reaches, a pooled tilted reference below (``bench/generation.py``, its own runner).
 """
 
 from __future__ import annotations
@@ -67,6 +70,37 @@ class Scale:
         return {k: v for k, v in asdict(self).items() if not (k in ADDED_FIELDS and v is None)}
 
 
+@dataclass(frozen=True)
+class GenerationScale:
+    """Events over generated text: per model, target texts; their truth is sampled (``bench/generation.py``)."""
+
+    name: str
+    models: tuple[str, ...]
+    distribution: str
+    length: str
+    steps: int
+    temperature: float
+    targets: tuple[tuple[str, tuple[str, ...]], ...]  # (model, its target texts)
+    budget: int
+    seeds: tuple[int, ...]
+    sampled: int  # plain-sampled continuations per model for the sampled truth
+    chunk: int  # continuations per truth checkpoint
+    reference_runs: int  # tilted estimates pooled into the "tilted reference" of each target
+    reference_budget: int
+
+    def targets_of(self, model: str) -> tuple[str, ...]:
+        return dict(self.targets)[model]
+
+    def to_json(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+GENERATION = GenerationScale(
+    "generation", models=tuple(SHIPPED_CONFIGS), distribution="english", length="cpu", steps=20, temperature=1.0,
+    targets=(("gelu-1l", (" elif", " def", " Spain", " government")),
+             ("gelu-2l", (" elif", " def", " Spain", " government")),
+             ("gelu-4l", (" elif", " def", " Spain", " government"))),
+    budget=1 << 10, seeds=(0, 1, 2, 3), sampled=1 << 17, chunk=1 << 12, reference_runs=8, reference_budget=1 << 12)
 SCALES = {
     "tiny": Scale("tiny", budget=256, n_targets=6, seeds=(0, 1), temperatures=TEMPERATURES,
                   models=tuple(TOY_MODELS), distributions=TINY_DISTRIBUTIONS, length=None),
@@ -77,10 +111,13 @@ SCALES = {
     "exact": Scale("exact", budget=1 << 12, n_targets=32, seeds=(0,), temperatures=TEMPERATURES,
                    models=tuple(SHIPPED_CONFIGS), distributions=tuple(PAPER_DISTRIBUTIONS), length="exact",
                    spread=(1e-12, 1e-5)),
+    "generation": GENERATION,
 }
 
 
-def get_scale(name: str) -> Scale:
+
+
+def get_scale(name: str) -> Scale | GenerationScale:
     if name not in SCALES:
         raise LowprobError(f"unknown scale {name!r}: choose one of {', '.join(SCALES)}")
     return SCALES[name]

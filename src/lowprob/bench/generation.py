@@ -1,0 +1,187 @@
+"""The ``generation`` scale: rare texts in sampled continuations of the shipped models, with sampled truth.
+
+Its targets are texts, not argmax tokens, and its truth is not an argmax table, so it has this small
+runner of its own; its rows keep the other scales' fields (``target`` is the text), so
+``bench/score.py``'s loaders read them. ``run_bench`` hands a ``GenerationScale`` here.
+
+Truth, per model, in ``truth/{model}.json`` (rewritten atomically after every chunk, so ``--resume``
+loses at most one chunk; a copy shipped in ``lowprob/truth/reference/generation`` is the starting
+point, so a fresh run recomputes nothing):
+
+* **sampled**: ``sampled`` continuations from the model's own law, drawn in chunks of ``chunk`` with
+  seeds fixed per chunk; each continuation is checked for every target at once. A target with at
+  least ``MIN_HITS`` hits takes hits / n with its exact Clopper–Pearson interval (kind "sampled").
+* **tilted reference**: for the targets plain sampling does not reach, the mean of
+  ``reference_runs`` independent tilted estimates at ``reference_budget`` (seeds from
+  ``REFERENCE_SEED`` on, disjoint from the bench seeds), unbiased, with a Student-t interval from
+  their spread (kind "tilted reference"). It is computed for every target, so where both reach the
+  two are compared (``cross_check``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from pathlib import Path
+
+import torch
+from scipy import stats
+
+from lowprob._version import __version__
+from lowprob.bench.scales import GenerationScale
+from lowprob.continuations import Patterns, sample_continuations
+from lowprob.errors import LowprobError
+from lowprob.estimators import estimate
+from lowprob.estimators.catalog import methods_for
+from lowprob.estimators.naive import clopper_pearson
+from lowprob.events import Generates
+from lowprob.files import atomic_write, prepare_output, read_jsonl
+from lowprob.models.protocol import model_sha256
+
+MIN_HITS = 30  # sampled hits from which plain sampling is the reference (relative SE ≤ ~18%)
+REFERENCE_SEED = 1_000_000  # first seed of the tilted reference runs
+SHIPPED = Path(__file__).resolve().parents[1] / "truth" / "reference" / "generation"
+
+
+def _problem(scale: GenerationScale, model_name: str):
+    import lowprob
+
+    model = lowprob.load_model(model_name)
+    dist = lowprob.load_distribution(scale.distribution, model, scale.length)
+    return model, dist
+
+
+def event_of(scale: GenerationScale, model, text: str) -> Generates:
+    return Generates((tuple(model.tokenizer.encode(text)),), scale.steps, scale.temperature)
+
+
+def truth_definition(scale: GenerationScale, model_name: str) -> dict:
+    """What a truth file is a truth of; a resumed or shipped file must match it."""
+    return {"model": model_name, "distribution": scale.distribution, "length": scale.length, "steps": scale.steps,
+            "temperature": scale.temperature, "targets": list(scale.targets_of(model_name)),
+            "sampled": scale.sampled, "chunk": scale.chunk, "reference_runs": scale.reference_runs,
+            "reference_budget": scale.reference_budget}
+
+
+def _load_truth(scale: GenerationScale, model_name: str, path: Path) -> dict:
+    definition = truth_definition(scale, model_name)
+    empty = {"definition": definition, "sampled": {"n": 0, "hits": {t: 0 for t in definition["targets"]}},
+             "tilted": {t: [] for t in definition["targets"]}}
+    for source in (path, SHIPPED / f"{model_name}.json"):
+        if source.exists():
+            truth = json.loads(source.read_text())
+            if truth["definition"] == definition:
+                return truth
+            if source == path:
+                raise LowprobError(f"{path} is the truth of another definition; run into an empty directory")
+    return empty
+
+
+def compute_truth(scale: GenerationScale, model_name: str, path: Path, tick=lambda: None) -> dict:
+    """Fill (or finish) the model's truth file: chunks of plain sampling, then the tilted reference runs."""
+    truth = _load_truth(scale, model_name, path)
+    model, dist = _problem(scale, model_name)
+    texts = scale.targets_of(model_name)
+    patterns = {t: Patterns(event_of(scale, model, t).patterns) for t in texts}
+    plain = event_of(scale, model, texts[0])  # steps, temperature: all the sampling needs
+    base = zlib.crc32(f"{model_name}/{scale.distribution}/sampled".encode())
+    sampled = truth["sampled"]
+    while sampled["n"] < scale.sampled:
+        chunk = sampled["n"] // scale.chunk
+        generator = torch.Generator().manual_seed(base + chunk)
+        prompts = dist.sample(scale.chunk, generator)
+        continuations, _ = sample_continuations(model, prompts, plain, generator)
+        for t in texts:
+            sampled["hits"][t] += int(patterns[t].occurs(continuations).sum())
+        sampled["n"] += scale.chunk
+        atomic_write(path, (json.dumps(truth, indent=1) + "\n").encode())
+        tick()
+    for t in texts:
+        runs = truth["tilted"][t]
+        while len(runs) < scale.reference_runs:
+            e = estimate(model, dist, event_of(scale, model, t), method="tilted", budget=scale.reference_budget,
+                         seed=REFERENCE_SEED + len(runs))
+            runs.append(e.probability)
+            atomic_write(path, (json.dumps(truth, indent=1) + "\n").encode())
+            tick()
+    return truth
+
+
+def reference(truth: dict, text: str) -> dict:
+    """The ground-truth fields every row of ``text`` carries, and the cross-check of the two truths."""
+    hits, n = truth["sampled"]["hits"][text], truth["sampled"]["n"]
+    runs = torch.tensor(truth["tilted"][text], dtype=torch.float64)
+    budget = truth["definition"]["reference_budget"]
+    mean = float(runs.mean())
+    half = float(stats.t.ppf(0.975, len(runs) - 1)) * float(runs.std()) / math.sqrt(len(runs))
+    tilted = {"probability": mean, "interval": [max(0.0, mean - half), mean + half], "runs": len(runs),
+              "budget": budget}
+    sampled = {"hits": hits, "n": n, "interval": list(clopper_pearson(hits, n))}
+    if hits >= MIN_HITS:
+        fields = {"ground_truth": hits / n, "ground_truth_kind": "sampled", "ground_truth_n": n,
+                  "ground_truth_count": hits, "ground_truth_interval": sampled["interval"]}
+    else:
+        fields = {"ground_truth": mean, "ground_truth_kind": "tilted reference", "ground_truth_n": len(runs) * budget,
+                  "ground_truth_count": None, "ground_truth_interval": tilted["interval"]}
+    lo, hi = sampled["interval"]
+    agree = hits > 0 and not (tilted["interval"][1] < lo or tilted["interval"][0] > hi)
+    return {**fields, "ground_truth_exact": False,
+            "cross_check": {"sampled": sampled, "tilted": tilted, "both_reach": hits > 0, "agree": agree}}
+
+
+def plan_rows(scale: GenerationScale, model_name: str, rows_path: Path, methods: list[str]) -> list[tuple]:
+    """(method, seed, text) estimates not yet in the rows file."""
+    done = {(r["method"], r["seed"], r["target"]) for r in read_jsonl(rows_path)}
+    return [(m, s, t) for t in scale.targets_of(model_name) for m in methods for s in scale.seeds
+            if (m, s, t) not in done]
+
+
+def run_generation_bench(scale: GenerationScale, out: Path, methods: list[str] | None, resume: bool,
+                         progress: bool = True) -> Path:
+    """Truth first (resumable, per chunk), then one row per (model, target, method, seed), appended."""
+    from tqdm import tqdm
+
+    able = methods_for("generation")
+    methods = list(methods or able)
+    unknown = [m for m in methods if m not in able]
+    if unknown:
+        raise LowprobError(f"method(s) {', '.join(unknown)} cannot estimate generation events: "
+                           f"choose from {', '.join(able)}")
+    out = Path(out)
+    config = out / "bench.json"
+    if config.exists() or (out / "rows").exists():
+        if not resume:
+            raise LowprobError(f"{out} already holds benchmark results: pass --resume to continue that run, "
+                               f"or choose an empty directory")
+        if config.exists() and json.loads(config.read_text()) != json.loads(json.dumps(scale.to_json())):
+            raise LowprobError(f"{out} holds a run of another scale definition; choose an empty directory")
+    prepare_output(out, kind="directory")
+    atomic_write(config, (json.dumps(scale.to_json(), indent=1) + "\n").encode())
+    for name in scale.models:
+        (out / "truth").mkdir(exist_ok=True)
+        truth_path = out / "truth" / f"{name}.json"
+        bar = tqdm(desc=f"truth {name}", unit="step", disable=not progress, dynamic_ncols=True)
+        truth = compute_truth(scale, name, truth_path, lambda b=bar: b.update(1))
+        bar.close()
+        model, dist = _problem(scale, name)
+        rows_path = out / "rows" / name / f"{scale.distribution}.jsonl"
+        rows_path.parent.mkdir(parents=True, exist_ok=True)
+        read_jsonl(rows_path, repair=True)
+        jobs = plan_rows(scale, name, rows_path, methods)
+        common = {"scale": scale.name, "model": name, "distribution": scale.distribution, "length": scale.length,
+                  "model_sha256": model_sha256(model), "distribution_sha256": dist.content_hash(),
+                  "version": __version__}
+        with rows_path.open("a") as f:
+            for method, seed, text in tqdm(jobs, desc=f"bench {name}", unit="est", disable=not progress):
+                fields = reference(truth, text)
+                fields.pop("cross_check")
+                e = estimate(model, dist, event_of(scale, model, text), method=method, budget=scale.budget,
+                             seed=seed)
+                row = {**common, "target": text, "target_text": text, "event": e.event, "method": method,
+                       "hyper": e.hyper, "seed": seed, "budget": scale.budget, "probability": e.probability,
+                       "interval": list(e.interval), "cost": e.to_json()["cost"], "diagnostics": e.diagnostics,
+                       **fields}
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+    return out
