@@ -10,7 +10,8 @@
   shipped exact tables), budget 2^12, up to 32 targets spread evenly in log p over [1e-12, 1e-5] —
   the rare end the sampled tables cannot resolve.
 * ``generation``: the 3 shipped models, prompts from ``english`` (cpu length), events "this text within 20
-  tokens sampled at temperature 1" for texts the models rarely write (p ~1e-3 … 1e-7), against sampled truth
+  tokens sampled at temperature 1" for texts the models rarely write (a Spanish word, a code keyword, a name,
+  places: p ~3e-3 … 1e-7, chosen from one tilted estimate each), against sampled truth
   — plain sampling where it reaches, a pooled tilted reference below (``bench/generation.py``, its own runner).
 """
 
@@ -97,10 +98,13 @@ class GenerationScale:
 
 GENERATION = GenerationScale(
     "generation", models=tuple(SHIPPED_CONFIGS), distribution="english", length="cpu", steps=20, temperature=1.0,
-    targets=(("gelu-1l", (" elif", " def", " Spain", " government")),
-             ("gelu-2l", (" elif", " def", " Spain", " government")),
-             ("gelu-4l", (" elif", " def", " Spain", " government"))),
-    budget=1 << 10, seeds=(0, 1, 2, 3), sampled=1 << 17, chunk=1 << 12, reference_runs=8, reference_budget=1 << 12)
+    targets=(("gelu-1l", (" que", " elif", " John", " Paris", " Spain")),
+             ("gelu-2l", (" que", " elif", " John", " Paris", " Spain")),
+             ("gelu-4l", (" que", " elif", " John", " Paris", " whale"))),
+    budget=1 << 10, seeds=tuple(range(8)), sampled=1 << 18, chunk=1 << 12, reference_runs=8,
+    reference_budget=1 << 12)
+
+
 SCALES = {
     "tiny": Scale("tiny", budget=256, n_targets=6, seeds=(0, 1), temperatures=TEMPERATURES,
                   models=tuple(TOY_MODELS), distributions=TINY_DISTRIBUTIONS, length=None),
