@@ -104,5 +104,11 @@ def test_a_toy_run_interrupted_and_resumed_gives_the_rows_of_an_unbroken_one(toy
     assert json.loads((broken / "truth/toy.json").read_text()) == truth
     resumed = [json.loads(line) for line in (broken / "rows/toy/toy-prompts.jsonl").read_text().splitlines()]
     assert comparable(resumed) == comparable(rows)
+    from lowprob.bench.report import write_report
+
+    report, plot = write_report(broken, tmp_path / "report")
+    text = report.read_text()
+    assert plot.stat().st_size > 0 and "Truth cross-check" in text
+    assert sum(line.startswith("| toy |") for line in text.splitlines()) >= 2 * 3 + 2  # cells and cross-checks
     with pytest.raises(LowprobError, match="another scale definition"):
         run_bench(dataclasses.replace(TOY, budget=32), broken, resume=True, progress=False)
