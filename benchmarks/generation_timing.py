@@ -79,10 +79,10 @@ def main() -> None:
         for method in args.methods:
             one = argparse.Namespace(**{**vars(args), "models": [name]})
             rows = {t: run_tree(src, one, args.budget, [0], [method])[0] for t, src in trees.items()}
-            speed = rows["before"]["seconds"] / rows["after"]["seconds"] if "before" in rows else math.nan
+            speed = f"{rows['before']['seconds'] / rows['after']['seconds']:.1f}x" if "before" in rows else "–"
             print(f"| {name} | {method} | {args.budget} × {args.steps} | "
                   + " | ".join(f"{r['seconds']:.1f}" for r in rows.values())
-                  + f" | {speed:.1f}x | {rows['after']['flops']:.3g} |", flush=True)
+                  + f" | {speed} | {rows['after']['flops']:.3g} |", flush=True)
     if args.seeds:
         check = argparse.Namespace(**{**vars(args), "target": args.check_target, "models": args.models[:1]})
         print(f"\n{args.seeds} seeds at budget {args.check_budget}, target {args.check_target!r}, {args.models[0]}:")
