@@ -272,8 +272,8 @@ def ground_truth_command(
 @app.command()
 def bench(
     scale: Annotated[str, typer.Option(
-        help="tiny (toy models, minutes), cpu (the reference run), paper (your 2^32-sample tables) or exact "
-             "(against exact tables)")],
+        help="tiny (toy models, minutes), cpu (the reference run), paper (your 2^32-sample tables), exact "
+             "(against exact tables) or generation (rare texts in sampled continuations, sampled truth)")],
     out: Annotated[Path, typer.Option(help="results directory (rows/*.jsonl, bench.json)")],
     methods: Annotated[Optional[str], typer.Option(help="comma-separated methods (default: all)")] = None,
     resume: Annotated[bool, typer.Option(
