@@ -9,6 +9,11 @@ log p/q of its tokens, exact because q is normalised per step, so the mean of (p
 unbiased for any β and δ. A row that has matched
 stops: the event happened whatever follows, so its later tokens would have weight 1.
 
+The one idea that makes it fast: only the patterns' few tokens can advance a match, so q/p takes
+two values per row (one for them, one for every other token) and the tilt is a correction of a few
+columns of p, never a pass over the vocabulary; each row's token is then drawn with one uniform by a
+two-level inverse CDF (``draw_rows``).
+
 ``exact_generation_probability`` enumerates every continuation instead (with prefix sharing through
 the decoding cache) for toy models and short horizons: the exact value estimators are tested against.
 """
@@ -205,8 +210,8 @@ def continue_prompts(model, prompts: Tensor, event, generator: torch.Generator, 
     Each step draws from the mixture ``defensive`` p + (1 − ``defensive``) q_β: a token that does not
     advance a match keeps at least the ``defensive`` share of its probability, so a path through
     such tokens (a match that starts late) is still drawn and its weight is at most
-    ``defensive``^-(its non-advancing steps). Draws are made on the CPU with ``generator`` (the same
-    draws on any device).
+    ``defensive``^-(its non-advancing steps). Each draw takes one uniform per row from ``generator``
+    (a CPU generator: the same uniforms on any device).
     """
     state, patterns = start_decoding(model, prompts), Patterns(event.patterns)
     n, steps = len(prompts), event.steps
