@@ -112,3 +112,14 @@ def test_a_toy_run_interrupted_and_resumed_gives_the_rows_of_an_unbroken_one(toy
     assert sum(line.startswith("| toy |") for line in text.splitlines()) >= 2 * 3 + 2  # cells and cross-checks
     with pytest.raises(LowprobError, match="another scale definition"):
         run_bench(dataclasses.replace(TOY, budget=32), broken, resume=True, progress=False)
+
+
+def test_the_shipped_truth_is_the_scale_s_so_a_fresh_run_recomputes_none(tmp_path):
+    scale = get_scale("generation")
+    for model in scale.models:
+        truth = gen._load_truth(scale, model, tmp_path / f"{model}.json")  # no file there: the shipped one
+        assert truth["sampled"]["n"] == scale.sampled
+        assert all(len(runs) == scale.reference_runs for runs in truth["tilted"].values())
+        for text in scale.targets_of(model):
+            fields = gen.reference(truth, text)
+            assert 0 < fields["ground_truth"] < 0.01 and fields["ground_truth_kind"] in ("sampled", "tilted reference")
