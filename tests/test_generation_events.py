@@ -136,3 +136,29 @@ def test_prompts_from_a_template_with_values_of_different_lengths():
     assert abs(values.mean().item() - truth) < 3 * values.std().item() / 10, (values.mean().item(), truth)
     for method in ("naive", "smc"):
         assert 0 <= lowprob.estimate(model, dist, event, method=method, budget=64, seed=0).probability <= 1
+
+
+def test_draws_follow_the_tilted_law_and_carry_its_exact_log_ratio():
+    """``draw_tilted`` samples q = δ p + (1 − δ) p e^{βa} / Z (written densely here) to its rare tokens, across
+    block boundaries of a vocabulary that is no multiple of the block, and its log q/p is that q's."""
+    from lowprob.continuations import Patterns, draw_tilted
+
+    v, n, beta, defensive = 100, 200_000, 3.0, 0.2
+    logits = torch.full((v,), -30.0)
+    logits[[0, 63, 64, 99, 7]] = torch.tensor([2.0, 1.0, 0.5, 0.0, -5.0])  # 7: p ~ 1e-3; the rest ~1e-13
+    patterns = Patterns(((7, 64), (99,)))  # at the start, 7 and 99 advance (start a match)
+    p = logits.double().softmax(0)
+    a = torch.zeros(v, dtype=torch.bool)
+    a[[7, 99]] = True
+    q = defensive * p + (1 - defensive) * p * torch.exp(beta * a) / (p * torch.exp(beta * a)).sum()
+    event = Generates(((7, 64), (99,)), steps=1)
+    draw = draw_tilted(logits.expand(n, v).clone(), event, patterns, torch.zeros(n, 0, dtype=torch.long), beta,
+                       defensive, torch.Generator().manual_seed(0))
+    counts = torch.bincount(draw.token, minlength=v).double()
+    sd = (n * q * (1 - q)).sqrt()
+    assert ((counts - n * q).abs() <= 5 * sd + 1).all(), (counts[[0, 7, 63, 64, 99]], n * q[[0, 7, 63, 64, 99]])
+    assert counts[[t for t in range(v) if t not in (0, 7, 63, 64, 99)]].sum() == 0  # mass ~1e-13 each
+    expected = (q / p).log()[draw.token]
+    assert torch.allclose(draw.log_ratio, expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(draw.advanced, a[draw.token])
+    assert torch.allclose(draw.p_advance, p[a].sum().expand(n), rtol=1e-5)

@@ -273,7 +273,8 @@ def ground_truth_command(
 def bench(
     scale: Annotated[str, typer.Option(
         help="tiny (toy models, minutes), cpu (the reference run), paper (your 2^32-sample tables), exact "
-             "(against exact tables) or trigger (the planted-trigger models, the planted target)")],
+             "(against exact tables), trigger (the planted-trigger models, the planted target) or generation "
+             "(rare texts in sampled continuations, sampled truth)")],
     out: Annotated[Path, typer.Option(help="results directory (rows/*.jsonl, bench.json)")],
     methods: Annotated[Optional[str], typer.Option(help="comma-separated methods (default: all)")] = None,
     resume: Annotated[bool, typer.Option(

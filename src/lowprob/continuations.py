@@ -9,6 +9,11 @@ log p/q of its tokens, exact because q is normalised per step, so the mean of (p
 unbiased for any β and δ. A row that has matched
 stops: the event happened whatever follows, so its later tokens would have weight 1.
 
+The one idea that makes it fast: only the patterns' few tokens can advance a match, so q/p takes
+two values per row (one for them, one for every other token) and the tilt is a correction of a few
+columns of p, never a pass over the vocabulary; each row's token is then drawn with one uniform by a
+two-level inverse CDF (``draw_rows``).
+
 ``exact_generation_probability`` enumerates every continuation instead (with prefix sharing through
 the decoding cache) for toy models and short horizons: the exact value estimators are tested against.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -31,6 +37,15 @@ class Patterns:
 
     sequences: tuple[tuple[int, ...], ...]
 
+    @cached_property
+    def tokens(self) -> Tensor:
+        """Long [C], sorted: the patterns' distinct tokens, the only ones that can ever advance a match."""
+        return torch.tensor(sorted({t for seq in self.sequences for t in seq}), dtype=torch.long)
+
+    @cached_property
+    def _column(self) -> dict[int, int]:
+        return {t: i for i, t in enumerate(self.tokens.tolist())}
+
     def matched(self, continuation: Tensor) -> Tensor:
         """Bool [B]: some pattern ends at the continuation's last token."""
         hit = torch.zeros(len(continuation), dtype=torch.bool, device=continuation.device)
@@ -38,6 +53,15 @@ class Patterns:
             n = len(seq)
             if continuation.shape[1] >= n:
                 hit |= (continuation[:, -n:] == torch.tensor(seq, device=continuation.device)).all(1)
+        return hit
+
+    def occurs(self, continuation: Tensor) -> Tensor:
+        """Bool [B]: some pattern occurs anywhere in the continuation."""
+        hit = torch.zeros(len(continuation), dtype=torch.bool)
+        for seq in self.sequences:
+            if continuation.shape[1] >= len(seq):
+                windows = continuation.unfold(1, len(seq), 1)  # [B, positions, len(seq)]
+                hit |= (windows == torch.tensor(seq)).all(2).any(1)
         return hit
 
     def progress(self, continuation: Tensor) -> Tensor:
@@ -50,20 +74,27 @@ class Patterns:
                 out = torch.where(ends, torch.clamp(out, min=k), out)
         return out
 
-    def advancing(self, continuation: Tensor, d_vocab: int) -> Tensor:
-        """Bool [B, d_vocab]: tokens that extend a partial match of some pattern (or start one)."""
-        out = torch.zeros(len(continuation), d_vocab, dtype=torch.bool, device=continuation.device)
+    def advancing(self, continuation: Tensor) -> Tensor:
+        """Bool [B, C]: which of ``tokens`` extend a partial match of some pattern (or start one).
+
+        Kept over the patterns' tokens only, never the vocabulary: the tilt touches a handful of
+        tokens per row, so it is applied as a sparse correction of the model's law."""
+        column = self._column
+        out = torch.zeros(len(continuation), len(column), dtype=torch.bool)
         t = continuation.shape[1]
         for seq in self.sequences:
             for k in range(min(len(seq) - 1, t) + 1):  # k tokens of seq already matched at the end
-                ok = (continuation[:, t - k:] == torch.tensor(seq[:k], device=continuation.device)).all(1) if k \
-                    else torch.ones(len(continuation), dtype=torch.bool, device=continuation.device)
-                out[ok, seq[k]] = True
+                if k == 0:
+                    out[:, column[seq[0]]] = True
+                else:
+                    out[:, column[seq[k]]] |= (continuation[:, t - k:] == torch.tensor(seq[:k])).all(1)
         return out
 
 
 def next_token_log_probs(logits: Tensor, temperature: float, top_k: int | None) -> Tensor:
-    """log p(y) [B, d_vocab] of the sampling law: softmax(logits / T) over the top k (greedy: T = 0)."""
+    """log p(y) [B, d_vocab] of the sampling law: softmax(logits / T) over the top k (greedy: T = 0).
+
+    Float64, for exact enumeration; sampling uses ``next_token_probs``."""
     if temperature == 0:
         out = torch.full_like(logits, -torch.inf, dtype=torch.float64)
         return out.scatter_(1, logits.argmax(1, keepdim=True), 0.0)
@@ -74,12 +105,89 @@ def next_token_log_probs(logits: Tensor, temperature: float, top_k: int | None) 
     return scaled.log_softmax(1)
 
 
-def log_tilt(log_p: Tensor, advancing: Tensor, beta: float, defensive: float) -> Tensor:
-    """log q/p [B, d_vocab] of the step law q = defensive p + (1 − defensive) p e^{β a} / Z."""
-    tilt = beta * advancing - (log_p + beta * advancing).logsumexp(1, keepdim=True)
-    if defensive > 0:
-        tilt = torch.logaddexp(torch.full_like(tilt, math.log(defensive)), math.log1p(-defensive) + tilt)
-    return tilt
+def next_token_probs(logits: Tensor, temperature: float, top_k: int | None) -> Tensor:
+    """p(y) [B, d_vocab] of the sampling law in the logits' precision (float32 for the shipped models).
+
+    Float32 is enough for the law itself (each entry to ~1e-7 relative); what must be float64 are
+    the sums a draw compares against, which ``draw_rows`` accumulates in float64."""
+    if temperature == 0:
+        return torch.zeros_like(logits).scatter_(1, logits.argmax(1, keepdim=True), 1.0)
+    scaled = logits if temperature == 1 else logits / temperature
+    if top_k is not None and top_k < logits.shape[1]:
+        kth = scaled.topk(top_k, dim=1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, -torch.inf)
+    return scaled.softmax(1)
+
+
+BLOCK = 64  # tokens per block of the two-level inverse CDF in ``draw_rows``
+
+
+def in_blocks(weights: Tensor) -> tuple[Tensor, Tensor]:
+    """``weights`` [B, V] as blocks [B, V / BLOCK, BLOCK] (zero-padded) and the blocks' sums, float64."""
+    n, v = weights.shape
+    if v % BLOCK:
+        weights = torch.nn.functional.pad(weights, (0, -v % BLOCK))
+    blocks = weights.view(n, -1, BLOCK)
+    return blocks, blocks.sum(2).double()  # a float32 sum of 64 entries: ~1e-7 of the block's own mass
+
+
+def draw_rows(blocks: Tensor, sums: Tensor, generator: torch.Generator) -> Tensor:
+    """One token per row [B] (CPU) from the law ∝ the weights ``in_blocks`` returned, one uniform each.
+
+    Inverse CDF in two levels: a block by the cumulated block sums, then a token by the float64
+    cumulated weights inside it, so every token — one of mass 1e-12 next to one of mass 0.9 included
+    — is drawn with its probability to ~1e-7 relative, while the only passes over the whole
+    [B, V] tensor are a float32 block sum (a float64 cumulative sum of every row costs ~20× more, and
+    ``torch.multinomial`` draws one exponential variate per entry, ~60× more)."""
+    n = len(blocks)
+    cum = sums.cumsum(1)  # [B, blocks]
+    rows = torch.arange(n, device=blocks.device)
+    u = torch.rand(n, generator=generator, dtype=torch.float64).to(blocks.device) * cum[:, -1]
+    # rounding can put u at the total: never step past the last block (or token) with mass
+    b = torch.minimum(torch.searchsorted(cum, u[:, None], right=True)[:, 0], (cum < cum[:, -1:]).sum(1))
+    inner = blocks[rows, b].double().cumsum(1)  # [B, BLOCK]
+    before = torch.where(b > 0, cum[rows, (b - 1).clamp(min=0)], 0.0)
+    rest = (u - before) / sums[rows, b] * inner[:, -1]  # where u falls in the block, on the block's own scale
+    i = torch.minimum(torch.searchsorted(inner, rest[:, None], right=True)[:, 0], (inner < inner[:, -1:]).sum(1))
+    return (b * BLOCK + i).cpu()
+
+
+@dataclass
+class Draw:
+    """One step's tokens [B] and, per row, log q/p of the token, P(advancing set) under p, and
+    whether the token advanced a match (all on the CPU)."""
+
+    token: Tensor
+    log_ratio: Tensor
+    p_advance: Tensor
+    advanced: Tensor
+
+
+def draw_tilted(logits: Tensor, event, patterns: Patterns, continuation: Tensor, beta: float, defensive: float,
+                generator: torch.Generator) -> Draw:
+    """Next tokens from q = δ p + (1 − δ) p e^{β a} / Z (δ = ``defensive``), with q/p exact per row.
+
+    With P the advancing set's mass under p, Z = 1 + P (e^β − 1), so q/p is one constant c for
+    tokens that do not advance and c' for those that do: the law is p with a few entries per row
+    scaled by c'/c, and log q/p of the drawn token is log c or log c'."""
+    probs = next_token_probs(logits, event.temperature, event.top_k)
+    blocks, sums = in_blocks(probs)
+    tokens = patterns.tokens.to(probs.device)
+    adv = patterns.advancing(continuation)  # [B, C]
+    at_tokens = probs[:, tokens].double().cpu()  # [B, C]
+    p_adv = ((at_tokens * adv).sum(1) / sums.sum(1).cpu()).clamp(0, 1)
+    z = 1 + p_adv * math.expm1(beta)
+    log_c = torch.log(defensive + (1 - defensive) / z)
+    log_c_adv = torch.log(defensive + (1 - defensive) * math.exp(beta) / z)
+    if beta != 0:  # scale the advancing entries by c'/c, and their blocks' sums: a sparse write of C columns
+        scale = torch.where(adv, (log_c_adv - log_c).exp()[:, None], 1.0)
+        blocks.view(len(blocks), -1)[:, tokens] *= scale.to(probs.dtype).to(probs.device)
+        sums.scatter_add_(1, (tokens // BLOCK).expand(len(adv), -1), (at_tokens * (scale - 1)).to(sums.device))
+    y = draw_rows(blocks, sums, generator)
+    column = torch.searchsorted(patterns.tokens, y).clamp(max=len(patterns.tokens) - 1)
+    rows = torch.arange(len(y))
+    advanced = (patterns.tokens[column] == y) & adv[rows, column]
+    return Draw(y, torch.where(advanced, log_c_adv, log_c), p_adv, advanced)
 
 
 @dataclass
@@ -102,8 +210,8 @@ def continue_prompts(model, prompts: Tensor, event, generator: torch.Generator, 
     Each step draws from the mixture ``defensive`` p + (1 − ``defensive``) q_β: a token that does not
     advance a match keeps at least the ``defensive`` share of its probability, so a path through
     such tokens (a match that starts late) is still drawn and its weight is at most
-    ``defensive``^-(its non-advancing steps). Draws are made on the CPU with ``generator`` (the same
-    draws on any device).
+    ``defensive``^-(its non-advancing steps). Each draw takes one uniform per row from ``generator``
+    (a CPU generator: the same uniforms on any device).
     """
     state, patterns = start_decoding(model, prompts), Patterns(event.patterns)
     n, steps = len(prompts), event.steps
@@ -115,26 +223,37 @@ def continue_prompts(model, prompts: Tensor, event, generator: torch.Generator, 
     extended_rows = extended_positions = 0
     continuation = torch.zeros(n, 0, dtype=torch.long)
     for t in range(steps):
-        log_p = next_token_log_probs(state.logits, event.temperature, event.top_k).cpu()
-        adv = patterns.advancing(continuation, log_p.shape[1])
-        p_adv = log_p.exp().masked_fill(~adv, 0).sum(1).clamp(0, 1)
-        tilt = log_tilt(log_p, adv, beta, defensive)
-        y = torch.multinomial((log_p + tilt).exp(), 1, generator=generator)[:, 0]
-        rows = torch.arange(len(y))
-        log_w[live] -= tilt[rows, y]
-        advance[live, t], took[live, t] = p_adv, adv[rows, y]
+        step = draw_tilted(state.logits, event, patterns, continuation, beta, defensive, generator)
+        y = step.token
+        log_w[live] -= step.log_ratio
+        advance[live, t], took[live, t] = step.p_advance, step.advanced
         continuation = torch.cat([continuation, y[:, None]], 1)
         done = patterns.matched(continuation)
         hit[live[done]] = True
         keep = (~done).nonzero()[:, 0]
         if t == steps - 1 or len(keep) == 0:
             break
-        live, continuation = live[keep], continuation[keep]
-        state.select(keep)
+        if len(keep) < len(live):  # a matched row stops (selecting every row would copy the cache)
+            live, continuation = live[keep], continuation[keep]
+            state.select(keep)
         extended_positions += len(keep) * state.positions_per_step()
         extended_rows += len(keep)
         state.extend(y[keep])
     return Continuations(hit, log_w, extended_rows, extended_positions, advance, took)
+
+
+@torch.no_grad()
+def sample_continuations(model, prompts: Tensor, event, generator: torch.Generator) -> tuple[Tensor, float]:
+    """Continuations [B, ``event.steps``] of ``prompts`` from the model's own law, never stopped early,
+    and their FLOPs: one draw tells, for any number of patterns, whether each occurs (sampled truth)."""
+    state = start_decoding(model, prompts)
+    out = torch.zeros(len(prompts), event.steps, dtype=torch.long)
+    for t in range(event.steps):
+        out[:, t] = draw_rows(*in_blocks(next_token_probs(state.logits, event.temperature, event.top_k)), generator)
+        if t < event.steps - 1:
+            state.extend(out[:, t])
+    rows = len(prompts) * (event.steps - 1)
+    return out, flops_of(model, len(prompts), prompts.shape[1], event, rows, rows * state.positions_per_step())
 
 
 def flops_of(model, prompts: int, prompt_length: int, event, extended_rows: int, extended_positions: int

@@ -112,6 +112,11 @@ def write_report(directory: str | Path, out: str | Path | None = None, zero_floo
     """Score the rows under ``directory``; write report.md, scores.csv and PNG plots to ``out``; return their paths."""
     directory = Path(directory)
     out = prepare_output(out if out is not None else directory, kind="directory")
+    config_path = directory / "bench.json"
+    if config_path.exists() and json.loads(config_path.read_text()).get("name") == "generation":
+        from lowprob.bench.generation import write_generation_report  # text targets: a report of its own
+
+        return write_generation_report(directory, out)
     rows = load_rows(directory)
     config_path = directory / "bench.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else {}

@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from lowprob._version import __version__
-from lowprob.bench.scales import Scale, hyper_key, load_problem, target_seed
+from lowprob.bench.scales import GenerationScale, Scale, hyper_key, load_problem, target_seed
 from lowprob.distributions import TokenDistribution
 from lowprob.distributions.slots import SlotDistribution
 from lowprob.errors import LowprobError
@@ -230,7 +230,7 @@ def _chosen_pairs(scale: Scale, only: list[str] | None) -> list[tuple[str, str]]
             and (not dists_named or d in dists_named)]
 
 
-def run_bench(scale: Scale, out: str | Path, methods: list[str] | None = None, resume: bool = False,
+def run_bench(scale: Scale | GenerationScale, out: str | Path, methods: list[str] | None = None, resume: bool = False,
               workers: int = 1, ground_truth_dir: str | Path | None = None, progress: bool = True,
               only: list[str] | None = None, backend: str = "local", address: str | None = None) -> Path:
     """Run (or continue) ``scale`` into ``out``; returns ``out``.
@@ -240,8 +240,17 @@ def run_bench(scale: Scale, out: str | Path, methods: list[str] | None = None, r
     ``only`` restricts the run to pairs whose model or distribution is named (a partial run that a
     later ``resume`` completes); the rows are the same as a full run's. ``backend="ray"`` makes the
     estimates as Ray tasks (a local Ray instance unless ``address``; ``bench/ray_runner.py``) with the
-    same rows; ``workers`` is the local backend's.
+    same rows; ``workers`` is the local backend's. A ``GenerationScale`` (text targets, sampled truth) runs
+    in ``bench/generation.py``, one process.
     """
+    if isinstance(scale, GenerationScale):
+        if workers != 1 or backend != "local" or only or ground_truth_dir is not None:
+            raise LowprobError("the generation scale runs in one local process with its own truth: "
+                               "--workers, --backend, --only and --ground-truth do not apply")
+        from lowprob.bench.generation import run_generation_bench
+
+        with torch_threads():
+            return run_generation_bench(scale, Path(out), methods, resume, progress)
     able = methods_for("logits")  # every scale's targets are argmax events
     methods = list(methods or able)
     unknown = [m for m in methods if m not in able]

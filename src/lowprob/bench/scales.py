@@ -13,6 +13,10 @@
   1e-10), budget 2^12, one target per pair — the planted one — and 2 seeds, against each pair's exact
   argmax table (shipped, from one scan of the model over the template's 245,760 prompts). With one
   target per pair, the report fits across a model's distributions (``planted``).
+* ``generation``: the 3 shipped models, prompts from ``english`` (cpu length), events "this text within 20
+  tokens sampled at temperature 1" for texts the models rarely write (a Spanish word, a code keyword, a name,
+  places: p ~3e-3 … 1e-7, chosen from one tilted estimate each), against sampled truth
+  — plain sampling where it reaches, a pooled tilted reference below (``bench/generation.py``, its own runner).
 """
 
 from __future__ import annotations
@@ -74,6 +78,40 @@ class Scale:
         return {k: v for k, v in asdict(self).items() if not (k in ADDED_FIELDS and v is None)}
 
 
+@dataclass(frozen=True)
+class GenerationScale:
+    """Events over generated text: per model, target texts; their truth is sampled (``bench/generation.py``)."""
+
+    name: str
+    models: tuple[str, ...]
+    distribution: str
+    length: str
+    steps: int
+    temperature: float
+    targets: tuple[tuple[str, tuple[str, ...]], ...]  # (model, its target texts)
+    budget: int
+    seeds: tuple[int, ...]
+    sampled: int  # plain-sampled continuations per model for the sampled truth
+    chunk: int  # continuations per truth checkpoint
+    reference_runs: int  # tilted estimates pooled into the "tilted reference" of each target
+    reference_budget: int
+
+    def targets_of(self, model: str) -> tuple[str, ...]:
+        return dict(self.targets)[model]
+
+    def to_json(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+GENERATION = GenerationScale(
+    "generation", models=tuple(SHIPPED_CONFIGS), distribution="english", length="cpu", steps=20, temperature=1.0,
+    targets=(("gelu-1l", (" que", " elif", " John", " Paris", " Spain")),
+             ("gelu-2l", (" que", " elif", " John", " Paris", " Spain")),
+             ("gelu-4l", (" que", " elif", " John", " Paris", " whale"))),
+    budget=1 << 10, seeds=tuple(range(8)), sampled=1 << 18, chunk=1 << 12, reference_runs=8,
+    reference_budget=1 << 12)
+
+
 SCALES = {
     "tiny": Scale("tiny", budget=256, n_targets=6, seeds=(0, 1), temperatures=TEMPERATURES,
                   models=tuple(TOY_MODELS), distributions=TINY_DISTRIBUTIONS, length=None),
@@ -87,10 +125,13 @@ SCALES = {
     "trigger": Scale("trigger", budget=1 << 12, n_targets=1, seeds=(0, 1), temperatures=TEMPERATURES,
                      models=TRIGGER_MODELS, distributions=tuple(TRIGGER_DISTRIBUTIONS), length=None,
                      planted="year-name"),
+    "generation": GENERATION,
 }
 
 
-def get_scale(name: str) -> Scale:
+
+
+def get_scale(name: str) -> Scale | GenerationScale:
     if name not in SCALES:
         raise LowprobError(f"unknown scale {name!r}: choose one of {', '.join(SCALES)}")
     return SCALES[name]

@@ -27,7 +27,7 @@ import torch
 from scipy import stats
 
 from lowprob.attribution import Hits
-from lowprob.continuations import Patterns, flops_of, log_tilt, next_token_log_probs
+from lowprob.continuations import Patterns, draw_tilted, flops_of
 from lowprob.estimators.base import RawEstimate, effective_sample_size
 from lowprob.estimators.naive import clopper_pearson
 from lowprob.estimators.tilted import Drawer, adapt
@@ -55,20 +55,20 @@ def smc_run(model, dist, event, n: int, generator: torch.Generator, growth: floa
     for t in range(event.steps):
         if len(live) == 0:  # every particle matched (resampling can copy matched ones over the rest)
             break
-        log_p = next_token_log_probs(state.logits, event.temperature, event.top_k).cpu()
-        tilt = log_tilt(log_p, patterns.advancing(continuation[live, :t], log_p.shape[1]), beta, defensive)
-        y = torch.multinomial((log_p + tilt).exp(), 1, generator=generator)[:, 0]
+        step = draw_tilted(state.logits, event, patterns, continuation[live, :t], beta, defensive, generator)
+        y = step.token
         continuation[live, t] = y
         seen = continuation[live, : t + 1]
         done = patterns.matched(seen)
         new_level = torch.where(done, top, patterns.progress(seen))
-        log_w[live] += growth * (new_level - level[live]) - tilt[torch.arange(len(y)), y]
+        log_w[live] += growth * (new_level - level[live]) - step.log_ratio
         level[live], matched[live[done]] = new_level, True
         if t == event.steps - 1 or bool(matched.all()):
             break
         going = (~done).nonzero()[:, 0]
-        state.select(going)
-        live = live[going]
+        if len(going) < len(live):  # selecting every row would copy the cache for nothing
+            state.select(going)
+            live = live[going]
         rows, positions = rows + len(going), positions + len(going) * state.positions_per_step()
         state.extend(y[going])
         if effective_sample_size(log_w) / n < resample_below:

@@ -73,10 +73,18 @@ class TransformerDecoding(Decoding):
         _check_room(model, prompts.shape[1])
         self.model, self.tokens = model, prompts
         resid = model.W_E[prompts] + model.W_pos[: prompts.shape[1]]
+        # keys and values live in buffers [B, H, capacity, d_head] filled up to the current length: a
+        # step writes one position instead of copying the cache (torch.cat did); the capacity doubles
+        # when full, up to the context
         self.cache: list[tuple[Tensor, Tensor]] = []
+        n, t = prompts.shape
+        capacity = min(model.n_ctx, 2 * t)
         for block in model.blocks:
-            q, k, v = (t.transpose(1, 2) for t in block.attn.qkv(block.ln1(resid)))
-            self.cache.append((k, v))
+            q, k, v = (t_.transpose(1, 2) for t_ in block.attn.qkv(block.ln1(resid)))
+            keys = k.new_empty(n, k.shape[1], capacity, k.shape[3])
+            values = torch.empty_like(keys)
+            keys[:, :, :t], values[:, :, :t] = k, v
+            self.cache.append((keys, values))
             z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             resid = resid + block.attn.project_out(z.transpose(1, 2))
             resid = resid + block.mlp(block.ln2(resid))
@@ -88,20 +96,31 @@ class TransformerDecoding(Decoding):
         _check_room(model, t + 1)
         tokens = tokens.to(model.device)
         resid = model.W_E[tokens] + model.W_pos[t]  # [B, d]
+        if t == self.cache[0][0].shape[2]:
+            rows, capacity = torch.arange(len(tokens), device=tokens.device), min(model.n_ctx, 2 * t)
+            self.cache = [tuple(_gather_filled(c, rows, t, capacity) for c in pair) for pair in self.cache]
         for i, block in enumerate(model.blocks):
             q, k, v = block.attn.qkv(block.ln1(resid))  # [B, H, d_head]
-            keys, values = (torch.cat([c, new[:, :, None]], 2) for c, new in zip(self.cache[i], (k, v), strict=True))
-            self.cache[i] = (keys, values)
-            z = F.scaled_dot_product_attention(q[:, :, None], keys, values)[:, :, 0]
+            keys, values = self.cache[i]
+            keys[:, :, t], values[:, :, t] = k, v
+            z = F.scaled_dot_product_attention(q[:, :, None], keys[:, :, : t + 1], values[:, :, : t + 1])[:, :, 0]
             resid = resid + block.attn.project_out(z)
             resid = resid + block.mlp(block.ln2(resid))
         self.tokens = torch.cat([self.tokens, tokens[:, None]], 1)
         self.logits = model.unembed(model.ln_final(resid))
 
     def select(self, rows: Tensor) -> None:
-        rows = rows.to(self.tokens.device)
-        self.cache = [(k[rows], v[rows]) for k, v in self.cache]
+        rows, t = rows.to(self.tokens.device), self.tokens.shape[1]
+        self.cache = [tuple(_gather_filled(c, rows, t) for c in pair) for pair in self.cache]
         self.tokens, self.logits = self.tokens[rows], self.logits[rows]
+
+
+def _gather_filled(buffer: Tensor, rows: Tensor, t: int, capacity: int | None = None) -> Tensor:
+    """A new buffer [len(rows), H, capacity, d_head] holding ``rows`` of ``buffer``'s first ``t`` positions."""
+    capacity = capacity or buffer.shape[2]
+    out = buffer.new_empty(len(rows), buffer.shape[1], capacity, buffer.shape[3])
+    out[:, :, :t] = buffer[rows, :, :t]
+    return out
 
 
 class HuggingFaceDecoding(Decoding):
