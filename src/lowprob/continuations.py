@@ -74,6 +74,19 @@ class Patterns:
                 out = torch.where(ends, torch.clamp(out, min=k), out)
         return out
 
+    def completing(self, continuation: Tensor) -> Tensor:
+        """Bool [B, C]: which of ``tokens`` would end a match of some pattern if drawn next."""
+        column = self._column
+        out = torch.zeros(len(continuation), len(column), dtype=torch.bool)
+        t = continuation.shape[1]
+        for seq in self.sequences:
+            k = len(seq) - 1  # a match ends when the continuation already ends with the first k tokens
+            if k == 0:
+                out[:, column[seq[0]]] = True
+            elif t >= k:
+                out[:, column[seq[k]]] |= (continuation[:, t - k:] == torch.tensor(seq[:k])).all(1)
+        return out
+
     def advancing(self, continuation: Tensor) -> Tensor:
         """Bool [B, C]: which of ``tokens`` extend a partial match of some pattern (or start one).
 
@@ -154,13 +167,14 @@ def draw_rows(blocks: Tensor, sums: Tensor, generator: torch.Generator) -> Tenso
 
 @dataclass
 class Draw:
-    """One step's tokens [B] and, per row, log q/p of the token, P(advancing set) under p, and
-    whether the token advanced a match (all on the CPU)."""
+    """One step's tokens [B] and, per row, log q/p of the token, P(advancing set) and P(completing set)
+    under p, and whether the token advanced a match (all on the CPU)."""
 
     token: Tensor
     log_ratio: Tensor
     p_advance: Tensor
     advanced: Tensor
+    p_complete: Tensor
 
 
 def draw_tilted(logits: Tensor, event, patterns: Patterns, continuation: Tensor, beta: float, defensive: float,
@@ -175,7 +189,9 @@ def draw_tilted(logits: Tensor, event, patterns: Patterns, continuation: Tensor,
     tokens = patterns.tokens.to(probs.device)
     adv = patterns.advancing(continuation)  # [B, C]
     at_tokens = probs[:, tokens].double().cpu()  # [B, C]
-    p_adv = ((at_tokens * adv).sum(1) / sums.sum(1).cpu()).clamp(0, 1)
+    total = sums.sum(1).cpu()
+    p_adv = ((at_tokens * adv).sum(1) / total).clamp(0, 1)
+    p_complete = ((at_tokens * patterns.completing(continuation)).sum(1) / total).clamp(0, 1)
     z = 1 + p_adv * math.expm1(beta)
     log_c = torch.log(defensive + (1 - defensive) / z)
     log_c_adv = torch.log(defensive + (1 - defensive) * math.exp(beta) / z)
@@ -187,7 +203,7 @@ def draw_tilted(logits: Tensor, event, patterns: Patterns, continuation: Tensor,
     column = torch.searchsorted(patterns.tokens, y).clamp(max=len(patterns.tokens) - 1)
     rows = torch.arange(len(y))
     advanced = (patterns.tokens[column] == y) & adv[rows, column]
-    return Draw(y, torch.where(advanced, log_c_adv, log_c), p_adv, advanced)
+    return Draw(y, torch.where(advanced, log_c_adv, log_c), p_adv, advanced, p_complete)
 
 
 @dataclass
@@ -200,6 +216,7 @@ class Continuations:
     extended_positions: int  # positions those extensions computed (one each when the model is cached)
     advance: Tensor  # float64 [B, steps]: p(advancing set) at each step (NaN once stopped), for adapting β
     took: Tensor  # bool [B, steps]: whether the token drawn at each step advanced a match
+    log_summed: Tensor  # float64 [B]: log Σ_t W_{t-1} p(a match ends at step t | the row so far), see below
 
 
 @torch.no_grad()
@@ -212,12 +229,19 @@ def continue_prompts(model, prompts: Tensor, event, generator: torch.Generator, 
     such tokens (a match that starts late) is still drawn and its weight is at most
     ``defensive``^-(its non-advancing steps). Each draw takes one uniform per row from ``generator``
     (a CPU generator: the same uniforms on any device).
+
+    ``log_summed`` is the Rao–Blackwellised term Σ_t W_{t−1} r_t of each row: W_{t−1} its weight p/q
+    before step t, r_t the probability under p that the token of step t ends a match, summed over the
+    steps the row ran (it stops at its match). Its mean under q is Σ_t P(first match at step t) = P(event)
+    whatever the tilt, and it is positive for every row that could still match, where 1[hit] W is 0 for
+    all rows but the few that drew the match.
     """
     state, patterns = start_decoding(model, prompts), Patterns(event.patterns)
     n, steps = len(prompts), event.steps
     live = torch.arange(n)  # rows of the batch still running, as indices into the output
     hit = torch.zeros(n, dtype=torch.bool)
     log_w = torch.zeros(n, dtype=torch.float64)
+    log_summed = torch.full((n,), -math.inf, dtype=torch.float64)
     advance = torch.full((n, steps), torch.nan, dtype=torch.float64)
     took = torch.zeros(n, steps, dtype=torch.bool)
     extended_rows = extended_positions = 0
@@ -225,6 +249,7 @@ def continue_prompts(model, prompts: Tensor, event, generator: torch.Generator, 
     for t in range(steps):
         step = draw_tilted(state.logits, event, patterns, continuation, beta, defensive, generator)
         y = step.token
+        log_summed[live] = torch.logaddexp(log_summed[live], log_w[live] + step.p_complete.log())
         log_w[live] -= step.log_ratio
         advance[live, t], took[live, t] = step.p_advance, step.advanced
         continuation = torch.cat([continuation, y[:, None]], 1)
@@ -239,7 +264,7 @@ def continue_prompts(model, prompts: Tensor, event, generator: torch.Generator, 
         extended_positions += len(keep) * state.positions_per_step()
         extended_rows += len(keep)
         state.extend(y[keep])
-    return Continuations(hit, log_w, extended_rows, extended_positions, advance, took)
+    return Continuations(hit, log_w, extended_rows, extended_positions, advance, took, log_summed)
 
 
 @torch.no_grad()

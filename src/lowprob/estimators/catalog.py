@@ -125,7 +125,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
             "adapt_fraction": fraction(0.25, "share of the budget spent adapting the tilt", open_at_zero=True),
             "defensive": fraction(0.2, "share of each step's law kept untilted (bounds the weights)"),
             "prompt_side": switch(True, "also propose prompts fitted to the pilot's hits (with the defensive share "
-                                        "of the input distribution)")},
+                                        "of the input distribution)"),
+            "rao_blackwell": switch(False, "average each row's summed probability that the next token ends a match, "
+                                           "over the steps it ran, instead of whether it drew one")},
            min_budget=16, events=("generation",)),
     Method("smc", "sequential Monte Carlo over partial continuations, resampled toward the patterns "
            "(splitting; generation events)", "lowprob.estimators.smc:smc",

@@ -20,6 +20,15 @@ draws are averaged: adaptation draws are unbiased too, but the early ones (β ne
 hits that are almost never seen — pooled with equal weight they made the estimator's spread
 heavy-tailed (measured: the mean of 100 seeds at 0.84 p, 63% coverage). The interval is ITGIS's
 compound-Poisson one.
+
+``rao_blackwell`` (off by default) averages each row's Σ_t W_{t−1} P(a match ends at step t) instead of
+W 1[hit] (``continue_prompts``): unbiased for any tilt and positive for almost every row. On the toy
+problems of the tests (100 seeds, budget 256) it cut the relative SD about 3× (0.103 → 0.035 at
+p = 2.7e-4, 0.245 → 0.098 at 1.5e-6, 0.449 → 0.151 for two patterns at 5.5e-4), coverage 0.97–1.00; on
+the shipped models' ``generation`` scale (same draws, 8 seeds × 15 targets) the RMS relative error fell
+on 10 of 15 targets but coverage fell from 89 to 75 of 120: there the spread comes from which prompts
+and prefixes are drawn, not from whether a row drew the match, and the many small terms make the
+compound-Poisson interval narrower than that spread (``benchmarks/results/generation/rao_blackwell``).
 """
 
 from __future__ import annotations
@@ -120,6 +129,7 @@ class Drawer:
         prompts, log_ratio = self.prompts.sample(n, self.generator)
         run = continue_prompts(self.model, prompts, self.event, self.generator, beta, self.defensive)
         run.log_weight += log_ratio
+        run.log_summed += log_ratio
         self.flops += flops_of(self.model, n, prompts.shape[1], self.event, run.extended_rows,
                                run.extended_positions)
         return run, prompts
@@ -157,16 +167,17 @@ def adapt(draw: Drawer, dist: TokenDistribution, samples: int, rounds: int, rho:
 
 @torch.no_grad()
 def tilted(model, dist, event, budget: int, generator: torch.Generator, rounds: int, rho: float,
-           adapt_fraction: float, defensive: float, prompt_side: bool) -> RawEstimate:
+           adapt_fraction: float, defensive: float, prompt_side: bool, rao_blackwell: bool) -> RawEstimate:
     draw = Drawer(model, dist, event, generator, defensive)
     pilot = max(rounds, int(budget * adapt_fraction))
     beta, betas = adapt(draw, dist, pilot, rounds, rho, prompt_side)
     n = budget - pilot
     run, prompts = draw(n, beta)  # estimation: one fixed tilt, so every term is unbiased and weights are alike
-    terms = torch.where(run.hit, run.log_weight, -math.inf)
+    # each row's term: W 1[hit], or with rao_blackwell Σ_t W_{t-1} P(a match ends at step t) (both unbiased)
+    terms = run.log_summed if rao_blackwell else torch.where(run.hit, run.log_weight, -math.inf)
     hits = int(run.hit.sum())
     p = float(terms.exp().mean())
-    interval, n_eff = compound_poisson_interval(terms[run.hit], n, float(run.log_weight.max()))
+    interval, n_eff = compound_poisson_interval(terms[torch.isfinite(terms)], n, float(run.log_weight.max()))
     return RawEstimate(p, interval, budget, 0, {"hits": hits, "effective_hits": n_eff, "beta": round(beta, 3),
                                                 "adaptation_betas": [round(b, 3) for b in betas],
                                                 "estimation_samples": n}, draw.flops,
