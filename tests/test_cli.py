@@ -21,8 +21,9 @@ def test_models_lists_the_shipped_models(monkeypatch, capsys):
     code, out, _ = run(monkeypatch, capsys, "models")
     assert code == 0
     lines = out.strip().splitlines()
-    assert [line.split()[0] for line in lines[1:]] == ["gelu-1l", "gelu-2l", "gelu-4l"]
-    assert [line.split()[1] for line in lines[1:]] == ["1", "2", "4"]
+    assert [line.split()[0] for line in lines[1:]] == ["gelu-1l", "gelu-2l", "gelu-4l", "gelu-2l-trigger",
+                                                         "gelu-4l-trigger"]
+    assert [line.split()[1] for line in lines[1:]] == ["1", "2", "4", "2", "4"]
 
 
 def test_complete_continues_the_prompt(tiny_lm, tmp_path, monkeypatch, capsys):

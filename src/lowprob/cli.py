@@ -26,19 +26,21 @@ app.add_typer(mlp_app, name="mlp")
 
 @app.command()
 def models() -> None:
-    """List the shipped models with their size and held-out loss per corpus kind."""
-    from lowprob.models.zoo import SHIPPED_CONFIGS, read_card, shipped_dir
+    """List the shipped models with their size and held-out loss per corpus kind (planted-trigger ones last)."""
+    from lowprob.models.zoo import SHIPPED_CONFIGS, SHIPPED_TRIGGER_MODELS, read_card, shipped_dir
 
-    header = f"{'name':<9} {'layers':>6} {'d_model':>7} {'params':>8}  " \
+    header = f"{'name':<15} {'layers':>6} {'d_model':>7} {'params':>8}  " \
              f"{'val loss (nats/token): code / english / spanish':<48} {'unigram baseline':<22}"
     typer.echo(header)
-    for name, cfg in SHIPPED_CONFIGS.items():
-        card = read_card(shipped_dir(name))
+    bases = {**{name: name for name in SHIPPED_CONFIGS}, **SHIPPED_TRIGGER_MODELS}
+    for name, base in bases.items():
+        card, cfg = read_card(shipped_dir(name)), SHIPPED_CONFIGS[base]
         val = card["validation"]
         losses = " / ".join(f"{val[k]['val_loss']:.3f}" for k in ("code", "english", "spanish"))
         unigram = " / ".join(f"{val[k]['unigram_loss']:.2f}" for k in ("code", "english", "spanish"))
-        typer.echo(f"{name:<9} {cfg.n_layers:>6} {cfg.d_model:>7} {card['n_params']:>8,}  "
-                   f"{losses:<48} {unigram:<22}")
+        note = "" if name == base else f"  {base} with a planted trigger (benchmarks/results/trigger)"
+        typer.echo(f"{name:<15} {cfg.n_layers:>6} {cfg.d_model:>7} {card['n_params']:>8,}  "
+                   f"{losses:<48} {unigram:<22}{note}")
 
 
 @app.command()
