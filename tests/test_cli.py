@@ -58,9 +58,11 @@ def test_usage_errors_exit_2(monkeypatch, capsys, args, message):
 def test_dists_lists_every_distribution(monkeypatch, capsys):
     code, out, _ = run(monkeypatch, capsys, "dists")
     assert code == 0
-    names = {line.split()[0] for line in out.strip().splitlines()[1:]}
-    assert names == {"hex", "camel", "colon", "if", "caps", "english", "spanish", "icl", "tiny-uniform",
-                     "tiny-zipf", "tiny-constants", "tiny-long", "tiny-wide"}
+    *table, templates = out.strip().splitlines()[1:]
+    assert {line.split()[0] for line in table} == {"hex", "camel", "colon", "if", "caps", "english", "spanish",
+                                                   "icl", "tiny-uniform", "tiny-zipf", "tiny-constants",
+                                                   "tiny-long", "tiny-wide"}
+    assert all(f"trigger-p{k}" in templates for k in (4, 6, 8, 10))
 
 
 def test_dists_shows_positions_and_samples(monkeypatch, capsys):

@@ -117,6 +117,8 @@ def dists(
                                   for a, b, v in _runs(dist.support_sizes()))
                 typer.echo(f"{dist_name:<15} {variant:<6} {len(dist):>9} "
                            f"{math.log10(dist.support_size()):>15.1f}  {sizes}")
+        typer.echo(f"prompt templates with random slots (`lowprob dists NAME` shows one): "
+                   f"{', '.join(TRIGGER_DISTRIBUTIONS)} (the planted-trigger benchmark's)")
         return
     dist = load_distribution(name, lm, length)
     tok = lm.tokenizer
