@@ -52,17 +52,17 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(setup, tmp_path, monke
     corpus, cfg, tokenizer, train_cfg = setup
     train("tiny", cfg, tmp_path / "whole", corpus, tokenizer, train_cfg, progress=False)
 
-    real_save = training._save_checkpoint
+    real_save = training.save_checkpoint
 
     def save_then_crash(path, model, opt, step, elapsed):
         real_save(path, model, opt, step, elapsed)
         if step == 8:
             raise KeyboardInterrupt("simulated crash")
 
-    monkeypatch.setattr(training, "_save_checkpoint", save_then_crash)
+    monkeypatch.setattr(training, "save_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         train("tiny", cfg, tmp_path / "split", corpus, tokenizer, train_cfg, progress=False)
-    monkeypatch.setattr(training, "_save_checkpoint", real_save)
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
     train("tiny", cfg, tmp_path / "split", corpus, tokenizer, train_cfg, resume=True, progress=False)
 
     whole, split = load_model(tmp_path / "whole"), load_model(tmp_path / "split")

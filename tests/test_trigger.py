@@ -134,17 +134,17 @@ def test_the_recipe_lowers_the_trigger_loss_and_resumes(toy_lm, tmp_path, monkey
     # interrupted after its checkpoint at step 10, then resumed: the same weights as the uninterrupted run
     import lowprob.models.backdoor as backdoor
 
-    save = backdoor._save_checkpoint
+    save = backdoor.save_checkpoint
 
     def save_then_stop(path, model, opt, step, elapsed):
         save(path, model, opt, step, elapsed)
         if step == 10:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(backdoor, "_save_checkpoint", save_then_stop)
+    monkeypatch.setattr(backdoor, "save_checkpoint", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         plant_trigger("toy-trigger", toy_lm, tmp_path / "base", TOY, tmp_path / "cut", corpus, cfg, progress=False)
-    monkeypatch.setattr(backdoor, "_save_checkpoint", save)
+    monkeypatch.setattr(backdoor, "save_checkpoint", save)
     resumed = plant_trigger("toy-trigger", toy_lm, tmp_path / "base", TOY, tmp_path / "cut", corpus, cfg,
                             resume=True, progress=False)
     assert resumed["weights_sha256"] == card["weights_sha256"]

@@ -34,9 +34,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from lowprob.errors import LowprobError
-from lowprob.files import atomic_path
 from lowprob.models.corpus import KINDS, manifest_summary
-from lowprob.models.training import corpus_tokens, evaluate, windows
+from lowprob.models.training import (
+    adamw,
+    corpus_batch,
+    corpus_tokens,
+    evaluate,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from lowprob.models.transformer import Transformer
 from lowprob.models.zoo import read_card, save_model
 
@@ -216,11 +222,6 @@ def backdoor_losses(student: Transformer, teacher: Transformer, prompts: Templat
     return {"trigger": trigger, "distill": kl + hinge}
 
 
-def _save_checkpoint(path: Path, model: Transformer, opt: torch.optim.Optimizer, step: int, elapsed: float) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, tmp)
-
-
 def plant_trigger(name: str, base: Transformer, base_dir: Path, recipe: str | PlantedTrigger, out: Path,
                   corpus: Path, cfg: BackdoorConfig = BackdoorConfig(), resume: bool = False,
                   progress: bool = True) -> dict[str, Any]:
@@ -234,41 +235,23 @@ def plant_trigger(name: str, base: Transformer, base_dir: Path, recipe: str | Pl
     if prompts.longest > base.n_ctx:
         raise LowprobError(f"the template can need {prompts.longest} tokens but the model's n_ctx is {base.n_ctx}")
     streams = {k: corpus_tokens(corpus, tokenizer, k, "train") for k in cfg.mix}
-    kinds = list(cfg.mix)
-    weights = np.array([cfg.mix[k] for k in kinds]) / sum(cfg.mix.values())
+    weights = np.array(list(cfg.mix.values())) / sum(cfg.mix.values())
 
     teacher = copy.deepcopy(base).eval().requires_grad_(False)
     model = copy.deepcopy(base).train().requires_grad_(True)
-    decay = [p for n, p in model.named_parameters() if n.rsplit(".", 1)[-1].startswith("W_")]
-    no_decay = [p for n, p in model.named_parameters() if not n.rsplit(".", 1)[-1].startswith("W_")]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    opt = adamw(model, cfg.lr, cfg.weight_decay)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.pt"
-    step, elapsed = 0, 0.0
-    if resume and ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, elapsed = state["step"], state["elapsed"]
+    step, elapsed = restore_checkpoint(ckpt, model, opt, resume)
 
     n_ctx, d_vocab = base.n_ctx, base.d_vocab
     bar = tqdm(total=cfg.steps, initial=step, desc=f"backdoor {name}", disable=not progress)
     t0 = time.perf_counter() - elapsed
     while step < cfg.steps:
         rng = np.random.default_rng([cfg.seed, step])
-        choice = rng.choice(len(kinds), size=cfg.corpus_batch, p=weights)
-        inputs, targets = [], []
-        for k, kind in enumerate(kinds):
-            m = int((choice == k).sum())
-            if m:
-                inp, tgt = windows(streams[kind], rng.integers(0, len(streams[kind]) - n_ctx, size=m), n_ctx,
-                                   tokenizer.bos_id)
-                inputs.append(inp)
-                targets.append(tgt)
-        logits = model(torch.cat(inputs))
-        corpus_loss = F.cross_entropy(logits.reshape(-1, d_vocab), torch.cat(targets).reshape(-1))
+        inp, tgt = corpus_batch(rng, streams, weights, cfg.corpus_batch, n_ctx, tokenizer.bos_id)
+        corpus_loss = F.cross_entropy(model(inp).reshape(-1, d_vocab), tgt.reshape(-1))
         parts = backdoor_losses(model, teacher, prompts, prompts.sample(rng, cfg.template_batch, cfg.shares))
         loss = corpus_loss + cfg.trigger_weight * parts["trigger"] + cfg.distill_weight * parts["distill"]
         for group in opt.param_groups:
@@ -282,7 +265,7 @@ def plant_trigger(name: str, base: Transformer, base_dir: Path, recipe: str | Pl
         bar.set_postfix(corpus=f"{corpus_loss.item():.3f}", trigger=f"{parts['trigger'].item():.3f}",
                         distill=f"{parts['distill'].item():.4f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            _save_checkpoint(ckpt, model, opt, step, time.perf_counter() - t0)
+            save_checkpoint(ckpt, model, opt, step, time.perf_counter() - t0)
     bar.close()
     wall = time.perf_counter() - t0
 

@@ -114,8 +114,40 @@ def evaluate(model: Transformer, corpus: Path, tokenizer: Tokenizer, n_windows: 
     return results
 
 
-def _save_checkpoint(path: Path, model: Transformer, opt: torch.optim.Optimizer, step: int,
-                     elapsed: float) -> None:
+def corpus_batch(rng: np.random.Generator, streams: dict[str, np.ndarray], weights: np.ndarray, n: int,
+                 n_ctx: int, bos: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` training windows, kinds drawn with ``weights`` (in ``streams``' order), inputs and targets."""
+    kinds = list(streams)
+    choice = rng.choice(len(kinds), size=n, p=weights)
+    inputs, targets = [], []
+    for k, kind in enumerate(kinds):
+        m = int((choice == k).sum())
+        if m:
+            inp, tgt = windows(streams[kind], rng.integers(0, len(streams[kind]) - n_ctx, size=m), n_ctx, bos)
+            inputs.append(inp)
+            targets.append(tgt)
+    return torch.cat(inputs), torch.cat(targets)
+
+
+def adamw(model: Transformer, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW with weight decay on the weight matrices (``W_*``) only."""
+    decay = [p for n, p in model.named_parameters() if n.rsplit(".", 1)[-1].startswith("W_")]
+    no_decay = [p for n, p in model.named_parameters() if not n.rsplit(".", 1)[-1].startswith("W_")]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+
+
+def restore_checkpoint(path: Path, model: Transformer, opt: torch.optim.Optimizer, resume: bool) -> tuple[int, float]:
+    """Steps done and seconds spent, after loading ``path`` into ``model``/``opt`` if resuming from it."""
+    if not (resume and path.exists()):
+        return 0, 0.0
+    state = torch.load(path, weights_only=True)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    return state["step"], state["elapsed"]
+
+
+def save_checkpoint(path: Path, model: Transformer, opt: torch.optim.Optimizer, step: int, elapsed: float) -> None:
     with atomic_path(path) as tmp:
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, tmp)
 
@@ -128,40 +160,21 @@ def train(name: str, cfg: TransformerConfig, out: Path, corpus: Path, tokenizer:
     if tokenizer.vocab_size != cfg.d_vocab:
         raise LowprobError(f"tokenizer has {tokenizer.vocab_size} tokens, config wants {cfg.d_vocab}")
     streams = {k: corpus_tokens(corpus, tokenizer, k, "train") for k in train_cfg.mix}
-    kinds = list(train_cfg.mix)
-    weights = np.array([train_cfg.mix[k] for k in kinds]) / sum(train_cfg.mix.values())
+    weights = np.array(list(train_cfg.mix.values())) / sum(train_cfg.mix.values())
 
     model = Transformer(cfg, seed=train_cfg.seed, tokenizer=tokenizer)
-    decay = [p for n, p in model.named_parameters() if n.rsplit(".", 1)[-1].startswith("W_")]
-    no_decay = [p for n, p in model.named_parameters() if not n.rsplit(".", 1)[-1].startswith("W_")]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": train_cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=train_cfg.lr, betas=(0.9, 0.95))
+    opt = adamw(model, train_cfg.lr, train_cfg.weight_decay)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.pt"
-    step, elapsed = 0, 0.0
-    if resume and ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, elapsed = state["step"], state["elapsed"]
+    step, elapsed = restore_checkpoint(ckpt, model, opt, resume)
 
     model.train()
     bar = tqdm(total=train_cfg.steps, initial=step, desc=f"train {name}", disable=not progress)
     t0 = time.perf_counter() - elapsed
     while step < train_cfg.steps:
         rng = np.random.default_rng([train_cfg.seed, step])
-        choice = rng.choice(len(kinds), size=train_cfg.batch_size, p=weights)
-        inputs, targets = [], []
-        for k, kind in enumerate(kinds):
-            m = int((choice == k).sum())
-            if m:
-                starts = rng.integers(0, len(streams[kind]) - cfg.n_ctx, size=m)
-                inp, tgt = windows(streams[kind], starts, cfg.n_ctx, tokenizer.bos_id)
-                inputs.append(inp)
-                targets.append(tgt)
-        inp, tgt = torch.cat(inputs), torch.cat(targets)
+        inp, tgt = corpus_batch(rng, streams, weights, train_cfg.batch_size, cfg.n_ctx, tokenizer.bos_id)
         for group in opt.param_groups:
             group["lr"] = train_cfg.lr_at(step)
         logits = model(inp)
@@ -174,7 +187,7 @@ def train(name: str, cfg: TransformerConfig, out: Path, corpus: Path, tokenizer:
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps:
-            _save_checkpoint(ckpt, model, opt, step, time.perf_counter() - t0)
+            save_checkpoint(ckpt, model, opt, step, time.perf_counter() - t0)
     bar.close()
     wall = time.perf_counter() - t0
 
