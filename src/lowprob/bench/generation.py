@@ -148,14 +148,11 @@ def run_generation_bench(scale: GenerationScale, out: Path, methods: list[str] |
     if unknown:
         raise LowprobError(f"method(s) {', '.join(unknown)} cannot estimate generation events: "
                            f"choose from {', '.join(able)}")
+    from lowprob.bench.runner import check_config
+
     out = Path(out)
     config = out / "bench.json"
-    if config.exists() or (out / "rows").exists():
-        if not resume:
-            raise LowprobError(f"{out} already holds benchmark results: pass --resume to continue that run, "
-                               f"or choose an empty directory")
-        if config.exists() and json.loads(config.read_text()) != json.loads(json.dumps(scale.to_json())):
-            raise LowprobError(f"{out} holds a run of another scale definition; choose an empty directory")
+    check_config(scale, out, resume)
     prepare_output(out, kind="directory")
     atomic_write(config, (json.dumps(scale.to_json(), indent=1) + "\n").encode())
     for name in scale.models:

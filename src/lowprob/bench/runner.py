@@ -184,7 +184,8 @@ def run_pair(scale: Scale, plan: PairPlan, out: Path, ground_truth_dir: Path | N
     append_rows(rows_path, (estimate_row(scale, pair, job) for job in plan.jobs), tick)
 
 
-def _check_config(scale: Scale, out: Path, resume: bool) -> None:
+def check_config(scale: Scale | GenerationScale, out: Path, resume: bool) -> None:
+    """Refuse a directory that holds results, unless resuming the same scale definition."""
     config = out / "bench.json"
     if config.exists() or (out / "rows").exists():
         if not resume:
@@ -267,7 +268,7 @@ def run_bench(scale: Scale | GenerationScale, out: str | Path, methods: list[str
         raise LowprobError("the paper scale needs --ground-truth DIR with 2^32-sample tables (see the README)")
     out = Path(out)
     gt_dir = Path(ground_truth_dir) if ground_truth_dir is not None else None
-    _check_config(scale, out, resume)
+    check_config(scale, out, resume)
     pairs = _chosen_pairs(scale, only)
     with torch_threads():
         plans = [plan_pair(scale, m, d, out, methods, gt_dir) for m, d in pairs]
