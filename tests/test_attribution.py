@@ -14,10 +14,11 @@ from lowprob.models import Tokenizer
 from lowprob.truth import exact_conditionals
 
 from .test_cli import run
+from .test_estimators import ProtocolModel
 from .test_generation_events import problem as generation_problem  # noqa: F401 (a fixture)
 
 
-class PlantedTrigger(nn.Module):
+class PlantedTrigger(ProtocolModel):
     """Counts three planted tokens anywhere in the input: the target's logit is
     6·#a + 6·#b + 2·#c − 11 and every other logit is 0, so the argmax is the target exactly when a and
     b both occur. c only raises the score, so gradient methods over-sample it among the hits and only
@@ -39,21 +40,8 @@ class PlantedTrigger(nn.Module):
         z = token_embeddings.sum(1) @ self.read  # [B]
         return torch.nn.functional.pad(z[:, None], (0, self.d_vocab - 1))  # [B, d_vocab], z first
 
-    def unembed(self, resid):
-        return resid @ self.W_U + self.b_U
-
-    def logits(self, tokens):
-        return self.unembed(self.final_residual(self.W_E[tokens]))
-
-    @property
-    def device(self):
-        return self.W_E.device
-
     def flops_per_sequence(self, seq_len):
         return 2.0 * self.d_vocab * seq_len
-
-    def forward(self, tokens):
-        return self.logits(tokens)[:, None]
 
 
 A, B, C, TARGET = 3, 20, 28, 39

@@ -116,7 +116,24 @@ def test_bad_targets_and_distributions_are_refused(problem):
         estimate(model, long, ArgmaxIs(3), method="naive", budget=8)
 
 
-class BagOfTokens(nn.Module):
+class ProtocolModel(nn.Module):
+    """What every hand-written protocol model of the tests shares: embed, ``final_residual``, unembed."""
+
+    def unembed(self, resid):
+        return resid @ self.W_U + self.b_U
+
+    def logits(self, tokens):
+        return self.unembed(self.final_residual(self.W_E[tokens]))
+
+    @property
+    def device(self):
+        return self.W_E.device
+
+    def forward(self, tokens):
+        return self.logits(tokens)[:, None]
+
+
+class BagOfTokens(ProtocolModel):
     """A second, independent implementation of the model protocol: position-weighted bag of
     embeddings through a tanh layer. Nothing in it comes from ``Transformer``."""
 
@@ -135,21 +152,8 @@ class BagOfTokens(nn.Module):
         pooled = (token_embeddings * self.pos_w[:T, None]).sum(1)
         return torch.tanh(pooled @ self.W_H)
 
-    def unembed(self, resid):
-        return resid @ self.W_U + self.b_U
-
-    def logits(self, tokens):
-        return self.unembed(self.final_residual(self.W_E[tokens]))
-
-    @property
-    def device(self):
-        return self.W_E.device
-
     def flops_per_sequence(self, seq_len):
         return 2.0 * sum(p.numel() for p in self.parameters()) * seq_len
-
-    def forward(self, tokens):
-        return self.logits(tokens)[:, None]
 
 
 def test_estimators_work_with_any_model_of_the_protocol():
