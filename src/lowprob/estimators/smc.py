@@ -14,8 +14,9 @@ normalising-constant estimator); growth only moves its variance. A finished part
 model calls.
 
 The interval comes from ``replicates`` independent runs of budget / replicates particles each:
-their mean is the estimate and a Student-t interval on it the interval — approximate, since a
-heavy-tailed spread over few replicates can under-state the error. With no match in any replicate
+their mean is the estimate and a Student-t interval on it the interval — declared sampling error
+only: a heavy-tailed spread over few replicates under-states the error (coverage 86–87% on the toy
+problems of the tests, 78% on the shipped models' ``generation`` scale). With no match in any replicate
 it is [0, Clopper–Pearson bound for 0 of budget], a heuristic: particles are not independent draws.
 """
 

@@ -19,7 +19,9 @@ is the shortest pattern's length. The rest of the budget is drawn at the final �
 draws are averaged: adaptation draws are unbiased too, but the early ones (β near 0) carry weight-1
 hits that are almost never seen — pooled with equal weight they made the estimator's spread
 heavy-tailed (measured: the mean of 100 seeds at 0.84 p, 63% coverage). The interval is ITGIS's
-compound-Poisson one.
+compound-Poisson one, declared sampling error only: 92–96% coverage on the toy problems of the tests,
+but 74% on the shipped models, where a few prompts carry much of the probability and a run that draws
+few of them is low and narrow (``benchmarks/results/generation/README.md``, section 3).
 
 ``rao_blackwell`` (off by default) averages each row's Σ_t W_{t−1} P(a match ends at step t) instead of
 W 1[hit] (``continue_prompts``): unbiased for any tilt and positive for almost every row. On the toy
