@@ -74,7 +74,7 @@ def test_sampling_estimators_are_unbiased_and_their_intervals_cover(problem, met
     se = values.std().item() / 10
     assert abs(values.mean().item() - p) < 3 * se, (values.mean().item(), p, se)
     coverage = sum(e.interval[0] <= p <= e.interval[1] for e in ests) / 100
-    assert coverage >= 0.85, coverage
+    assert coverage >= 0.9, coverage  # measured: 92–99% (smc 95–97% since its interval is on log p̂)
     assert all(e.cost.flops > 0 for e in ests)
 
 
