@@ -76,32 +76,37 @@ class Patterns:
 
     def completing(self, continuation: Tensor) -> Tensor:
         """Bool [B, C]: which of ``tokens`` would end a match of some pattern if drawn next."""
-        column = self._column
-        out = torch.zeros(len(continuation), len(column), dtype=torch.bool)
-        t = continuation.shape[1]
-        for seq in self.sequences:
-            k = len(seq) - 1  # a match ends when the continuation already ends with the first k tokens
-            if k == 0:
-                out[:, column[seq[0]]] = True
-            elif t >= k:
-                out[:, column[seq[k]]] |= (continuation[:, t - k:] == torch.tensor(seq[:k])).all(1)
-        return out
+        return self._next_tokens(continuation, completing=True)
 
     def advancing(self, continuation: Tensor) -> Tensor:
         """Bool [B, C]: which of ``tokens`` extend a partial match of some pattern (or start one).
 
         Kept over the patterns' tokens only, never the vocabulary: the tilt touches a handful of
         tokens per row, so it is applied as a sparse correction of the model's law."""
+        return self._next_tokens(continuation, completing=False)
+
+    def _next_tokens(self, continuation: Tensor, completing: bool) -> Tensor:
+        """Bool [B, C]: token seq[k] of a pattern wherever the continuation ends with seq[:k] — for every
+        k, or (``completing``) only the last, k = len(seq) − 1."""
         column = self._column
         out = torch.zeros(len(continuation), len(column), dtype=torch.bool)
         t = continuation.shape[1]
         for seq in self.sequences:
-            for k in range(min(len(seq) - 1, t) + 1):  # k tokens of seq already matched at the end
+            for k in range(len(seq) - 1 if completing else 0, min(len(seq) - 1, t) + 1):
                 if k == 0:
                     out[:, column[seq[0]]] = True
                 else:
                     out[:, column[seq[k]]] |= (continuation[:, t - k:] == torch.tensor(seq[:k])).all(1)
         return out
+
+
+def _tempered(logits: Tensor, temperature: float, top_k: int | None) -> Tensor:
+    """logits / T with all but the top k set to −inf (T > 0): the sampling law's logits."""
+    scaled = logits if temperature == 1 else logits / temperature
+    if top_k is not None and top_k < logits.shape[1]:
+        kth = scaled.topk(top_k, dim=1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, -torch.inf)
+    return scaled
 
 
 def next_token_log_probs(logits: Tensor, temperature: float, top_k: int | None) -> Tensor:
@@ -111,11 +116,7 @@ def next_token_log_probs(logits: Tensor, temperature: float, top_k: int | None) 
     if temperature == 0:
         out = torch.full_like(logits, -torch.inf, dtype=torch.float64)
         return out.scatter_(1, logits.argmax(1, keepdim=True), 0.0)
-    scaled = logits.double() / temperature
-    if top_k is not None and top_k < logits.shape[1]:
-        kth = scaled.topk(top_k, dim=1).values[:, -1:]
-        scaled = scaled.masked_fill(scaled < kth, -torch.inf)
-    return scaled.log_softmax(1)
+    return _tempered(logits.double(), temperature, top_k).log_softmax(1)
 
 
 def next_token_probs(logits: Tensor, temperature: float, top_k: int | None) -> Tensor:
@@ -125,11 +126,7 @@ def next_token_probs(logits: Tensor, temperature: float, top_k: int | None) -> T
     the sums a draw compares against, which ``draw_rows`` accumulates in float64."""
     if temperature == 0:
         return torch.zeros_like(logits).scatter_(1, logits.argmax(1, keepdim=True), 1.0)
-    scaled = logits if temperature == 1 else logits / temperature
-    if top_k is not None and top_k < logits.shape[1]:
-        kth = scaled.topk(top_k, dim=1).values[:, -1:]
-        scaled = scaled.masked_fill(scaled < kth, -torch.inf)
-    return scaled.softmax(1)
+    return _tempered(logits, temperature, top_k).softmax(1)
 
 
 BLOCK = 64  # tokens per block of the two-level inverse CDF in ``draw_rows``
