@@ -255,9 +255,8 @@ def continue_prompts(model, prompts: Tensor, event, generator: torch.Generator, 
         keep = (~done).nonzero()[:, 0]
         if t == steps - 1 or len(keep) == 0:
             break
-        if len(keep) < len(live):  # a matched row stops (selecting every row would copy the cache)
-            live, continuation = live[keep], continuation[keep]
-            state.select(keep)
+        live, continuation = live[keep], continuation[keep]  # a matched row stops
+        state.select(keep)
         extended_positions += len(keep) * state.positions_per_step()
         extended_rows += len(keep)
         state.extend(y[keep])

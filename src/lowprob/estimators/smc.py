@@ -69,9 +69,8 @@ def smc_run(model, dist, event, n: int, generator: torch.Generator, growth: floa
         if t == event.steps - 1 or bool(matched.all()):
             break
         going = (~done).nonzero()[:, 0]
-        if len(going) < len(live):  # selecting every row would copy the cache for nothing
-            state.select(going)
-            live = live[going]
+        state.select(going)
+        live = live[going]
         rows, positions = rows + len(going), positions + len(going) * state.positions_per_step()
         state.extend(y[going])
         if effective_sample_size(log_w) / n < resample_below:

@@ -33,6 +33,12 @@ class Decoding:
         raise NotImplementedError
 
     def select(self, rows: Tensor) -> None:
+        """Keep, drop, reorder or duplicate rows; keeping every row in order changes nothing and copies nothing."""
+        if len(rows) == len(self.logits) and torch.equal(rows.cpu(), torch.arange(len(rows))):
+            return
+        self._select(rows)
+
+    def _select(self, rows: Tensor) -> None:
         raise NotImplementedError
 
     def positions_per_step(self) -> int:
@@ -109,7 +115,7 @@ class TransformerDecoding(Decoding):
         self.tokens = torch.cat([self.tokens, tokens[:, None]], 1)
         self.logits = model.unembed(model.ln_final(resid))
 
-    def select(self, rows: Tensor) -> None:
+    def _select(self, rows: Tensor) -> None:
         rows, t = rows.to(self.tokens.device), self.tokens.shape[1]
         self.cache = [tuple(_gather_filled(c, rows, t) for c in pair) for pair in self.cache]
         self.tokens, self.logits = self.tokens[rows], self.logits[rows]
@@ -147,7 +153,7 @@ class HuggingFaceDecoding(Decoding):
         self._run(tokens[:, None], self.cache)
         self.tokens = torch.cat([self.tokens, tokens[:, None]], 1)
 
-    def select(self, rows: Tensor) -> None:
+    def _select(self, rows: Tensor) -> None:
         rows = rows.to(self.tokens.device)
         self.cache.reorder_cache(rows)
         self.tokens, self.logits = self.tokens[rows], self.logits[rows]
@@ -168,7 +174,7 @@ class RecomputedDecoding(Decoding):
         self.tokens = torch.cat([self.tokens, tokens.to(self.tokens.device)[:, None]], 1)
         self.logits = self.model.logits(self.tokens)
 
-    def select(self, rows: Tensor) -> None:
+    def _select(self, rows: Tensor) -> None:
         rows = rows.to(self.tokens.device)
         self.tokens, self.logits = self.tokens[rows], self.logits[rows]
 
@@ -204,7 +210,7 @@ class GroupedDecoding(Decoding):
                 state.extend(tokens[rows[self.index_in[rows].argsort()]])
         self._gather_logits()
 
-    def select(self, rows: Tensor) -> None:
+    def _select(self, rows: Tensor) -> None:
         rows = rows.cpu()
         group_of, index_in = self.group_of[rows], self.index_in[rows]
         self.index_in = torch.empty_like(index_in)
