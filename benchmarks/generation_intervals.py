@@ -37,6 +37,7 @@ import lowprob.estimators.tilted as tilted_module
 from lowprob.bench.generation import _load_truth, _problem, event_of, reference
 from lowprob.bench.scales import SCALES
 from lowprob.estimators.itgis import compound_poisson_interval
+from lowprob.files import read_jsonl
 
 Z = stats.norm.ppf(0.975)
 
@@ -44,7 +45,7 @@ Z = stats.norm.ppf(0.975)
 def collect(seeds: range, hyper: dict, out: Path) -> None:
     """Append one row per (model, target, seed) not yet in ``out``, with the estimation phase's terms."""
     scale = SCALES["generation"]
-    done = {(r["model"], r["text"], r["seed"]) for r in _rows(out)}
+    done = {(r["model"], r["text"], r["seed"]) for r in read_jsonl(out)}
     last = {}
     draw = tilted_module.Drawer.__call__
 
@@ -72,10 +73,6 @@ def collect(seeds: range, hyper: dict, out: Path) -> None:
                         "log_rb": run.log_summed.tolist(), "log_w": run.log_weight.tolist()}) + "\n")
                     f.flush()
     tilted_module.Drawer.__call__ = draw
-
-
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.open()] if path.exists() else []
 
 
 def _cp(log_terms: list[float], log_w: list[float]) -> tuple[float, float]:
@@ -165,7 +162,7 @@ def main() -> None:
     torch.set_num_threads(1)
     if not args.score_only:
         collect(range(*args.seeds), json.loads(args.hyper), args.out)
-    score(_rows(args.out))
+    score(read_jsonl(args.out))
 
 
 if __name__ == "__main__":
