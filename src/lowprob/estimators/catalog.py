@@ -160,7 +160,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
             "defensive": fraction(0.05, "mixture share of the input distribution (weights <= 1/defensive)",
                                   open_at_zero=True),
             "floor": fraction(0.01, "smallest mixture share of any other component", open_at_zero=True),
-            "prior_strength": positive_number(0.1, "Dirichlet shrinkage of a fit, x support size"),
+            "prior_strength": positive_number(1.0, "Dirichlet shrinkage of a fit, x support size"),
             "gradient_fraction": fraction(0.0625, "share of the budget for the gradient pilot", open_at_zero=True),
             "stage_fraction": fraction(0.04, "share of the work per cross-entropy stage", open_at_zero=True),
             "adapt_fraction": fraction(0.4, "largest share of the work spent adapting", open_at_zero=True),

@@ -12,7 +12,11 @@ the call from the budget:
    newest component holding half the share. The level is the (1 − ρ)-quantile of the margins, or
    the event itself once a ρ share of the stage hits; the elites' weighted token frequencies give a
    new categorical per position, shrunk towards the previous component as a Dirichlet posterior mean
-   (prior strength ``prior_strength`` × support size, in effective-sample units). The new component
+   (prior strength ``prior_strength`` × support size, in effective-sample units). The prior is strong
+   (1 × support size: the elites' effective sample size is usually far smaller, so a stage moves the
+   fit only part way): at 0.1 the fits followed a few heavy elites, concentrated, and the estimates'
+   weights degenerated (on 191 cpu targets, estimates more than a decade off: 28 at 0.1, 16 at 1,
+   14 at 3, 17 at 10; ``benchmarks/results/issue13/README.md``). The new component
    joins the mixture; earlier ones stay, so mass that a narrowing fit stops visiting stays covered.
    Before it joins, the new fit is tilted by exp(g), g the one-hot gradient of the margin averaged
    over the stage's ``elite_gradient`` best samples (one backward pass each, at most a quarter of a
