@@ -68,22 +68,19 @@ def model_mean(losses: Losses, model: str, drop: int = 0) -> float:
                           for k, v in pairs.items()]))
 
 
-def bootstrap_ratio(losses: Losses, baseline: Losses, model: str, reps: int, rng) -> tuple[float, float]:
-    """95% bootstrap interval of model_mean(losses) / model_mean(baseline), targets resampled per pair."""
-    keys = sorted(k for k in losses if k[0] == model)
-    pairs = []
-    for k in keys:
-        targets = sorted(losses[k])
-        pairs.append((np.array([losses[k][t] for t in targets]), np.array([baseline[k][t] for t in targets])))
-    ratios = np.empty(reps)
-    for i in range(reps):
-        num, den = [], []
-        for a, b in pairs:
-            idx = rng.integers(0, len(a), len(a))
-            num.append(a[idx].mean())
-            den.append(b[idx].mean())
-        ratios[i] = np.mean(num) / np.mean(den)
-    lo, hi = np.quantile(ratios, [0.025, 0.975])
+def bootstrap_ratio(losses: Losses, baseline: Losses, model: str, reps: int, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of model_mean(losses) / model_mean(baseline): targets resampled within each
+    pair, the same draws for both (paired). Seeded per call, so a row does not depend on the others."""
+    rng = np.random.default_rng(seed)
+    num, den = [], []
+    for key in sorted(k for k in losses if k[0] == model):
+        targets = sorted(losses[key])
+        a = np.array([losses[key][t] for t in targets])
+        b = np.array([baseline[key][t] for t in targets])
+        idx = rng.integers(0, len(a), (reps, len(a)))
+        num.append(a[idx].mean(1))
+        den.append(b[idx].mean(1))
+    lo, hi = np.quantile(np.mean(num, 0) / np.mean(den, 0), [0.025, 0.975])
     return float(lo), float(hi)
 
 
@@ -100,7 +97,6 @@ def main() -> None:
         methods[label] = rescored_losses(paths.split(","))
     methods |= {"mhis seed 0": mhis, "itgis seed 0": committed_losses("itgis"),
                 "constant": committed_losses("constant")}
-    rng = np.random.default_rng(0)
     print("| method | model | mean | without worst 1 | without worst 2 | median pair | targets > 10 "
           "| mean / MHIS [95% bootstrap] | without worst 1 / MHIS's |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -110,7 +106,7 @@ def main() -> None:
             pair_means = [np.mean(list(v.values())) for k, v in losses.items() if k[0] == model]
             above = sum(loss > 10 for k, v in losses.items() if k[0] == model for loss in v.values())
             ratio = means[0] / model_mean(mhis, model)
-            lo, hi = bootstrap_ratio(losses, mhis, model, args.reps, rng)
+            lo, hi = bootstrap_ratio(losses, mhis, model, args.reps)
             trimmed = means[1] / model_mean(mhis, model, 1)
             print(f"| {name} | {model} | {means[0]:.3g} | {means[1]:.3g} | {means[2]:.3g} | "
                   f"{np.median(pair_means):.3g} | {above} | {ratio:.2f} [{lo:.2f}, {hi:.2f}] | {trimmed:.2f} |")

@@ -15,16 +15,20 @@ single target dominates), estimates more than one / two decades off, zeros, and 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
-from lowprob.evaluation import is_loss, log_estimate
+from lowprob.evaluation import abs_log10_error, covered, is_loss, log_estimate
 from lowprob.files import read_jsonl
 
 MODELS = ("gelu-1l", "gelu-2l", "gelu-4l")
 
 
 def keyed(paths: list[str]) -> dict[tuple, dict]:
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise SystemExit(f"no such rows file: {', '.join(missing)}")
     return {(r["model"], r["distribution"], r["target"], r["seed"]): r for path in paths for r in read_jsonl(path)}
 
 
@@ -32,10 +36,10 @@ def figures(rows: list[dict]) -> str:
     p = np.array([r["ground_truth"] for r in rows])
     q = np.array([r["probability"] for r in rows])
     lo, hi = np.array([r["interval"] for r in rows]).T
-    err = np.abs(log_estimate(q) - np.log(p)) / np.log(10)
+    err = abs_log10_error(p, q)
     loss = np.minimum(is_loss(np.log(p), log_estimate(q)), 3.0)
     return (f"{len(rows):4d} | {np.median(err):.3f} | {loss.mean():.3f} | {int((err > 1).sum())} | "
-            f"{int((err > 2).sum())} | {int((q == 0).sum())} | {np.mean((lo <= p) & (p <= hi)):.0%}")
+            f"{int((err > 2).sum())} | {int((q == 0).sum())} | {np.mean(covered(p, lo, hi)):.0%}")
 
 
 def main() -> None:
