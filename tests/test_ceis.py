@@ -14,6 +14,7 @@ from lowprob import ArgmaxIs, LowprobError, Transformer, TransformerConfig, esti
 from lowprob.distributions.base import TokenDistribution
 from lowprob.distributions.tiny import tiny_distribution
 from lowprob.estimators.ceis import margin_of
+from lowprob.estimators.position_scan import PositionScan
 from lowprob.estimators.rao_blackwell import LastPositionSums
 
 SHARP = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=8, d_vocab=32, init_std=0.3)
@@ -103,7 +104,7 @@ def test_same_seed_same_result_and_equal_work(sharp):
     b = estimate(model, dist, ArgmaxIs(6), method="ceis", budget=256, seed=3)
     c = estimate(model, dist, ArgmaxIs(6), method="ceis", budget=256, seed=4)
     assert (a.probability, a.interval) == (b.probability, b.interval)
-    assert a.probability != c.probability
+    assert (a.probability, a.interval) != (c.probability, c.interval)
     itgis = estimate(model, dist, ArgmaxIs(6), method="itgis", budget=256, seed=3)
     assert a.cost.flops <= itgis.cost.flops  # a backward pass counts as 2 forwards
     assert a.cost.forward_passes + 2 * a.cost.backward_passes == 3 * 256
@@ -219,3 +220,50 @@ def test_rao_blackwell_on_another_model_prices_full_forwards(sharp):
     rb = e.diagnostics["rao_blackwell"]
     assert not rb["shared_prefix"] and rb["prefix_forward_equivalents"] == dist.support_sizes()[rb["position"]]
     assert e.cost.forward_passes + 2 * e.cost.backward_passes == 3 * 256 and 0 < e.probability < 1
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_a_position_scan_scores_every_value_like_full_forwards(n_layers):
+    """With every other token a rival the scan's margins are exact; with a few they can only be higher
+    (a value that makes an unscored token win looks better than it is), never lower."""
+    cfg = TransformerConfig(n_layers=n_layers, d_model=16, n_heads=2, d_mlp=32, n_ctx=8, d_vocab=32, init_std=0.3)
+    model = Transformer(cfg, seed=0)
+    dist = tiny_distribution("tiny-long", cfg.d_vocab)
+    bases = dist.sample(3, torch.Generator().manual_seed(0))
+    event = ArgmaxIs(int(model.logits(bases).argmax(-1)[0]))
+    values = torch.arange(cfg.d_vocab)
+    for position in (2, len(dist) - 1):
+        seqs = bases[:, None, :].repeat(1, len(values), 1)
+        seqs[:, :, position] = values
+        full = margin_of(event)(model.logits(seqs.view(-1, len(dist)))).double().view(3, -1).mean(0)
+        exact = PositionScan(model, event, margin_of(event), rivals=cfg.d_vocab - 1)
+        torch.testing.assert_close(exact(bases, exact.columns(bases), position, values), full, atol=1e-5, rtol=0)
+        few = PositionScan(model, event, margin_of(event), rivals=2)
+        assert (few(bases, few.columns(bases), position, values) >= full - 1e-5).all()
+    # priced per value as its own segment plus 2 d (1 + rivals) for the scored logits
+    last = len(dist) - 1
+    per_value = model.positions_flops(last, len(dist)) + 2 * cfg.d_model * 3
+    assert few.flops(3, last, 32, len(dist)) == 3 * (model.positions_flops(0, last) + 32 * per_value)
+
+
+def test_ceis_scans_the_last_positions_within_its_share_and_spends_what_it_always_spends(sharp):
+    model, dist, _ = sharp
+    e = estimate(model, dist, ArgmaxIs(6), method="ceis", budget=256, seed=3, scan_fraction=0.2)
+    scanned = e.diagnostics["scanned_positions"]
+    assert scanned and scanned == sorted(dist.variable_positions())[-len(scanned):]
+    assert 0 < e.diagnostics["scan_forward_equivalents"] <= 0.2 * 3 * 256 + 1
+    assert e.cost.forward_passes + 2 * e.cost.backward_passes == 3 * 256
+    off = estimate(model, dist, ArgmaxIs(6), method="ceis", budget=256, seed=3)  # the default does not scan
+    assert off.diagnostics["scanned_positions"] == [] and (off.probability, off.interval) != (e.probability, e.interval)
+    # a model without cached segments keeps the gradient everywhere
+    other = estimate(_Delegating(model), dist, ArgmaxIs(6), method="ceis", budget=256, seed=3, scan_fraction=0.2)
+    assert other.diagnostics["scanned_positions"] == []
+
+
+def test_ceis_with_scans_stays_unbiased(sharp):
+    """The scanned tilts are one more set of components, fixed before anything is drawn from them, so the
+    estimate stays unbiased. Measured over 100 seeds at p = 2.6e-5, budget 256: z = -0.96, 3% zeros
+    (without scans: z = 0.98, 1%); at 8.8e-7, budget 1024: z = -0.07, 9% zeros."""
+    model, dist, exact = sharp
+    _, values = run_seeds(model, dist, 11, "ceis", 100, 256, scan_fraction=0.2)
+    assert_within_3_se(values, exact[11].item())

@@ -172,7 +172,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
             "rao_blackwell": switch(True, "estimation phase: sum the last variable position out exactly, each "
                                           "sample's prefix scored with every completion"),
             "rb_share": Param(0.5, lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]",
-                              "with rao_blackwell: share of the estimation phase's work for summed-out samples")},
+                              "with rao_blackwell: share of the estimation phase's work for summed-out samples"),
+            "scan_fraction": Param(0.0, lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)",
+                                   "share of the work for exact scans of the last positions (experiment)"),
+            "scan_bases": positive_count(4, "sequences from the input distribution each scan averages over")},
            min_budget=32),  # a pilot, stages and an estimation phase need room
     Method("gld", "Gaussian fit to the target's logit gap, Φ(μ/σ) (activations shared across targets)",
            "lowprob.estimators.extrapolation:gld", min_budget=2, interval="sampling-only", samples=False),

@@ -8,6 +8,13 @@ the call from the budget:
 1. **Gradient tilts.** One forward and backward pass on ``budget/16`` sequences (half from D, half
    from the first tilts) gives g_i(v), the one-hot gradient of the margin (target logit − largest
    other logit) at position i; the components D_i exp(g_i / T) for a few fixed T join D itself.
+   With ``scan_fraction`` > 0 (an experiment, off by default) the last variable positions are also
+   measured instead of guessed: an **exact scan** (``position_scan.py``) scores every value there with
+   the rest of ``scan_bases`` sequences from D held fixed, and a second set of tilts uses their mean
+   margins at those positions. It finds tokens the gradient misses (gelu-2l/spanish 2086, the `cpu`
+   target CEIS fails most: at two seeds 1e-8 and 2e-7 of the truth without, 3e-3 and 4e-2 with), but
+   over all 24 `cpu` pairs it failed as many other targets by decades as it rescued, so the default
+   does not scan (``benchmarks/results/issue13/README.md``).
 2. **Multilevel cross-entropy.** Each stage draws from the mixture (forward passes), with the
    newest component holding half the share. The level is the (1 − ρ)-quantile of the margins, or
    the event itself once a ρ share of the stage hits; the elites' weighted token frequencies give a
@@ -79,6 +86,7 @@ from lowprob.estimators.base import (
     score_and_gradient,
 )
 from lowprob.estimators.itgis import compound_poisson_interval
+from lowprob.estimators.position_scan import PositionScan
 from lowprob.estimators.rao_blackwell import LastPositionSums
 from lowprob.events import ArgmaxIs, MarginAtLeast
 
@@ -208,7 +216,8 @@ def _near_miss_log_weights(s: torch.Tensor, log_w: torch.Tensor) -> dict[str, fl
 def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Generator, rho: float,
          defensive: float, floor: float, prior_strength: float, gradient_fraction: float, stage_fraction: float,
          adapt_fraction: float, reuse: bool, refit_every: int, temperatures,
-         pool: bool, elite_gradient: int, rao_blackwell: bool, rb_share: float) -> RawEstimate:
+         pool: bool, elite_gradient: int, rao_blackwell: bool, rb_share: float, scan_fraction: float,
+         scan_bases: int) -> RawEstimate:
     work = 3 * budget  # forward-equivalents: what ITGIS/MHIS spend at this budget
     sup = _Supports(dist, model.d_vocab)
     n_grad = max(2, int(budget * gradient_fraction))
@@ -222,12 +231,20 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
         return score_and_gradient(model, event, tokens, follow)[2]
 
     def tilts(grad_mean: torch.Tensor) -> Mixture:
+        """D, then D_i exp(g_i / T) for each temperature; with scans, also each with the scanned rows."""
         g = one_hot_scores(model, sup.ids, grad_mean)
         g = torch.where(sup.mask, g, torch.zeros_like(g))
+        scores = [g]
+        if scanned:  # the last positions measured instead of guessed, next to (not instead of) the guess
+            exact = g.clone()
+            for pos, row in scanned.items():
+                exact[pos] = row
+            scores.append(exact)
         mix = Mixture(sup)
         mix.add(sup.prior)
-        for t in temperatures:
-            mix.add(torch.softmax(sup.log_prior + g / t, 1))
+        for score in scores:
+            for t in temperatures:
+                mix.add(torch.softmax(sup.log_prior + score / t, 1))
         return mix
 
     def even_shares(k: int, newest: float = 0.0) -> torch.Tensor:
@@ -248,12 +265,14 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
 
     # 1. gradient tilts: half the gradient samples from D, half from the first tilts
     half = n_grad // 2
-    grad_sum = margin_gradient(dist.sample(half, generator)).sum(0)
+    from_d = dist.sample(half, generator)
+    scanned, scan_work = _scanned_rows(model, event, follow, sup, from_d[:scan_bases], scan_fraction * work)
+    grad_sum = margin_gradient(from_d).sum(0)
     mix = tilts(grad_sum / half)
     cols = mix.sample(even_shares(len(mix)), n_grad - half, generator)
     grad_sum = grad_sum + margin_gradient(sup.tokens(cols)).sum(0)
     mix = tilts(grad_sum / n_grad)
-    spent = 3 * n_grad
+    spent = 3 * n_grad + scan_work
     extra_backward = 0  # gradient passes at elites, each also one forward
 
     # 2. multilevel cross-entropy: each stage adds one categorical component
@@ -261,7 +280,8 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
     shares = even_shares(len(mix))
     prior = sum(s * t for s, t in zip(shares.tolist(), mix.tables, strict=True))
     seen_cols, seen_logw, seen_s, seen_terms, seen_hits = [], [], [], [], []
-    while spent + m <= work * adapt_fraction and len(mix) < max_components:
+    adapt_work = work * adapt_fraction + scan_work  # scans come out of the estimation phase, not the stages
+    while spent + m <= adapt_work and len(mix) < max_components:
         cols, log_w, s, hit = draw(mix, shares, m)
         spent += m
         hit_cols.append(cols[hit])
@@ -285,7 +305,7 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
             elite_cols, elite_logw = cols[elite], log_w[elite]
         prior = _posterior_table(sup, prior, elite_cols, elite_logw, prior_strength)
         k = min(elite_gradient, m // 4)
-        if k and not reached and spent + 3 * k + m <= work * adapt_fraction:
+        if k and not reached and spent + 3 * k + m <= adapt_work:
             # tilt the new fit by the margin's gradient at this stage's best samples (T = 1 logit)
             top = torch.topk(s, k).indices
             grad = margin_gradient(sup.tokens(cols[top])).mean(0)
@@ -374,7 +394,8 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
                         "levels": [round(x, 3) for x in levels], "components": len(mix),
                         "final_shares": [round(x, 4) for x in shares.tolist()], "estimation_samples": n_used,
                         "clt_interval": [max(0.0, p - half_width), p + half_width], "near_miss_log_w": near,
-                        "compound_poisson_interval": list(compound), **({"rao_blackwell": rb_diag} if rb_diag else {}),
+                        "compound_poisson_interval": list(compound), "scanned_positions": sorted(scanned),
+                        "scan_forward_equivalents": scan_work, **({"rao_blackwell": rb_diag} if rb_diag else {}),
                         "note": "unbiased: mean of w·1[event] over the averaged samples (rao_blackwell: with "
                                 "w_{-j}·P(event | other positions) terms, each counted as the forwards it cost)"},
                        hits=Hits.cat(est_hits, len(dist), _HITS_NOTE if rb is None else _HITS_NOTE + _RB_NOTE))
@@ -430,3 +451,28 @@ def _rao_blackwell_terms(mix: Mixture, sup: _Supports, rb: LastPositionSums, n_p
     diag = {"position": j, "support": rb.n, "prefixes": n_prefixes, "prefix_hits": int(torch.isfinite(log_t).sum()),
             "completion_hits": completion_hits, "shared_prefix": rb.tree is not None}
     return log_t, torch.cat(log_ws), torch.cat(log_near), shares, diag, Hits.cat(completions, sup.ids.shape[0])
+
+
+
+def _scanned_rows(model, event, score, sup: _Supports, bases: torch.Tensor, work: float) -> tuple[dict, int]:
+    """Mean exact scores of every value at the last variable positions over ``bases`` (``position_scan``),
+    walking back from the last while ``work`` forward-equivalents last, the bases' own forwards included;
+    also what it spent, in forward-equivalents rounded up."""
+    scan = PositionScan(model, event, score)
+    T = bases.shape[1]
+    per_call = model.flops_per_sequence(T)
+    flops, rows, columns = len(bases) * per_call, {}, None
+    if not scan.available or work * per_call < flops:
+        return rows, 0
+    for j in reversed(range(1, T)):
+        n = int(sup.sizes[j])
+        if n == 1:  # a constant: nothing to choose
+            continue
+        more = scan.flops(len(bases), j, n, T)
+        if flops + more > work * per_call:
+            break
+        columns = scan.columns(bases) if columns is None else columns
+        rows[j] = torch.zeros(sup.ids.shape[1], dtype=torch.float64)
+        rows[j][:n] = scan(bases, columns, j, sup.ids[j, :n])
+        flops += more
+    return rows, math.ceil(flops / per_call) if rows else 0

@@ -47,11 +47,9 @@ class LastPositionSums:
             from lowprob.truth.prefix_tree import PrefixTree
 
             self.tree = PrefixTree(model, dist)
-            cfg = model.cfg
-            d = cfg.d_model
-            c = 2 * (4 * d * d + 2 * d * cfg.d_mlp)
-            prefix = cfg.n_layers * (j * c + 4 * d * sum(k + 1 for k in range(j)))
-            segment = cfg.n_layers * ((T - j) * c + 4 * d * sum(k + 1 for k in range(j, T))) + 2 * d * cfg.d_vocab
+            d = model.cfg.d_model
+            prefix = model.positions_flops(0, j)
+            segment = model.positions_flops(j, T) + 2 * d * model.cfg.d_vocab
             self.fixed_flops = float(sum(dist.support_sizes()) * 2 * 3 * d * d)
             self.prefix_flops = float(prefix + n * segment)
         else:

@@ -72,7 +72,19 @@ def _check_room(model, length: int) -> None:
 
 
 class TransformerDecoding(Decoding):
-    """The shipped ``Transformer`` with its per-layer keys and values [B, H, T, d_head] cached."""
+    """The shipped ``Transformer`` with its per-layer keys and values [B, H, T, d_head] cached.
+
+    ``final`` [B, d_model] holds the last position's final-normed vectors and ``logits`` is computed from
+    it on first use, so a caller that needs only a few tokens' logits (``estimators.position_scan``)
+    does not pay for the whole unembedding.
+    """
+
+    @property
+    def logits(self) -> Tensor:
+        if self._logits is None:
+            with torch.no_grad():
+                self._logits = self.model.unembed(self.final)
+        return self._logits
 
     @torch.no_grad()
     def __init__(self, model, prompts: Tensor) -> None:
@@ -94,7 +106,7 @@ class TransformerDecoding(Decoding):
             z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             resid = resid + block.attn.project_out(z.transpose(1, 2))
             resid = resid + block.mlp(block.ln2(resid))
-        self.logits = model.unembed(model.ln_final(resid[:, -1]))
+        self.final, self._logits = model.ln_final(resid[:, -1]), None
 
     @torch.no_grad()
     def extend(self, tokens: Tensor) -> None:
@@ -113,12 +125,13 @@ class TransformerDecoding(Decoding):
             resid = resid + block.attn.project_out(z)
             resid = resid + block.mlp(block.ln2(resid))
         self.tokens = torch.cat([self.tokens, tokens[:, None]], 1)
-        self.logits = model.unembed(model.ln_final(resid))
+        self.final, self._logits = model.ln_final(resid), None
 
     def _select(self, rows: Tensor) -> None:
         rows, t = rows.to(self.tokens.device), self.tokens.shape[1]
         self.cache = [tuple(_gather_filled(c, rows, t) for c in pair) for pair in self.cache]
-        self.tokens, self.logits = self.tokens[rows], self.logits[rows]
+        self.tokens, self.final = self.tokens[rows], self.final[rows]
+        self._logits = None if self._logits is None else self._logits[rows]
 
 
 def _gather_filled(buffer: Tensor, rows: Tensor, t: int, capacity: int | None = None) -> Tensor:

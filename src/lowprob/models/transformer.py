@@ -233,5 +233,13 @@ class Transformer(nn.Module):
         block = 2 * T * (4 * d * d + 2 * d * cfg.d_mlp) + 2 * T * T * d
         return float(cfg.n_layers * block + 2 * d * cfg.d_vocab)
 
+    def positions_flops(self, start: int, stop: int) -> float:
+        """Positions ``start..stop-1`` through every block, each attending to all keys up to itself: what a
+        segment costs on top of a cached prefix (c = 2 (4 d² + 2 d d_mlp) a position's block, 4 d a key)."""
+        cfg = self.cfg
+        d = cfg.d_model
+        c = 2 * (4 * d * d + 2 * d * cfg.d_mlp)
+        return float(cfg.n_layers * ((stop - start) * c + 4 * d * sum(k + 1 for k in range(start, stop))))
+
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
