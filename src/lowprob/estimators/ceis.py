@@ -12,9 +12,10 @@ the call from the budget:
    measured instead of guessed: an **exact scan** (``position_scan.py``) scores every value there with
    the rest of ``scan_bases`` sequences from D held fixed, and a second set of tilts uses their mean
    margins at those positions. It finds tokens the gradient misses (gelu-2l/spanish 2086, the `cpu`
-   target CEIS fails most: at two seeds 1e-8 and 2e-7 of the truth without, 3e-3 and 4e-2 with), but
-   over all 24 `cpu` pairs it failed as many other targets by decades as it rescued, so the default
-   does not scan (``benchmarks/results/issue13/README.md``).
+   target CEIS fails most: at two seeds 2e-8 and 2e-7 of the truth without, 3e-3 and 4e-2 with) and
+   cuts estimates more than two decades low by a quarter over all 24 `cpu` pairs, but the misses left
+   fall on targets the default finds and decide the per-model means, so the default does not scan
+   (``benchmarks/results/issue13/README.md``).
 2. **Multilevel cross-entropy.** Each stage draws from the mixture (forward passes), with the
    newest component holding half the share. The level is the (1 − ρ)-quantile of the margins, or
    the event itself once a ρ share of the stage hits; the elites' weighted token frequencies give a
