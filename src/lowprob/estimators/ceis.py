@@ -454,17 +454,16 @@ def _rao_blackwell_terms(mix: Mixture, sup: _Supports, rb: LastPositionSums, n_p
     return log_t, torch.cat(log_ws), torch.cat(log_near), shares, diag, Hits.cat(completions, sup.ids.shape[0])
 
 
-
 def _scanned_rows(model, event, score, sup: _Supports, bases: torch.Tensor, work: float) -> tuple[dict, int]:
     """Mean exact scores of every value at the last variable positions over ``bases`` (``position_scan``),
     walking back from the last while ``work`` forward-equivalents last, the bases' own forwards included;
     also what it spent, in forward-equivalents rounded up."""
     scan = PositionScan(model, event, score)
+    if work <= 0 or not scan.available:  # off (the default), or no cached segments
+        return {}, 0
     T = bases.shape[1]
     per_call = model.flops_per_sequence(T)
     flops, rows, columns = len(bases) * per_call, {}, None
-    if not scan.available or work * per_call < flops:
-        return rows, 0
     for j in reversed(range(1, T)):
         n = int(sup.sizes[j])
         if n == 1:  # a constant: nothing to choose
