@@ -65,8 +65,10 @@ sampler can bound. On all 24 cpu pairs (722 estimates, seed 0) it covers 94.7% w
 of 3.9 p, against 72% for the compound-Poisson interval alone (upper end 1.4 p); the 0.5-logit threshold
 was chosen on 89 estimates of an earlier version, so this is not a clean hold-out. On the targets CEIS
 misses by decades it covers far less (73% on ``benchmarks/ceis_hard_targets.py``'s 30). The plain
-compound-Poisson and a CLT interval are in the diagnostics. For events other than ``ArgmaxIs`` the
-"margin" is the event's score.
+compound-Poisson and a CLT interval are in the diagnostics. With no hit at all, the upper end is at most
+3.69 / (defensive · n): every mixture keeps D at the defensive share, so each of the n samples hits with
+probability at least defensive · p — a proved bound, what that many plain draws from D would give.
+For events other than ``ArgmaxIs`` the "margin" is the event's score.
 """
 
 from __future__ import annotations
@@ -206,7 +208,8 @@ def _em_shares(comp: torch.Tensor, log_w: torch.Tensor, defensive: float, floor:
 
 
 def _near_miss_log_weights(s: torch.Tensor, log_w: torch.Tensor) -> dict[str, float]:
-    """Largest log-weight among samples whose margin is close to the event: what one more hit could weigh."""
+    """Largest log-weight among samples whose margin is close to the event: what one more hit could weigh
+    (-inf where none came that close)."""
     out = {}
     for name, keep in (("m05", s >= -NEAR_MISS), ("m1", s >= -1.0), ("m2", s >= -2.0)):
         out[name] = float(log_w[keep].max()) if keep.any() else NEG_INF
@@ -359,7 +362,7 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
     if pool:  # every sample since the gradient phase, weighted for the mixture it was drawn from
         log_terms = seen_terms + log_terms
         log_ws, est_s, est_hits = seen_logw + log_ws, seen_s + est_s, seen_hits + est_hits
-    n_used = sum(len(t) for t in log_terms)
+    n_used = n_plain = sum(len(t) for t in log_terms)
     log_terms_all = torch.cat(log_terms) if log_terms else torch.zeros(0, dtype=torch.float64)
     log_w_all = torch.cat(log_ws) if log_ws else torch.zeros(0, dtype=torch.float64)
     hits = int(torch.isfinite(log_terms_all).sum())
@@ -386,15 +389,21 @@ def ceis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
     # a hit we did not draw could weigh as much as the heaviest near miss: widen the upper end by
     # Garwood's no-event bound at that weight (the compound-Poisson interval alone covered ~66%)
     upper = max(interval[1], p + poisson_upper(0) * math.exp(near["m05"]) / n_used)
+    if hits == 0 and n_plain + n_prefixes:
+        # every mixture keeps D at the defensive share, so each sample (or summed-out prefix) hits with
+        # probability >= defensive · p whatever was drawn before it: none in n bounds p by 3.69 / (defensive · n)
+        # at 95%, the bound plain sampling would give from its defensive · n draws from D
+        upper = min(upper, poisson_upper(0) / (defensive * (n_plain + n_prefixes)))
     compound = interval
     interval = (interval[0], upper)
+    near_json = {k: v if v > NEG_INF else None for k, v in near.items()}  # strict JSON: no -Infinity
     half_width = 1.96 * math.sqrt(var_sum) / n_used if n_used > 1 else math.inf
     forwards = work - 2 * (n_grad + extra_backward)
     return RawEstimate(p, interval, forwards, n_grad + extra_backward,
                        {"hits": hits, "effective_hits": n_eff, "stages": len(levels),
                         "levels": [round(x, 3) for x in levels], "components": len(mix),
                         "final_shares": [round(x, 4) for x in shares.tolist()], "estimation_samples": n_used,
-                        "clt_interval": [max(0.0, p - half_width), p + half_width], "near_miss_log_w": near,
+                        "clt_interval": [max(0.0, p - half_width), p + half_width], "near_miss_log_w": near_json,
                         "compound_poisson_interval": list(compound), "scanned_positions": sorted(scanned),
                         "scan_forward_equivalents": scan_work, **({"rao_blackwell": rb_diag} if rb_diag else {}),
                         "note": "unbiased: mean of w·1[event] over the averaged samples (rao_blackwell: with "
