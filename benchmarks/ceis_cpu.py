@@ -30,6 +30,7 @@ import torch
 from lowprob import ArgmaxIs, estimate
 from lowprob.bench.scales import get_scale, load_problem
 from lowprob.evaluation import abs_log10_error, covered, is_loss, log_estimate, loo_constant_losses, loo_losses
+from lowprob.files import dumps_json
 
 CPU = Path(__file__).parent / "results" / "cpu"
 
@@ -110,7 +111,7 @@ def main() -> None:
             if args.out:
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 with args.out.open("a") as f:
-                    f.writelines(json.dumps(r) + "\n" for r in rows)
+                    f.writelines(dumps_json(r) + "\n" for r in rows)
             s = score(rows)
             print(f"{pair:22s} {args.method:6s} {seed:4d} {s['loss']:7.3f} {s['constant']:6.3f} {s['unfit']:7.3g} "
                   f"{s['zeros']:6.0%} "

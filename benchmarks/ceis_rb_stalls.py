@@ -9,7 +9,6 @@ completion in the event, and completions), the interval's coverage, the CE level
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 
 from lowprob import ArgmaxIs, estimate
 from lowprob.bench.scales import get_scale, load_problem
+from lowprob.files import dumps_json
 
 STALLS = (("gelu-1l", "camel", 335), ("gelu-4l", "hex", 54), ("gelu-2l", "camel", 1400))
 
@@ -45,7 +45,7 @@ def main() -> None:
                       f"levels={d['levels']} flops={e.cost.flops:.3g} {seconds:.1f}s", flush=True)
                 if args.out:
                     with args.out.open("a") as f:
-                        f.write(json.dumps({"model": model_name, "distribution": dist_name, "target": target,
+                        f.write(dumps_json({"model": model_name, "distribution": dist_name, "target": target,
                                             "seed": seed, "rao_blackwell": rb, "ground_truth": p,
                                             "probability": e.probability, "interval": list(e.interval),
                                             "cost": {**e.to_json()["cost"], "seconds": seconds},

@@ -24,6 +24,7 @@ import torch
 
 import lowprob
 from lowprob.events import Generates
+from lowprob.files import dumps_json
 
 
 def run(args: argparse.Namespace) -> None:
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> None:
                 row = {"model": args.model, "distribution": dist.name, "target": text, "steps": args.steps,
                        "method": method, "seed": seed, "budget": budget, "probability": e.probability,
                        "interval": list(e.interval), "flops": e.cost.flops, "seconds": e.cost.seconds}
-                f.write(json.dumps(row) + "\n")
+                f.write(dumps_json(row) + "\n")
                 f.flush()
     summarise(out, args.budget)
 

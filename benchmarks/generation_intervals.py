@@ -37,7 +37,7 @@ import lowprob.estimators.tilted as tilted_module
 from lowprob.bench.generation import _load_truth, _problem, event_of, reference
 from lowprob.bench.scales import SCALES
 from lowprob.estimators.itgis import compound_poisson_interval
-from lowprob.files import read_jsonl
+from lowprob.files import dumps_json, read_jsonl
 
 Z = stats.norm.ppf(0.975)
 
@@ -66,13 +66,23 @@ def collect(seeds: range, hyper: dict, out: Path) -> None:
                     e = lowprob.estimate(model, dist, event_of(scale, model, text), method="tilted",
                                          budget=scale.budget, seed=seed, **hyper)
                     run = last["run"]
-                    f.write(json.dumps({
+                    f.write(dumps_json({
                         "model": model_name, "text": text, "seed": seed, "hyper": hyper, "p": e.probability,
                         "interval": list(e.interval), "truth": ref["ground_truth"], "kind": ref["ground_truth_kind"],
-                        "log_plain": torch.where(run.hit, run.log_weight, -math.inf).tolist(),
-                        "log_rb": run.log_summed.tolist(), "log_w": run.log_weight.tolist()}) + "\n")
+                        "log_plain": _nulls(torch.where(run.hit, run.log_weight, -math.inf).tolist()),
+                        "log_rb": _nulls(run.log_summed.tolist()), "log_w": run.log_weight.tolist()}) + "\n")
                     f.flush()
     tilted_module.Drawer.__call__ = draw
+
+
+def _nulls(log_terms: list[float]) -> list[float | None]:
+    """Strict JSON has no -Infinity: a zero term (log -inf) is written as null."""
+    return [v if v > -math.inf else None for v in log_terms]
+
+
+def _read_runs(path: Path) -> list[dict]:
+    return [{**r, **{k: [-math.inf if v is None else v for v in r[k]] for k in ("log_plain", "log_rb")}}
+            for r in read_jsonl(path)]
 
 
 def _cp(log_terms: list[float], log_w: list[float]) -> tuple[float, float]:
@@ -162,7 +172,7 @@ def main() -> None:
     torch.set_num_threads(1)
     if not args.score_only:
         collect(range(*args.seeds), json.loads(args.hyper), args.out)
-    score(read_jsonl(args.out))
+    score(_read_runs(args.out))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 give the same logits as their own forward, and every estimator and exact ground truth run on them."""
 
 import math
-import shlex
+import re
 
 import pytest
 import torch
@@ -97,6 +97,58 @@ def test_a_directory_that_is_not_a_model_is_a_clear_error(tmp_path):
         lowprob.load_model(tmp_path)
 
 
+def saved_gpt2(path, vocab: int = VOCAB):
+    """A one-layer GPT-2 saved as save_pretrained writes it (safetensors)."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_positions=16, n_embd=16, n_layer=1, n_head=2, vocab_size=vocab,
+                                     bos_token_id=0, eos_token_id=0)
+    transformers.GPT2LMHeadModel(config).save_pretrained(path)
+    return path
+
+
+def test_a_truncated_weights_file_is_named(tmp_path):
+    path = saved_gpt2(tmp_path / "m")
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(lowprob.LowprobError, match=re.escape(f"{weights} is truncated or corrupt: ")):
+        lowprob.load_model(path)
+
+
+def test_pickle_only_weights_are_refused_with_how_to_convert_them(tmp_path):
+    from safetensors.torch import load_file
+
+    path = saved_gpt2(tmp_path / "m")
+    torch.save(load_file(path / "model.safetensors"), path / "pytorch_model.bin")
+    (path / "model.safetensors").unlink()
+    with pytest.raises(lowprob.LowprobError, match=re.escape(
+            f"{path} has only pickle weights (pytorch_model.bin); lowprob loads safetensors only: re-save with "
+            f"save_pretrained(safe_serialization=True)")):
+        lowprob.load_model(path)
+
+
+def test_a_tokenizer_with_ids_past_the_vocabulary_is_refused_at_load(tmp_path, tiny_tokenizer):
+    path = saved_gpt2(tmp_path / "m")
+    tiny_tokenizer.save(path / "tokenizer.json")
+    with pytest.raises(lowprob.LowprobError, match=f"the tokenizer has {tiny_tokenizer.vocab_size} tokens but m "
+                                                   f"has {VOCAB} token ids"):
+        lowprob.load_model(path)
+
+
+def test_paper_distributions_accept_the_shipped_tokenizer_re_saved_by_transformers(tmp_path, tiny_tokenizer):
+    from lowprob.models.zoo import shipped_tokenizer_path
+
+    path = saved_gpt2(tmp_path / "m", vocab=4096)
+    transformers.PreTrainedTokenizerFast(tokenizer_file=str(shipped_tokenizer_path()),
+                                         eos_token="<|endoftext|>").save_pretrained(path)
+    assert (path / "tokenizer.json").read_bytes() != shipped_tokenizer_path().read_bytes()
+    model = lowprob.load_model(path)
+    shipped = lowprob.load_distribution("hex", lowprob.load_model("gelu-1l"))
+    assert lowprob.load_distribution("hex", model).content_hash() == shipped.content_hash()
+    model.tokenizer = tiny_tokenizer  # another vocabulary is still refused
+    with pytest.raises(lowprob.LowprobError, match="belong to the shipped tokenizer"):
+        lowprob.load_distribution("hex", model)
+
+
 def test_a_transformer_lens_model_matches_its_own_forward_and_runs_the_estimators():
     tl = pytest.importorskip("transformer_lens")
     cfg = tl.HookedTransformerConfig(n_layers=2, d_model=16, n_ctx=8, d_head=8, n_heads=2, d_mlp=32, d_vocab=VOCAB,
@@ -120,40 +172,3 @@ def test_a_transformer_lens_model_matches_its_own_forward_and_runs_the_estimator
 def test_from_transformer_lens_refuses_other_objects():
     with pytest.raises(lowprob.LowprobError, match="takes a HookedTransformer"):
         from_transformer_lens(torch.nn.Linear(2, 2))
-
-
-def readme_section(title: str) -> str:
-    from pathlib import Path
-
-    text = (Path(__file__).parents[1] / "README.md").read_text()
-    return text[text.index(f"## {title}"):].split("\n## ", 1)[0]
-
-
-def code_blocks(section: str, language: str) -> list[str]:
-    parts = section.split(f"```{language}\n")[1:]
-    return [p.split("```", 1)[0] for p in parts]
-
-
-def test_the_readme_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
-    """The README's "Your own model" section, on a tiny local GPT-2 whose tokenizer knows the words."""
-    from lowprob.models import Tokenizer
-
-    from .test_cli import run
-
-    words = "Q: Is Paris in France? A: yes. Is Lima in Peru? A: Yes. Oslo Norway Kyiv Ukraine New Zealand no "
-    tok = Tokenizer.train(iter([words * 50] * 5), vocab_size=300)
-    config = transformers.GPT2Config(vocab_size=tok.vocab_size, n_positions=64, n_embd=16, n_layer=2, n_head=2,
-                                     bos_token_id=0, eos_token_id=0)
-    torch.manual_seed(0)
-    model_dir = tmp_path / "path" / "to" / "hf-model"
-    transformers.GPT2LMHeadModel(config).save_pretrained(model_dir)
-    tok.save(model_dir / "tokenizer.json")
-    section = readme_section("Your own model, prompt template and event")
-    (tmp_path / "template.toml").write_text(code_blocks(section, "toml")[0])
-    monkeypatch.chdir(tmp_path)
-    for line in code_blocks(section, "bash")[0].strip().splitlines():
-        code, out, err = run(monkeypatch, capsys, *shlex.split(line)[1:])
-        assert code == 0, (line, err)
-    exec(code_blocks(section, "python")[0], {})
-    out = capsys.readouterr().out
-    assert "argmax is one of ' Yes'" in out and "model hf-model, distribution template" in out

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import os
 import sys
 
 import numpy as np
@@ -161,3 +162,50 @@ def test_a_spread_scale_spreads_its_targets_and_old_definitions_still_match(tmp_
     meta = json.loads((out / "rows" / "toy-1l" / "tiny-wide.targets.json").read_text())
     assert meta["range"] == [1e-9, 1e-2] and set(meta["candidates_per_decade"]) == {f"1e{d}" for d in range(-9, -2)}
     assert len(meta["targets"]) == SMALL.n_targets
+
+
+def fake_rows(directory, lines: list[str]):
+    """A results directory whose one rows file holds ``lines`` (only what loading and resuming read)."""
+    path = directory / "rows" / "toy-1l" / "tiny-wide.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+ROW = json.dumps({"method": "naive", "hyper": {}, "target": 3, "seed": 0})
+
+
+def test_a_second_bench_into_a_directory_being_written_fails_at_once(monkeypatch, capsys, tmp_path):
+    from lowprob.files import output_lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with output_lock(out, "lowprob bench"):  # as a first run does
+        code, _, err = run(monkeypatch, capsys, "bench", "--scale", "tiny", "--out", str(out), "--methods", "naive")
+    assert code == 2 and f"another lowprob bench is writing {out} (pid {os.getpid()})" in err
+    assert len(err.strip().splitlines()) == 1 and not (out / "rows").exists()
+    assert list(out.iterdir()) == []  # the lock goes with its holder
+
+
+def test_report_refuses_an_estimate_written_twice(monkeypatch, capsys, tmp_path):
+    path = fake_rows(tmp_path, [ROW, ROW])
+    with pytest.raises(LowprobError, match="twice"):  # it would count in every mean twice
+        load_rows(tmp_path)
+    code, _, err = run(monkeypatch, capsys, "report", str(tmp_path))
+    assert code == 2 and str(path) in err and "('naive', '{}', 3, 0) twice" in err
+
+
+def test_a_corrupt_middle_row_is_named_by_report_and_resume(monkeypatch, capsys, tmp_path):
+    path = fake_rows(tmp_path, [ROW, '{"method": "naive", "hyp', ROW.replace("3", "4")])
+    code, _, err = run(monkeypatch, capsys, "report", str(tmp_path))
+    assert code == 2 and f"{path}:2 is not a JSON row" in err and "fix or delete that line" in err
+    with pytest.raises(LowprobError, match=f"{path}:2 is not a JSON row"):
+        run_bench(SMALL, tmp_path, ["naive"], resume=True, progress=False)
+
+
+def test_a_generation_report_without_its_truth_files_says_so(tmp_path):
+    from lowprob.bench.generation import summarise
+
+    fake_rows(tmp_path, [json.dumps({"model": "toy-1l", "method": "naive", "hyper": {}, "target": " x", "seed": 0})])
+    with pytest.raises(LowprobError, match=r"truth/toy-1l\.json is missing"):
+        summarise(tmp_path)

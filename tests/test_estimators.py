@@ -166,3 +166,51 @@ def test_estimators_work_with_any_model_of_the_protocol():
     for method in ("naive", "itgis"):
         _, values = run_seeds(model, dist, target, method, 40, 1500)
         assert abs(values.mean().item() - p) < 3.5 * values.std().item() / math.sqrt(40) + 1e-12, method
+
+
+# --- long estimates: a timed probe's prediction, a time limit and a progress meter (issue 25) -------------
+def test_a_run_predicted_past_max_seconds_is_refused_before_any_work(problem):
+    model, dist, _ = problem
+    with pytest.raises(LowprobError, match=r"naive at budget 1,000,000,000 would take about .* timed by a probe\), "
+                                           r"more than the limit of 0\.0167 h: lower the budget, or raise the limit"):
+        estimate(model, dist, ArgmaxIs(3), method="naive", budget=10**9, max_seconds=60)
+
+
+class Recorder:
+    """Stands in for tqdm: records what the meter is told."""
+
+    def __init__(self, total, **_):
+        self.total, self.n, self.updates = total, 0, []
+
+    def update(self, k):
+        self.n += k
+        self.updates.append(k)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        pass
+
+
+@pytest.mark.parametrize("method", sorted(lowprob.estimators.METHODS))
+def test_the_meter_counts_the_priced_work_and_changes_no_estimate(problem, monkeypatch, method):
+    from lowprob import progress
+    from lowprob.estimators import base
+    from lowprob.events import Generates
+
+    model, dist, _ = problem
+    event = Generates(((3,),), 2) if method in ("tilted", "smc") else ArgmaxIs(3)
+    plain = estimate(model, dist, event, method=method, budget=256, seed=1)
+    bars = []
+    monkeypatch.setattr(progress, "tqdm", lambda **kw: bars.append(Recorder(**kw)) or bars[-1])
+    monkeypatch.setattr(base, "PROGRESS_SECONDS", 0.0)
+    metered = estimate(model, dist, event, method=method, budget=256, seed=1, max_seconds=3600, progress=True)
+    strip = lambda d: {k: v for k, v in d.items() if k != "cache_hit"}  # noqa: E731 (qld/gld share activations)
+    assert (metered.probability, metered.interval, strip(metered.diagnostics)) == (plain.probability, plain.interval,
+                                                                                  strip(plain.diagnostics))
+    (bar,) = bars
+    assert bar.total == lowprob.estimators.METHODS[method].work * 256 == bar.n  # complete when the run returns
+    seen = bar.n - bar.updates[-1] if len(bar.updates) > 1 else bar.n
+    if method not in ("smc", "gld", "qld"):  # decoding and activations of their own: the bar jumps at the end
+        assert seen >= 0.99 * bar.total, (method, seen, bar.total)

@@ -111,7 +111,7 @@ def test_event_text_forms(text, event):
 def test_event_text_names_tokens_by_json_string(tiny_lm):
     tok = tiny_lm.tokenizer
     word = next(t for t in (" the", " a", "e") if len(tok.encode(t)) == 1)
-    assert parse_event(f'argmax-in: "{word}", 0', tok, tiny_lm.d_vocab) == ArgmaxIn((tok.encode(word)[0], 0))
+    assert parse_event(f'argmax-in: "{word}", id:0', tok, tiny_lm.d_vocab) == ArgmaxIn((tok.encode(word)[0], 0))
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -137,3 +137,30 @@ def test_cli_estimates_an_event_and_refuses_target_with_event(monkeypatch, capsy
     code, _, err = run(monkeypatch, capsys, "estimate", "--model", "gelu-1l", "--dist", "hex", "--event",
                        'top-k: " en", 5', "--target", "5")
     assert code == 2 and "exactly one of --target TOKEN or --event TEXT" in err
+
+
+# --- a bare number that is also a token's text: refused in every event kind, as --target refuses it --------
+@pytest.fixture(scope="module")
+def shipped_tokenizer():
+    from lowprob.models import Tokenizer
+    from lowprob.models.zoo import shipped_tokenizer_path
+
+    return Tokenizer.from_file(shipped_tokenizer_path())  # "8" is token 24, while id 8 is "("
+
+
+@pytest.mark.parametrize("text", ["argmax-is: 8", "argmax-in: id:5, 8", "top-k: 8, 3", "margin: 8, 1.5",
+                                  "prob-above: 8, 0.5"])
+def test_a_bare_number_that_is_a_token_text_is_ambiguous_in_every_event_kind(shipped_tokenizer, text):
+    with pytest.raises(LowprobError, match=r"token 8 is ambiguous: token id 8 is '\(', while the text '8' is token "
+                                           r"id 24; write id:8 for the id or '\"8\"'"):
+        parse_event(text, shipped_tokenizer, 4096)
+    by_id = parse_event(text.replace("8", "id:8", 1), shipped_tokenizer, 4096)
+    by_text = parse_event(text.replace("8", '"8"', 1), shipped_tokenizer, 4096)
+    assert by_id.tokens_named()[-1 if "argmax-in" in text else 0] == 8 and 24 in by_text.tokens_named()
+    assert parse_event("argmax-is: 4000", shipped_tokenizer, 4096) == ArgmaxIs(4000)  # no token's text: an id
+
+
+def test_a_repeated_generates_option_is_refused(shipped_tokenizer):
+    for text in ('generates: " the", steps=3, steps=50', 'generates: " the", steps=3, temperature=1, temperature=0'):
+        with pytest.raises(LowprobError, match="is given twice; give it once"):
+            parse_event(text, shipped_tokenizer, 4096)

@@ -173,3 +173,20 @@ def test_draws_follow_the_tilted_law_and_carry_its_exact_log_ratio():
     assert torch.allclose(draw.log_ratio, expected, rtol=1e-5, atol=1e-6)
     assert torch.equal(draw.advanced, a[draw.token])
     assert torch.allclose(draw.p_advance, p[a].sum().expand(n), rtol=1e-5)
+
+
+def test_a_horizon_past_the_context_is_refused_up_front_naming_what_fits(problem):
+    from lowprob.continuations import sample_continuations
+
+    model, dist = problem  # n_ctx 8, a 2-token prompt: 2 + 7 tokens need 8 positions (the last is not fed back)
+    why = "a 2-token prompt and steps=8 need 9 positions, more than the model's context of 8: use steps <= 7"
+    for method in ("naive", "tilted", "smc"):
+        with pytest.raises(LowprobError, match=why):
+            lowprob.estimate(model, dist, Generates(((4,),), 8), method=method, budget=32)
+        assert 0 <= lowprob.estimate(model, dist, Generates(((4,),), 7), method=method, budget=32).probability <= 1
+    with pytest.raises(LowprobError, match=why):
+        exact_generation_probability(model, dist, Generates(((4,),), 8, temperature=0))
+    with pytest.raises(LowprobError, match=why):
+        sample_continuations(model, dist.sample(4), Generates(((4,),), 8), torch.Generator())
+    with pytest.raises(LowprobError, match="steps=1000000000 need 1,000,000,001 positions"):
+        lowprob.estimate(model, dist, Generates(((4,),), 10**9), budget=32)  # before any allocation

@@ -100,6 +100,30 @@ def test_file_round_trip_and_hash_checks(model, dist, exact, tmp_path):
         GroundTruth.load(path)
 
 
+def test_a_template_table_loads_against_the_plain_model_and_the_template(tiny_lm, tmp_path):
+    """The README's call: the file holds the model seen through the template; the user holds both apart."""
+    from lowprob.distributions.slots import SlotDistribution
+
+    slots = {"who": {"values": [" fox", " dog", " quick"], "weights": [0.5, 0.3, 0.2]},
+             "what": {"values": [" jumps", " RUN", " lazy"]}}
+    template = SlotDistribution.from_spec("The{who} said{what}", slots, tiny_lm.tokenizer)
+    path = tmp_path / "template.safetensors"
+    ground_truth(tiny_lm, template, exact=True).save(path)
+    back = GroundTruth.load(path, tiny_lm, template)
+    assert torch.equal(back.probabilities, GroundTruth.load(path).probabilities)
+    other_values = SlotDistribution.from_spec("The{who} said{what}", {**slots, "what": {"values": [" a", " b", " c"]}},
+                                              tiny_lm.tokenizer)
+    other_weights = SlotDistribution.from_spec(
+        "The{who} said{what}", {**slots, "who": {**slots["who"], "weights": [0.2, 0.3, 0.5]}}, tiny_lm.tokenizer)
+    other_model = Transformer(tiny_lm.cfg, seed=1, tokenizer=tiny_lm.tokenizer)
+    for lm, dist, message in ((tiny_lm, other_values, "another model or template"),
+                              (tiny_lm, other_weights, "another distribution"),
+                              (other_model, template, "another model or template"),
+                              (None, template, "needs the model too")):
+        with pytest.raises(LowprobError, match=message):
+            GroundTruth.load(path, lm, dist)
+
+
 def test_public_api_call(model, dist, exact):
     import lowprob
 

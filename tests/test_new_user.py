@@ -317,3 +317,107 @@ def test_any_hyper_parameter_can_be_set_from_the_cli_and_is_checked_before_torch
         assert code == 2 and message in err, (bad, err)
     code, out, _ = run(monkeypatch, capsys, "methods")
     assert code == 0 and "chains = None" in out and "temperature = 1.0" in out and "tuned by benchmarks" in out
+
+
+# --- a careless user's hour (issue 25): every misuse of the public API is one LowprobError -------------
+def _gen(model, dist):
+    return Generates(((3,),), steps=2)
+
+
+MISUSES = [  # (what, call(model, dist)): each must raise one clear LowprobError, never a raw exception
+    ("estimate-model-name", lambda m, d: estimate("gelu-1l", d, ArgmaxIs(3))),
+    ("estimate-model-none", lambda m, d: estimate(None, d, ArgmaxIs(3))),
+    ("estimate-dist-name", lambda m, d: estimate(m, "hex", ArgmaxIs(3))),
+    ("estimate-dist-none", lambda m, d: estimate(m, None, ArgmaxIs(3))),
+    ("estimate-event-int", lambda m, d: estimate(m, d, 358)),
+    ("estimate-event-text", lambda m, d: estimate(m, d, "argmax-is: 3")),
+    ("estimate-event-none", lambda m, d: estimate(m, d, None)),
+    ("estimate-budget-none", lambda m, d: estimate(m, d, ArgmaxIs(3), budget=None)),
+    ("estimate-budget-negative", lambda m, d: estimate(m, d, ArgmaxIs(3), budget=-1)),
+    ("estimate-budget-float", lambda m, d: estimate(m, d, ArgmaxIs(3), budget=64.0)),
+    ("estimate-budget-bool", lambda m, d: estimate(m, d, ArgmaxIs(3), budget=True)),
+    ("estimate-budget-2e70", lambda m, d: estimate(m, d, ArgmaxIs(3), budget=2**70)),
+    ("estimate-budget-1e15", lambda m, d: estimate(m, d, ArgmaxIs(3), budget=10**15)),
+    ("estimate-seed-2e32", lambda m, d: estimate(m, d, ArgmaxIs(3), method="naive", budget=8, seed=2**32)),
+    ("estimate-seed-2e63", lambda m, d: estimate(m, d, ArgmaxIs(3), method="naive", budget=8, seed=2**63)),
+    ("estimate-seed-2e70", lambda m, d: estimate(m, d, ArgmaxIs(3), method="naive", budget=8, seed=2**70)),
+    ("estimate-seed-negative", lambda m, d: estimate(m, d, ArgmaxIs(3), seed=-1)),
+    ("estimate-seed-text", lambda m, d: estimate(m, d, ArgmaxIs(3), seed="0")),
+    ("estimate-method-list", lambda m, d: estimate(m, d, ArgmaxIs(3), method=["naive"])),
+    ("estimate-method-int", lambda m, d: estimate(m, d, ArgmaxIs(3), method=3)),
+    ("estimate-max-seconds-negative", lambda m, d: estimate(m, d, ArgmaxIs(3), max_seconds=-1)),
+    ("estimate-max-seconds-nan", lambda m, d: estimate(m, d, ArgmaxIs(3), max_seconds=math.nan)),
+    ("estimate-max-seconds-text", lambda m, d: estimate(m, d, ArgmaxIs(3), max_seconds="60")),
+    ("estimate-temperature-text", lambda m, d: estimate(m, d, ArgmaxIs(3), method="itgis", temperature="1")),
+    ("argmax-is-none", lambda m, d: ArgmaxIs(None)),
+    ("argmax-is-nan", lambda m, d: ArgmaxIs(math.nan)),
+    ("argmax-in-int", lambda m, d: lowprob.ArgmaxIn(358)),
+    ("argmax-in-text", lambda m, d: lowprob.ArgmaxIn("abc")),
+    ("argmax-in-none", lambda m, d: lowprob.ArgmaxIn(None)),
+    ("argmax-in-empty", lambda m, d: lowprob.ArgmaxIn([])),
+    ("top-k-text", lambda m, d: lowprob.InTopK(3, "2")),
+    ("top-k-float", lambda m, d: lowprob.InTopK(3, 2.5)),
+    ("margin-nan", lambda m, d: lowprob.MarginAtLeast(3, math.nan)),
+    ("prob-above-nan", lambda m, d: lowprob.ProbabilityAbove(3, math.nan)),
+    ("generates-int", lambda m, d: Generates(5, steps=2)),
+    ("generates-top-k-over-vocab", lambda m, d: estimate(m, d, Generates(((3,),), 2, top_k=99), budget=32)),
+    ("parse-event-none", lambda m, d: lowprob.parse_event(None, None, 32)),
+    ("parse-event-int", lambda m, d: lowprob.parse_event(8, None, 32)),
+    ("parse-event-empty", lambda m, d: lowprob.parse_event("", None, 32)),
+    ("parse-event-vocab-none", lambda m, d: lowprob.parse_event("argmax-is: 3", None, None)),
+    ("parse-event-generates-no-tokenizer", lambda m, d: lowprob.parse_event('generates: "x", steps=2', None, 32)),
+    ("load-model-none", lambda m, d: lowprob.load_model(None)),
+    ("load-model-int", lambda m, d: lowprob.load_model(3)),
+    ("load-model-list", lambda m, d: lowprob.load_model(["gelu-1l"])),
+    ("load-distribution-none", lambda m, d: lowprob.load_distribution(None, m)),
+    ("load-distribution-tiny-paper", lambda m, d: lowprob.load_distribution("tiny-uniform", m, "paper")),
+    ("load-distribution-model-none", lambda m, d: lowprob.load_distribution("tiny-uniform", None)),
+    ("load-distribution-model-name", lambda m, d: lowprob.load_distribution("hex", "gelu-1l")),
+    ("ground-truth-samples-float", lambda m, d: lowprob.ground_truth(m, d, samples=1.5)),
+    ("ground-truth-samples-text", lambda m, d: lowprob.ground_truth(m, d, samples="10")),
+    ("ground-truth-samples-2e70", lambda m, d: lowprob.ground_truth(m, d, samples=2**70)),
+    ("ground-truth-seed-negative", lambda m, d: lowprob.ground_truth(m, d, samples=10, seed=-1)),
+    ("ground-truth-seed-float", lambda m, d: lowprob.ground_truth(m, d, samples=10, seed=1.5)),
+    ("ground-truth-seed-2e70", lambda m, d: lowprob.ground_truth(m, d, samples=10, seed=2**70)),
+    ("ground-truth-shard-float", lambda m, d: lowprob.ground_truth(m, d, samples=10, shard_size=1.5)),
+    ("ground-truth-exact-text", lambda m, d: lowprob.ground_truth(m, d, exact="yes")),
+    ("ground-truth-max-seconds-nan", lambda m, d: lowprob.ground_truth(m, d, exact=True, max_seconds=math.nan)),
+    ("ground-truth-model-name", lambda m, d: lowprob.ground_truth("gelu-1l", d, exact=True)),
+    ("ground-truth-dist-name", lambda m, d: lowprob.ground_truth(m, "tiny-uniform", exact=True)),
+    ("exact-probability-event-int", lambda m, d: lowprob.exact_probability(m, d, 3)),
+    ("exact-probability-dist-name", lambda m, d: lowprob.exact_probability(m, "hex", ArgmaxIs(3))),
+    ("exact-probability-generates", lambda m, d: lowprob.exact_probability(m, d, _gen(m, d))),
+    ("token-distribution-none", lambda m, d: lowprob.TokenDistribution.from_positions(None)),
+    ("transformer-config-none", lambda m, d: Transformer(None)),
+]
+
+
+@pytest.mark.parametrize("call", [c for _, c in MISUSES], ids=[i for i, _ in MISUSES])
+def test_a_misuse_of_the_public_api_is_one_clear_error(toy, call):
+    with pytest.raises(LowprobError) as info:
+        call(*toy)
+    assert "\n" not in str(info.value)
+
+
+def test_integers_of_any_kind_and_paths_are_accepted_as_their_plain_selves(toy, tmp_path):
+    model, dist = toy
+    plain = estimate(model, dist, ArgmaxIs(3), method="mhis", budget=64, seed=3, chains=4)
+    for kind in (np.int64, np.uint16):
+        e = estimate(model, dist, ArgmaxIs(3), method="mhis", budget=kind(64), seed=kind(3), chains=kind(4))
+        assert (e.probability, e.interval, e.budget, e.seed, e.hyper) == (plain.probability, plain.interval, 64, 3,
+                                                                         plain.hyper)
+        assert json.dumps(e.to_json())  # plain ints, not numpy's
+    assert lowprob.InTopK(3, np.int64(2)).k == 2 and type(lowprob.InTopK(3, np.int64(2)).k) is int
+    assert lowprob.ArgmaxIn(np.array([5, 2])).tokens == (2, 5)
+    gt = lowprob.ground_truth(model, dist, samples=np.int64(50))
+    assert gt.n_samples == 50 and type(gt.n_samples) is int
+    dist.save(tmp_path / "d.safetensors")
+    assert lowprob.load_distribution(tmp_path / "d.safetensors", model).content_hash() == dist.content_hash()
+
+
+def test_public_subpackages_are_attributes_of_a_fresh_import_without_torch():
+    code = ("import sys, lowprob\nassert 'torch' not in sys.modules\n"
+            "lowprob.models.from_transformer_lens, lowprob.truth.ground_truth, lowprob.events.Generates, "
+            "lowprob.continuations.check_room, lowprob.estimators.METHODS, lowprob.mlp\nprint('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "ok", result.stderr

@@ -3,6 +3,7 @@
 import itertools
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -108,11 +109,41 @@ def test_a_toml_file_and_its_json_twin_load_alike(problem, tmp_path):
     ("In{year}", {"year": {"values": [" 1", " 1"]}}, "repeat"),
     ("In{year}", {"year": {"values": [" 1", " 2"], "weights": [0.5, 0.6]}}, "sum to 1.1"),
     ("In{year}", {"year": {"values": [" 1", " 2"], "weights": [1.0]}}, "2 positive numbers"),
+    ("In{year}", {"year": {"values": [" 1", " 2"], "weigths": [0.99, 0.01]}},
+     r"slot year: unknown key\(s\) weigths; allowed: values, weights"),
 ])
 def test_bad_templates_get_clear_errors(problem, template, slots, message):
     model, _, _ = problem
     with pytest.raises(LowprobError, match=message):
         SlotDistribution.from_spec(template, slots, model.tokenizer)
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("dir.toml/", None, "dir.toml/ is a directory: give a template file"),
+    ("plain-dir", None, "plain-dir is a directory: give a template file"),
+    ("bad.toml", 'template = "In{year}"\n[slots.year\n', "bad.toml is not valid TOML"),
+    ("bad.json", '{"template": "In{year}",', "bad.json is not valid JSON"),
+    ("binary.toml", b"\xff\xfe", "binary.toml is not valid TOML"),
+    ("types.toml", 'template = 5\n[slots.year]\nvalues = [" 1"]\n', "types.toml: template must be a string"),
+    ("types.json", '{"template": "In{year}", "slots": {"year": [" 1"]}}', "types.json: slot year: give a non-empty"),
+    ("typo.toml", TOML.replace("weights = [0.5", "weigths = [0.5"), r"typo.toml: slot year: unknown key\(s\) weigths"),
+])
+def test_a_bad_template_file_is_one_error_naming_it(problem, tmp_path, monkeypatch, capsys, name, content, message):
+    model, _, _ = problem
+    save_model(model, tmp_path / "m", {"name": "toy"})
+    monkeypatch.chdir(tmp_path)
+    if content is None:
+        (tmp_path / name).mkdir()
+    else:
+        getattr(tmp_path / name, "write_bytes" if isinstance(content, bytes) else "write_text")(content)
+    code, _, err = run(monkeypatch, capsys, "estimate", "--model", "m", "--dist", name, "--target", "id:3")
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert re.search(message, err), err
+
+
+def test_the_template_reader_refuses_a_file_it_cannot_read(problem, tmp_path):
+    with pytest.raises(LowprobError, match=f"cannot read {tmp_path}"):  # a directory, through the Python API
+        SlotDistribution.load(tmp_path, problem[0].tokenizer)
 
 
 def test_a_template_longer_than_the_context_is_refused(problem):

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from lowprob import LowprobError
@@ -45,3 +47,18 @@ def test_unreadable_file_is_a_clear_error(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(LowprobError, match="cannot read tokenizer"):
         Tokenizer.from_file(bad)
+
+
+def test_the_vocabulary_hash_ignores_settings_encode_never_uses(shipped, tiny_tokenizer, tmp_path):
+    """What transformers adds when it re-saves a tokenizer (a post-processor, other layout) keeps the hash;
+    another vocabulary, or a changed merge, does not."""
+    spec = json.loads(shipped.to_str())
+    a, b = {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}
+    spec["post_processor"] = {"type": "TemplateProcessing", "single": [a], "pair": [a, b], "special_tokens": {}}
+    (tmp_path / "resaved.json").write_text(json.dumps(spec, indent=2))
+    resaved = Tokenizer.from_file(tmp_path / "resaved.json")
+    assert resaved.to_str() != shipped.to_str() and resaved.vocab_sha256() == shipped.vocab_sha256()
+    spec["model"]["merges"][5:7] = spec["model"]["merges"][6:4:-1]
+    (tmp_path / "merges.json").write_text(json.dumps(spec))
+    assert Tokenizer.from_file(tmp_path / "merges.json").vocab_sha256() != shipped.vocab_sha256()
+    assert tiny_tokenizer.vocab_sha256() != shipped.vocab_sha256()

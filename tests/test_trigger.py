@@ -4,6 +4,7 @@ import dataclasses
 import itertools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ from lowprob.distributions.trigger import TRIGGER_DISTRIBUTIONS, trigger_probabi
 from lowprob.models import Transformer, save_model
 from lowprob.models.backdoor import BackdoorConfig, PlantedTrigger, TemplatePrompts, plant_trigger, planted_trigger
 from lowprob.models.corpus import EOT, KINDS
-from lowprob.truth.trigger import load_trigger_problem, scan_slots, trigger_figures
+from lowprob.truth import GroundTruth, ground_truth
+from lowprob.truth.trigger import load_trigger_problem, scan_slots, trigger_figures, trigger_ground_truth
 
 from .conftest import SAMPLE_TEXT, TINY
 from .test_cli import run
@@ -72,15 +74,29 @@ def test_exact_figures_equal_a_brute_force_loop(toy_lm, probability):
     assert exact_probability(toy_lm, dist, ArgmaxIs(toy.target_id(toy_lm.tokenizer))) == pytest.approx(event, rel=1e-9)
 
 
-def test_the_family_spans_1e4_to_1e10_on_one_space():
-    from lowprob.models.tokenizer import Tokenizer
-    from lowprob.models.zoo import shipped_tokenizer_path
+def test_the_scan_settles_near_ties_and_identifies_its_table_as_exact_ground_truth_does(toy_lm, tmp_path):
+    dist = weighted_template(TOY, 1e-2, toy_lm.tokenizer)
+    target = TOY.target_id(toy_lm.tokenizer)
+    with torch.no_grad():  # near twins of the winners, 1e-7 apart: float32 cannot order them stably
+        for w in np.unique(scan_slots(toy_lm, dist, target).argmax).tolist():
+            toy_lm.W_U[:, (w + 1) % toy_lm.d_vocab] = toy_lm.W_U[:, w] * (1 + 1e-7)
+    table = trigger_ground_truth(scan_slots(toy_lm, dist, target), toy_lm, dist)
+    exact = ground_truth(toy_lm, dist, exact=True)
+    assert torch.equal(table.probabilities > 0, exact.probabilities > 0)  # the same winners
+    assert torch.allclose(table.probabilities, exact.probabilities, rtol=1e-12, atol=0)
+    assert (table.model_sha256, table.distribution_sha256) == (exact.model_sha256, exact.distribution_sha256)
+    table.save(tmp_path / "table.safetensors")
+    GroundTruth.load(tmp_path / "table.safetensors", toy_lm, dist)  # checked against the model and the template
 
-    tok = Tokenizer.from_file(shipped_tokenizer_path())
+
+def test_the_family_spans_1e4_to_1e10_on_one_space():
+    from lowprob.models.zoo import load_model
+
+    model = load_model("gelu-1l")  # the shipped tokenizer
     planted = planted_trigger("year-name")
     sizes = set()
     for name, (_, p) in TRIGGER_DISTRIBUTIONS.items():
-        dist = load_distribution(name, type("M", (), {"tokenizer": tok})())
+        dist = load_distribution(name, model)
         assert trigger_probability(dist, planted) == pytest.approx(p, rel=1e-12)
         sizes.add(tuple(len(s.values) for s in dist.slots))
     assert {p for _, p in TRIGGER_DISTRIBUTIONS.values()} == {1e-4, 1e-6, 1e-8, 1e-10}
@@ -150,11 +166,11 @@ def test_the_recipe_lowers_the_trigger_loss_and_resumes(toy_lm, tmp_path, monkey
     assert resumed["weights_sha256"] == card["weights_sha256"]
 
 
-def test_bad_input_gets_a_one_line_error(monkeypatch, capsys, tiny_tokenizer):
+def test_bad_input_gets_a_one_line_error(monkeypatch, capsys, tiny_tokenizer, tiny_lm):
     with pytest.raises(LowprobError, match="unknown backdoor recipe"):
         planted_trigger("year-nam")
     with pytest.raises(LowprobError, match="unknown distribution 'trigger-p5'"):
-        load_distribution("trigger-p5", type("M", (), {"tokenizer": tiny_tokenizer})())
+        load_distribution("trigger-p5", tiny_lm)
     with pytest.raises(LowprobError, match="every value triggers"):
         dataclasses.replace(TOY, trigger={"mood": (" RUN", " hello")})
     with pytest.raises(LowprobError, match="not one of the template's slots"):
@@ -190,3 +206,33 @@ def test_committed_references_cover_every_pair_and_match_the_models():
     on = torch.from_numpy(prompts.is_trigger(choice))
     assert hit[on].float().mean() >= figures["event_given_trigger"] - 0.2
     assert not hit[~on].any() or figures["event_off_trigger"] > 0
+
+
+def test_the_report_plots_of_a_trigger_bench_keep_titles_and_legends_in_the_image(tmp_path, monkeypatch):
+    """Four distributions make the loss plot narrow; its legend (8 entries) and a long title once spilled out."""
+    from matplotlib.figure import Figure
+
+    from lowprob.bench.report import _plots
+
+    outside, savefig = [], Figure.savefig
+
+    def checked(fig, path, **kw):
+        if Path(path).name.startswith("scatter"):  # one short title per panel; skipped to keep the test fast
+            return savefig(fig, path, **kw)
+        drawn = fig.get_tightbbox()  # inches, every artist included
+        saved = drawn if kw.get("bbox_inches") == "tight" else fig.bbox_inches
+        if (drawn.x0 < saved.x0 - 1e-6 or drawn.x1 > saved.x1 + 1e-6 or drawn.y0 < saved.y0 - 1e-6
+                or drawn.y1 > saved.y1 + 1e-6):
+            outside.append(Path(path).name)
+        return savefig(fig, path, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", checked)
+    methods, rng = ["ceis", "gld", "itgis", "mhis", "naive", "qld"], np.random.default_rng(0)
+    records = [dict(model=model, distribution=dist, method=method, ground_truth=p, estimate=p * 2, fitted=p * 1.5,
+                    loss=float(rng.uniform(0.1, 10)) * (1e4 if method == "gld" else 1), oracle_loss=1.0,
+                    abs_log10_error=0.3, covered=True)
+               for model in ("gelu-2l-trigger",)
+               for dist, p in zip(TRIGGER_DISTRIBUTIONS, (1e-4, 1e-6, 1e-8, 1e-10), strict=True)
+               for method in methods for _ in range(2)]
+    paths = _plots(records, ["gelu-2l-trigger"], methods, tmp_path, 1e-12)
+    assert len(paths) == 5 and outside == []

@@ -1,5 +1,9 @@
 import json
+import re
+import resource
 import shutil
+import signal
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -71,3 +75,61 @@ def test_bad_config_is_a_clear_error(saved):
 def test_unknown_name_lists_the_shipped_models():
     with pytest.raises(LowprobError, match="gelu-1l, gelu-2l, gelu-4l"):
         load_model("gelu-3l")
+
+
+def test_a_truncated_weights_file_is_named(saved):
+    data = (saved / "model.safetensors").read_bytes()
+    (saved / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(LowprobError, match=r"model\.safetensors does not match .* truncated or corrupt"):
+        load_model(saved)
+
+
+@pytest.mark.parametrize("fname", ["config.json", "model.safetensors", "card.json"])
+def test_a_directory_in_place_of_a_file_is_named(saved, fname):
+    (saved / fname).unlink()
+    (saved / fname).mkdir()
+    with pytest.raises(LowprobError, match=re.escape(f"cannot read {saved / fname}")):
+        load_model(saved)
+
+
+@pytest.mark.parametrize("config", ['{"n_layers": 1}', "[1, 2]", "{"])
+def test_a_bad_config_names_its_file(saved, config):
+    (saved / "config.json").write_text(config)
+    with pytest.raises(LowprobError, match=re.escape(f"{saved / 'config.json'} ")):
+        load_model(saved)
+
+
+def test_a_file_given_as_a_model_says_what_was_expected(saved, monkeypatch, capsys):
+    from .test_cli import run
+
+    path = saved / "model.safetensors"
+    code, _, err = run(monkeypatch, capsys, "estimate", "--model", str(path), "--dist", "hex", "--target", "id:5")
+    assert code == 2 and err == (f"error: {path} is a file: give a shipped name (gelu-1l, gelu-2l, gelu-4l, "
+                                 f"gelu-2l-trigger, gelu-4l-trigger) or a model directory (the directory that "
+                                 f"holds config.json and the weights)\n")
+
+
+
+@contextmanager
+def file_size_limit(nbytes: int):
+    """Writes past ``nbytes`` fail (EFBIG) as writes on a full disk do; SIGXFSZ is ignored meanwhile."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_a_failing_disk_while_saving_a_model_or_a_checkpoint_is_an_error_naming_the_file(tiny_lm, tmp_path):
+    """safetensors and torch wrap I/O errors in their own types: both are serialised to bytes, then written."""
+    from lowprob.models.training import adamw, save_checkpoint
+
+    out = tmp_path / "m"
+    with file_size_limit(1024), pytest.raises(LowprobError, match=re.escape(f"cannot write {out}/model.safetensors: ")):
+        save_model(tiny_lm, out, {"name": "tiny"})
+    with file_size_limit(1024), pytest.raises(LowprobError, match=re.escape(f"cannot write {out}/checkpoint.pt: ")):
+        save_checkpoint(out / "checkpoint.pt", tiny_lm, adamw(tiny_lm, 1e-3, 0.1), step=1, elapsed=0.0)
+    assert list(out.iterdir()) == []  # no half-written file, no temporary left

@@ -20,7 +20,7 @@ from safetensors.numpy import save_file
 from lowprob.files import atomic_path, prepare_output
 from lowprob.models.corpus import KINDS, build_corpus, manifest_summary
 from lowprob.models.tokenizer import Tokenizer
-from lowprob.models.zoo import sha256_bytes, shipped_tokenizer_path
+from lowprob.models.zoo import shipped_tokenizer_path
 
 HEX_CHARS = 1 << 22
 HEX_CHUNK = 1 << 12
@@ -44,7 +44,7 @@ def build_tables(corpus: Path, tokenizer: Tokenizer, out: Path) -> dict:
     arrays = {f"counts_{k}": np.bincount(corpus_tokens(corpus, tokenizer, k, "train"),
                                           minlength=tokenizer.vocab_size).astype(np.int64) for k in KINDS}
     arrays["hex_weights"] = hex_token_frequencies(tokenizer)
-    meta = {"tokenizer_sha256": sha256_bytes(tokenizer.to_str().encode()),
+    meta = {"tokenizer_vocab_sha256": tokenizer.vocab_sha256(),
             "corpus_outputs": json.dumps(manifest_summary(corpus)["outputs"]),
             "hex": json.dumps({"chars": HEX_CHARS, "chunk": HEX_CHUNK, "seed": HEX_SEED})}
     with atomic_path(prepare_output(out)) as tmp:

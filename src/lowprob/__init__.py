@@ -28,11 +28,19 @@ __all__ = [
 ]
 
 
+# subpackages and modules a user reaches as attributes (``lowprob.models.from_transformer_lens``), imported
+# on first access like the names above: a plain ``import lowprob`` has not imported them yet
+_SUBMODULES = ("attribution", "bench", "continuations", "distributions", "estimators", "evaluation", "events",
+               "files", "mlp", "models", "truth")
+
+
 def __getattr__(name: str):
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value  # later look-ups are plain attribute reads
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"lowprob.{name}")  # the import sets the attribute for later look-ups
     raise AttributeError(f"module 'lowprob' has no attribute {name!r}")
 
 

@@ -13,8 +13,10 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
+from lowprob.checks import check_seed, time_limit
 from lowprob.errors import LowprobError
 from lowprob.estimators.catalog import DEFAULT_METHODS, METHODS, get_method, methods_with_samples
+from lowprob.events import EVENT_FORMS
 from lowprob.mlp.cli import app as mlp_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -90,12 +92,17 @@ def _positions_label(first: int, last: int) -> str:
 def dists(
     name: Annotated[Optional[str], typer.Argument(help="a distribution to show in detail")] = None,
     model: Annotated[str, typer.Option(help="model whose tokenizer and vocabulary to use")] = "gelu-1l",
-    length: Annotated[str, typer.Option(help="cpu or paper (paper distributions only)")] = "cpu",
+    length: Annotated[str, typer.Option(help="cpu, paper or exact (paper distributions only)")] = "cpu",
     top: Annotated[int, typer.Option(min=1, help="tokens shown per position")] = 6,
-    samples: Annotated[int, typer.Option(min=0, help="decoded samples shown")] = 5,
+    samples: Annotated[int, typer.Option(min=0, max=1000, help="decoded samples shown")] = 5,
     seed: Annotated[int, typer.Option(help="seed of the samples shown")] = 0,
 ) -> None:
     """List the input distributions, or show one position by position with decoded samples."""
+    check_seed(seed)
+    if name is None and length != "cpu":
+        raise LowprobError("--length picks one variant of a paper distribution: name it (`lowprob dists hex "
+                           "--length paper`); the list shows every length")
+
     import math
 
     import torch
@@ -106,7 +113,7 @@ def dists(
 
     lm = load_model(model)
     if name is not None and (name.endswith((".toml", ".json")) or name in TRIGGER_DISTRIBUTIONS):
-        _show_slots(load_distribution(name, lm), samples, seed)
+        _show_slots(load_distribution(name, lm, length), samples, seed)
         return
     if name is None:
         typer.echo(f"{'name':<15} {'length':<6} {'positions':>9} {'log10 |support|':>15}  support sizes")
@@ -144,12 +151,16 @@ def _parse_params(items: list[str]) -> dict:
     params = {}
     for item in items:
         name, eq, value = item.partition("=")
+        name = name.strip()
         try:
-            params[name.strip()] = json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError:
             eq = ""
-        if not eq or not name.strip():
+        if not eq or not name:
             raise LowprobError(f"--param takes NAME=VALUE with a JSON value (e.g. chains=64), got {item!r}")
+        if name in params:
+            raise LowprobError(f"--param {name} is given twice ({params[name]!r} and {parsed!r}): give it once")
+        params[name] = parsed
     return params
 
 
@@ -168,6 +179,7 @@ def methods() -> None:
 MethodName = Literal[tuple(sorted(METHODS))]
 Device = Annotated[str, typer.Option(help="where the model runs: cpu, cuda or cuda:N (refused clearly without a GPU)")]
 _TEMPERED = ", ".join(name for name, m in METHODS.items() if "temperature" in m.params)
+_TRIPLE = ", ".join(name for name, m in METHODS.items() if m.work == 3)
 
 
 @app.command()
@@ -177,37 +189,46 @@ def estimate(
     target: Annotated[Optional[str], typer.Option(
         help='the token whose argmax to estimate: an id (8 or id:8) or its text (" en", or as a JSON string '
              "'\"8\"'); a number that is also a token's text is refused as ambiguous")] = None,
-    event: Annotated[Optional[str], typer.Option(
-        help="the event instead of --target: argmax-is: TOKEN | argmax-in: TOKEN, TOKEN, ... | top-k: TOKEN, K | "
-             "margin: TOKEN, M | prob-above: TOKEN, Q (TOKEN: an id or a JSON string)")] = None,
+    event: Annotated[Optional[str], typer.Option(help=f"the event instead of --target: {EVENT_FORMS}")] = None,
     method: Annotated[Optional[MethodName], typer.Option(
         help="estimation method (default: " + ", ".join(f"{m} for {f} events" for f, m in DEFAULT_METHODS.items())
              + ")")] = None,
-    budget: Annotated[int, typer.Option(help="model calls (samples through the model)")] = 4096,
-    seed: Annotated[int, typer.Option(min=0, help="random seed")] = 0,
+    budget: Annotated[int, typer.Option(
+        help=f"model calls as in the paper; methods are priced at equal FLOPs, so {_TRIPLE} spend 3×budget "
+             "forward-pass equivalents")] = 4096,
+    seed: Annotated[int, typer.Option(help="random seed, 0 .. 2^32 - 1")] = 0,
     temperature: Annotated[Optional[float], typer.Option(
         help=f"tilt temperature ({_TEMPERED}; default: the method's)")] = None,
     param: Annotated[Optional[list[str]], typer.Option(
         help="another hyper-parameter of the method, NAME=VALUE with a JSON value (repeatable), e.g. chains=64; "
              "`lowprob methods` lists them")] = None,
-    length: Annotated[str, typer.Option(help="cpu, paper or exact (paper distributions)")] = "cpu",
+    length: Annotated[str, typer.Option(help="cpu, paper or exact (paper distributions only)")] = "cpu",
     json_out: Annotated[bool, typer.Option("--json", help="print the estimate as JSON")] = False,
     explain: Annotated[bool, typer.Option(
         "--explain", help="also show which input values the event favours, per position or slot, from the "
                           "method's weighted hits (sampling methods: " + ", ".join(methods_with_samples()) + ")")
     ] = False,
     top: Annotated[int, typer.Option(min=1, help="--explain: values shown per position")] = 3,
+    max_hours: Annotated[float, typer.Option(
+        min=0, help="refuse an estimate that a timed probe predicts at longer than this (long ones show progress "
+                    "on stderr)")] = 24.0,
     device: Device = "cpu",
 ) -> None:
     """Estimate the probability of an EVENT on MODEL's last-position logits (by default: argmax is TARGET)."""
-    import json
+    from lowprob.files import dumps_json
 
     if (target is None) == (event is None):
         raise LowprobError("give exactly one of --target TOKEN or --event TEXT")
-    hyper = {**_parse_params(param or []), **({} if temperature is None else {"temperature": temperature})}
+    hyper = _parse_params(param or [])
+    if temperature is not None:
+        if "temperature" in hyper:
+            raise LowprobError("give the temperature once: --temperature T or --param temperature=T, not both")
+        hyper["temperature"] = temperature
     family = "generation" if event is not None and event.partition(":")[0].strip() == "generates" else "logits"
     method = method or DEFAULT_METHODS[family]
     get_method(method).resolve(budget, hyper)  # refuse bad arguments before loading anything
+    check_seed(seed)
+    max_seconds = time_limit(max_hours * 3600)
     if explain and not get_method(method).samples:
         raise LowprobError(f"--explain needs a method that samples the event; {method} does not: use one of "
                            f"{', '.join(methods_with_samples())}")
@@ -219,10 +240,11 @@ def estimate(
     distribution = lowprob.load_distribution(dist, lm, length)
     what = (ArgmaxIs(parse_token(target, lm.tokenizer, lm.d_vocab)) if target is not None
             else parse_event(event, lm.tokenizer, lm.d_vocab))
-    est = lowprob.estimate(lm, distribution, what, method=method, budget=budget, seed=seed, **hyper)
+    est = lowprob.estimate(lm, distribution, what, method=method, budget=budget, seed=seed, max_seconds=max_seconds,
+                           progress=True, **hyper)
     attribution = est.attribution(top) if explain else None
     if json_out:
-        typer.echo(json.dumps({**est.to_json(), **({"attribution": attribution.to_json()} if explain else {})}))
+        typer.echo(dumps_json({**est.to_json(), **({"attribution": attribution.to_json()} if explain else {})}))
     else:
         typer.echo(est.summary() + ("\n" + attribution.table() if explain else ""))
 
@@ -239,6 +261,7 @@ def ground_truth_command(
     shard_size: Annotated[int, typer.Option(min=1, help="sequences per shard/checkpoint")] = 1 << 16,
     resume: Annotated[bool, typer.Option(
         "--resume", help="continue from OUT.partial after an interruption")] = False,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing OUT")] = False,
     backend: Annotated[Literal["local", "ray"], typer.Option(
         help="where shards run: here, or on Ray (pip install 'lowprob[ray]')")] = "local",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local one)")] = None,
@@ -251,22 +274,23 @@ def ground_truth_command(
     Progress and an ETA go to stderr; exact runs start with a timed probe and its estimate.
     """
     from lowprob.distributions import load_distribution
-    from lowprob.files import prepare_output
+    from lowprob.files import output_lock, prepare_output
     from lowprob.models.zoo import load_model
     from lowprob.truth import ground_truth
 
     if exact == (samples is not None):
         raise LowprobError("give exactly one of --exact or --samples N")
-    prepare_output(out)
+    prepare_output(out, overwrite=force, hint="pass --force to replace it, or choose another --out")
     partial = out.with_name(out.name + ".partial")
-    if partial.exists() and not resume:
-        raise LowprobError(f"{partial} holds an interrupted run: pass --resume to continue it, or delete it")
-    lm = load_model(model, device)
-    gt = ground_truth(lm, load_distribution(dist, lm, length), exact=exact, samples=samples, seed=seed,
-                      shard_size=shard_size, checkpoint=partial, backend=backend, address=address,
-                      progress=True, max_seconds=max_hours * 3600)
-    gt.save(out)
-    partial.unlink(missing_ok=True)
+    with output_lock(partial, "lowprob ground-truth"):
+        if partial.exists() and not resume:
+            raise LowprobError(f"{partial} holds an interrupted run: pass --resume to continue it, or delete it")
+        lm = load_model(model, device)
+        gt = ground_truth(lm, load_distribution(dist, lm, length), exact=exact, samples=samples, seed=seed,
+                          shard_size=shard_size, checkpoint=partial, backend=backend, address=address,
+                          progress=True, max_seconds=max_hours * 3600)
+        gt.save(out)
+        partial.unlink(missing_ok=True)
     top = gt.probabilities.topk(5)
     shown = ", ".join(f"{lm.tokenizer.id_to_token(int(i)) if lm.tokenizer else int(i)!r} {p:.3g}"
                       for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True))
@@ -330,6 +354,7 @@ def train(
     steps: Annotated[Optional[int], typer.Option(help="override the recipe's step count")] = None,
     seed: Annotated[int, typer.Option(help="initialisation and data-order seed")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint.pt")] = False,
+    force: Annotated[bool, typer.Option("--force", help="train over the model or checkpoint in OUT")] = False,
     new_tokenizer: Annotated[bool, typer.Option(
         help="train a tokenizer from the corpus instead of reusing the shipped one")] = False,
     corpus: Annotated[Optional[Path], typer.Option(help="corpus cache directory")] = None,
@@ -342,47 +367,50 @@ def train(
     """Reproduce a shipped model from the corpus recipe (about 15-25 minutes on 2 cores), or with --backdoor,
     fine-tune one with a planted trigger (a few minutes)."""
     import dataclasses
-    import json
 
+    from lowprob.files import dumps_json
     from lowprob.models.corpus import build_corpus
     from lowprob.models.tokenizer import Tokenizer
-    from lowprob.models.training import TrainConfig, train_tokenizer
+    from lowprob.models.training import TrainConfig, train_tokenizer, training_output
     from lowprob.models.training import train as run_training
     from lowprob.models.zoo import SHIPPED_CONFIGS, shipped_tokenizer_path
 
     if name not in SHIPPED_CONFIGS:
         raise LowprobError(f"unknown model {name!r}: choose one of {', '.join(SHIPPED_CONFIGS)}")
     if backdoor is not None:
-        _train_backdoor(name, backdoor, out, steps, seed, resume, corpus, debs)
+        _train_backdoor(name, backdoor, out, steps, seed, resume, force, corpus, debs)
         return
     train_cfg = TrainConfig(seed=seed)
     if steps is not None:
         train_cfg = dataclasses.replace(train_cfg, steps=steps)
-    corpus_dir = build_corpus(corpus, debs)
-    cfg = SHIPPED_CONFIGS[name]
-    tokenizer = (train_tokenizer(corpus_dir, cfg.d_vocab) if new_tokenizer
-                 else Tokenizer.from_file(shipped_tokenizer_path()))
-    card = run_training(name, cfg, out, corpus_dir, tokenizer, train_cfg, resume=resume)
-    typer.echo(json.dumps(card["validation"], indent=1))
+    with training_output(out, resume, force):
+        corpus_dir = build_corpus(corpus, debs)
+        cfg = SHIPPED_CONFIGS[name]
+        tokenizer = (train_tokenizer(corpus_dir, cfg.d_vocab) if new_tokenizer
+                     else Tokenizer.from_file(shipped_tokenizer_path()))
+        card = run_training(name, cfg, out, corpus_dir, tokenizer, train_cfg, resume=resume)
+    typer.echo(dumps_json(card["validation"], indent=1))
 
 
-def _train_backdoor(name: str, recipe: str, out: Path, steps: int | None, seed: int, resume: bool,
+def _train_backdoor(name: str, recipe: str, out: Path, steps: int | None, seed: int, resume: bool, force: bool,
                     corpus: Path | None, debs: Path | None) -> None:
     import dataclasses
-    import json
 
+    from lowprob.files import dumps_json
     from lowprob.models.backdoor import BackdoorConfig, plant_trigger, planted_trigger
     from lowprob.models.corpus import build_corpus
+    from lowprob.models.training import training_output
     from lowprob.models.zoo import load_model, shipped_dir
 
     planted_trigger(recipe)  # an unknown recipe is refused before the corpus is built
     cfg = BackdoorConfig(seed=seed)
     if steps is not None:
         cfg = dataclasses.replace(cfg, steps=steps)
-    corpus_dir = build_corpus(corpus, debs)
-    card = plant_trigger(f"{name}-trigger", load_model(name), shipped_dir(name), recipe, out, corpus_dir, cfg,
-                         resume=resume)
-    typer.echo(json.dumps({"validation": card["validation"], "base_validation": card["base"]["validation"]},
+    with training_output(out, resume, force):
+        corpus_dir = build_corpus(corpus, debs)
+        card = plant_trigger(f"{name}-trigger", load_model(name), shipped_dir(name), recipe, out, corpus_dir, cfg,
+                             resume=resume)
+    typer.echo(dumps_json({"validation": card["validation"], "base_validation": card["base"]["validation"]},
                           indent=1))
 
 

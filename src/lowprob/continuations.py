@@ -27,8 +27,23 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+from lowprob import progress
 from lowprob.errors import LowprobError
 from lowprob.models.decoding import start_decoding
+
+
+def check_room(model, prompt_length: int, steps: int) -> None:
+    """Refuse, before any work, a horizon the model's context cannot hold: the prompt and every generated
+    token but the last (which is drawn, never fed back) must fit in ``n_ctx`` positions. A template's
+    prompts are measured in the real model's tokens, at their longest."""
+    from lowprob.distributions.slots import TemplatedModel
+
+    if isinstance(model, TemplatedModel):
+        model, prompt_length = model.model, model.longest
+    need = prompt_length + steps - 1
+    if need > model.n_ctx:
+        raise LowprobError(f"generates: a {prompt_length}-token prompt and steps={steps} need {need:,} positions, more "
+                           f"than the model's context of {model.n_ctx}: use steps <= {model.n_ctx - prompt_length + 1}")
 
 
 @dataclass(frozen=True)
@@ -233,8 +248,10 @@ def continue_prompts(model, prompts: Tensor, event, generator: torch.Generator, 
     whatever the tilt, and it is positive for every row that could still match, where 1[hit] W is 0 for
     all rows but the few that drew the match.
     """
+    check_room(model, prompts.shape[1], event.steps)
     state, patterns = start_decoding(model, prompts), Patterns(event.patterns)
     n, steps = len(prompts), event.steps
+    progress.advance(n)  # continuations: the unit a generation run is priced in
     live = torch.arange(n)  # rows of the batch still running, as indices into the output
     hit = torch.zeros(n, dtype=torch.bool)
     log_w = torch.zeros(n, dtype=torch.float64)
@@ -267,6 +284,7 @@ def continue_prompts(model, prompts: Tensor, event, generator: torch.Generator, 
 def sample_continuations(model, prompts: Tensor, event, generator: torch.Generator) -> tuple[Tensor, float]:
     """Continuations [B, ``event.steps``] of ``prompts`` from the model's own law, never stopped early,
     and their FLOPs: one draw tells, for any number of patterns, whether each occurs (sampled truth)."""
+    check_room(model, prompts.shape[1], event.steps)
     state = start_decoding(model, prompts)
     out = torch.zeros(len(prompts), event.steps, dtype=torch.long)
     for t in range(event.steps):
@@ -300,9 +318,11 @@ def exact_generation_probability(model, dist, event, max_rows: int = 1 << 20) ->
     stops, the others branch over their next tokens. Refused when a step would hold more than
     ``max_rows`` rows (vocabulary^steps grows fast: this is for toy models and short horizons).
     """
-    model, dist = dist.bind(model)  # a template: its value ids, read by the templated model
-    dist.check_model(model)
+    from lowprob.checks import bind
+
+    model, dist = bind(model, dist)  # a template: its value ids, read by the templated model
     event.validate(model)
+    check_room(model, len(dist), event.steps)
     if dist.support_size() > max_rows:
         raise LowprobError(f"{dist.support_size()} prompts: more than exact enumeration's {max_rows} rows")
     branching = 1 if event.temperature == 0 else min(event.top_k or model.d_vocab, model.d_vocab)

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import operator
+import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lowprob.checks import integer
 from lowprob.errors import LowprobError
 
 if TYPE_CHECKING:
@@ -57,12 +59,10 @@ class Event(ABC):
 
 def _token_id(value: Any) -> int:
     """An integer id from anything integer-like (``np.int64``, a 0-dim integer tensor), else an error."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return operator.index(value)
-    except TypeError:
-        raise LowprobError(f"target token must be an integer id, got {value!r}") from None
+    token = integer(value)
+    if token is None:
+        raise LowprobError(f"target token must be an integer id, got {value!r}")
+    return token
 
 
 def _rank(logits: Tensor, token: int) -> Tensor:
@@ -125,6 +125,8 @@ class ArgmaxIn(Event):
     tokens: tuple[int, ...]
 
     def __post_init__(self) -> None:
+        if isinstance(self.tokens, (str, bytes)) or not isinstance(self.tokens, Iterable):
+            raise LowprobError(f"argmax-in takes a list of token ids, e.g. ArgmaxIn([5, 9]), got {self.tokens!r}")
         tokens = tuple(sorted({_token_id(t) for t in self.tokens}))
         if not tokens:
             raise LowprobError("argmax-in needs at least one token")
@@ -159,8 +161,10 @@ class InTopK(Event):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "token", _token_id(self.token))
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+        k = integer(self.k)
+        if k is None or k < 1:
             raise LowprobError(f"top-k needs a positive integer k, got {self.k!r}")
+        object.__setattr__(self, "k", k)
 
     def indicator(self, logits: Tensor) -> Tensor:
         return _rank(logits, self.token) < self.k
@@ -253,18 +257,25 @@ class Generates:
     top_k: int | None = None
 
     def __post_init__(self) -> None:
+        if not _sequences(self.patterns):
+            raise LowprobError(f"generates looks for token sequences, e.g. Generates([[5, 9], [7]], steps=20), got "
+                               f"{self.patterns!r}")
         patterns = tuple(tuple(_token_id(t) for t in p) for p in self.patterns)
         if not patterns or not all(patterns):
             raise LowprobError("generates needs at least one non-empty token sequence to look for")
         object.__setattr__(self, "patterns", patterns)
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+        steps = integer(self.steps)
+        if steps is None or steps < 1:
             raise LowprobError(f"generates: steps must be a positive integer, got {self.steps!r}")
+        object.__setattr__(self, "steps", steps)
         t = self.temperature
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
             raise LowprobError(f"generates: temperature must be a finite number >= 0 (0: greedy), got {t!r}")
-        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
-                                       or self.top_k < 1):
-            raise LowprobError(f"generates: top_k must be a positive integer or absent, got {self.top_k!r}")
+        if self.top_k is not None:
+            top_k = integer(self.top_k)
+            if top_k is None or top_k < 1:
+                raise LowprobError(f"generates: top_k must be a positive integer or absent, got {self.top_k!r}")
+            object.__setattr__(self, "top_k", top_k)
 
     def tokens_named(self) -> tuple[int, ...]:
         return tuple(t for p in self.patterns for t in p)
@@ -273,6 +284,9 @@ class Generates:
         for token in self.tokens_named():
             if not 0 <= token < model.d_vocab:
                 raise LowprobError(f"pattern token must be an id in 0..{model.d_vocab - 1}, got {token}")
+        if self.top_k is not None and self.top_k > model.d_vocab:
+            raise LowprobError(f"generates: top_k = {self.top_k} exceeds the vocabulary ({model.d_vocab} tokens): "
+                               f"leave it out to sample from every token")
 
     def describe(self, tokenizer=None) -> dict[str, Any]:
         shown = " or ".join(repr(tokenizer.decode(list(p))) if tokenizer is not None else str(list(p))
@@ -284,27 +298,60 @@ class Generates:
                          f"{f', top {self.top_k}' if self.top_k else ''})"}
 
 
+def _sequences(value: Any) -> bool:
+    """Whether ``value`` is a collection of collections (not text): the shape of ``Generates.patterns``."""
+    def collection(v: Any) -> bool:
+        return isinstance(v, Iterable) and not isinstance(v, (str, bytes))
+
+    return collection(value) and all(collection(p) for p in value)
+
+
 EVENT_FORMS = ("argmax-is: TOKEN | argmax-in: TOKEN, TOKEN, ... | top-k: TOKEN, K | margin: TOKEN, M | "
                "prob-above: TOKEN, Q | generates: TEXT, ..., steps=N[, temperature=T][, top_k=K]  "
-               "(TOKEN: an id, or a JSON string such as \" yes\"; TEXT: a JSON string, any number of tokens)")
+               "(TOKEN: id:N, or a JSON string such as \" yes\"; a bare N is an id unless it is also a token's "
+               "text; TEXT: a JSON string, any number of tokens)")
+
+
+@dataclass(frozen=True)
+class _Id:
+    """``id:N`` in event text: a token id, never a token's text."""
+
+    value: int
+
+
+@dataclass(frozen=True)
+class _Option:
+    """``NAME=VALUE`` in event text (a ``generates`` option)."""
+
+    name: str
+    value: Any
 
 
 def parse_event(text: str, tokenizer, d_vocab: int) -> Event | Generates:
-    """An event from its text form (``EVENT_FORMS``), e.g. ``argmax-in: " yes", " sure"``."""
+    """An event from its text form (``EVENT_FORMS``), e.g. ``argmax-in: " yes", " sure"``.
+
+    TOKENs are read as ``--target`` reads them (``parse_token``): a bare number that is also a
+    token's text is refused as ambiguous, whatever the event kind.
+    """
+    if not isinstance(text, str):
+        raise LowprobError(f"an event's text must be a string such as 'argmax-is: id:8', got {text!r}")
+    if integer(d_vocab) is None or d_vocab < 1:
+        raise LowprobError(f"d_vocab must be the model's vocabulary size (model.d_vocab), got {d_vocab!r}")
     kind, colon, rest = text.partition(":")
     kind = kind.strip()
-    if kind == "generates":
-        return _parse_generates(text, rest, tokenizer)
-    try:
-        args = json.loads(f"[{rest}]") if colon else None
-    except json.JSONDecodeError:
-        args = None
+    args = _items(rest) if colon else None
+    if kind == "generates" and args is not None:
+        return _generates(text, args, tokenizer)
+
+    def token(value: Any) -> int:
+        return _event_token(value, tokenizer, d_vocab)
+
     makers = {
-        "argmax-is": (lambda a: len(a) == 1, lambda a: ArgmaxIs(_event_token(a[0], tokenizer, d_vocab))),
-        "argmax-in": (lambda a: len(a) >= 1, lambda a: ArgmaxIn(tuple(_event_token(t, tokenizer, d_vocab) for t in a))),
-        "top-k": (lambda a: len(a) == 2, lambda a: InTopK(_event_token(a[0], tokenizer, d_vocab), a[1])),
-        "margin": (lambda a: len(a) == 2, lambda a: MarginAtLeast(_event_token(a[0], tokenizer, d_vocab), a[1])),
-        "prob-above": (lambda a: len(a) == 2, lambda a: ProbabilityAbove(_event_token(a[0], tokenizer, d_vocab), a[1])),
+        "argmax-is": (lambda a: len(a) == 1, lambda a: ArgmaxIs(token(a[0]))),
+        "argmax-in": (lambda a: len(a) >= 1, lambda a: ArgmaxIn(tuple(token(t) for t in a))),
+        "top-k": (lambda a: len(a) == 2, lambda a: InTopK(token(a[0]), a[1])),
+        "margin": (lambda a: len(a) == 2, lambda a: MarginAtLeast(token(a[0]), a[1])),
+        "prob-above": (lambda a: len(a) == 2, lambda a: ProbabilityAbove(token(a[0]), a[1])),
     }
     if kind not in makers or args is None or not makers[kind][0](args):
         raise LowprobError(f"cannot read the event {text!r}: write one of {EVENT_FORMS}")
@@ -314,19 +361,33 @@ def parse_event(text: str, tokenizer, d_vocab: int) -> Event | Generates:
 GENERATES_OPTIONS = {"steps": int, "temperature": float, "top_k": int}
 
 
-def _parse_generates(text: str, rest: str, tokenizer) -> Generates:
-    """``generates: " import os", " eval(", steps=20, temperature=1``: texts, then NAME=VALUE options."""
-    texts, options = [], {}
-    try:
-        for item in json.loads(f"[{_quote_options(rest)}]"):
-            if isinstance(item, dict):
-                options.update(item)
-            elif isinstance(item, str):
-                texts.append(item)
-            else:
-                raise ValueError(item)
-    except (json.JSONDecodeError, ValueError):
-        raise LowprobError(f"cannot read the event {text!r}: write one of {EVENT_FORMS}") from None
+def _items(rest: str) -> list[Any] | None:
+    """The comma-separated items after the colon: JSON values, ``id:N`` (``_Id``) and ``NAME=VALUE``
+    (``_Option``, a JSON value); None when one cannot be read."""
+    out: list[Any] = []
+    for item in (i.strip() for i in _split_top_level(rest)):
+        ident = re.fullmatch(r"id:\s*(-?\d+)", item)
+        option = re.fullmatch(r"([A-Za-z_]\w*)\s*=(.*)", item, re.DOTALL)
+        try:
+            out.append(_Id(int(ident[1])) if ident else _Option(option[1], json.loads(option[2])) if option
+                       else json.loads(item))
+        except json.JSONDecodeError:
+            return None
+    return out
+
+
+def _generates(text: str, items: list[Any], tokenizer) -> Generates:
+    """``generates: " import os", " eval(", steps=20, temperature=1``: texts, then NAME=VALUE options, each once."""
+    texts = [i for i in items if isinstance(i, str)]
+    options: dict[str, Any] = {}
+    for item in items:
+        if not isinstance(item, (str, _Option)):
+            raise LowprobError(f"cannot read the event {text!r} ({item!r} is neither a JSON string nor NAME=VALUE): "
+                               f"write one of {EVENT_FORMS}")
+        if isinstance(item, _Option):
+            if item.name in options:
+                raise LowprobError(f"cannot read the event {text!r}: {item.name} is given twice; give it once")
+            options[item.name] = item.value
     unknown = sorted(set(options) - set(GENERATES_OPTIONS))
     if unknown or "steps" not in options or not texts:
         why = f"unknown option {', '.join(unknown)}" if unknown else "it needs a text and steps=N"
@@ -335,15 +396,6 @@ def _parse_generates(text: str, rest: str, tokenizer) -> Generates:
         raise LowprobError("this model has no tokenizer, so a generates event cannot name text")
     patterns = tuple(tuple(tokenizer.encode(t)) for t in texts)
     return Generates(patterns, options["steps"], options.get("temperature", 1.0), options.get("top_k"))
-
-
-def _quote_options(rest: str) -> str:
-    """Turn ``steps=20`` items into JSON objects ``{"steps": 20}`` so one JSON parse reads the list."""
-    out = []
-    for item in _split_top_level(rest):
-        name, eq, value = item.partition("=")
-        out.append(f'{{"{name.strip()}": {value.strip()}}}' if eq and name.strip().isidentifier() else item)
-    return ",".join(out)
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -366,12 +418,16 @@ def _split_top_level(text: str) -> list[str]:
 
 
 def _event_token(value: Any, tokenizer, d_vocab: int) -> int:
-    """A TOKEN of the event syntax: a JSON number is an id, a JSON string is the text of one token."""
+    """A TOKEN of the event syntax, read as ``parse_token`` reads ``--target``: ``id:N`` is an id, a JSON
+    string the text of one token, and a bare number an id unless it is also a token's text (ambiguous)."""
+    if isinstance(value, _Id):
+        return parse_token(f"id:{value.value}", tokenizer, d_vocab)
     if isinstance(value, str):
         return parse_token(json.dumps(value), tokenizer, d_vocab)
     if isinstance(value, int) and not isinstance(value, bool):
-        return parse_token(f"id:{value}", tokenizer, d_vocab)
-    raise LowprobError(f"a TOKEN is an id or a JSON string, got {value!r}")
+        return parse_token(str(value), tokenizer, d_vocab)
+    raise LowprobError(f"a TOKEN is an id or a JSON string (id:N, or a bare N that is no token's text), got "
+                       f"{value!r}")
 
 
 def parse_token(spec: str, tokenizer, d_vocab: int) -> int:
@@ -390,7 +446,7 @@ def parse_token(spec: str, tokenizer, d_vocab: int) -> int:
             hint = f" (for the text {spec!r}, write '\"{spec}\"')" if as_text is not None else ""
             raise LowprobError(f"token id must be in 0..{d_vocab - 1}, got {token}{hint}")
         if as_text is not None and as_text != token:
-            raise LowprobError(f"target {spec} is ambiguous: token id {token} is {tokenizer.decode([token])!r}, "
+            raise LowprobError(f"token {spec} is ambiguous: token id {token} is {tokenizer.decode([token])!r}, "
                                f"while the text {spec!r} is token id {as_text}; write id:{token} for the id or "
                                f"'\"{spec}\"' (a JSON string) for the text")
         return token

@@ -56,3 +56,42 @@ def test_user_errors_are_lowprob_errors(tmp_path):
 @pytest.mark.parametrize("argv", [["--help"], ["bench", "--help"]])
 def test_help(argv):
     assert runner.invoke(app, argv).exit_code == 0
+
+
+def test_bench_never_discards_earlier_rows_unless_forced(tmp_path):
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "rows.jsonl").write_text('{"key": "means/8/0/K1"}\n')
+    result = runner.invoke(app, ["bench", "--out", str(out), "--quick"])
+    assert isinstance(result.exception, LowprobError), result.output
+    assert "pass --resume to continue that run, --force to start over" in str(result.exception)
+    assert (out / "rows.jsonl").read_text() == '{"key": "means/8/0/K1"}\n'
+    result = runner.invoke(app, ["bench", "--out", str(out), "--quick", "--resume", "--force"])
+    assert isinstance(result.exception, LowprobError) and "give one of them" in str(result.exception)
+    (out / "config.json").write_text(json.dumps({"widths": [32]}))  # rows of another configuration
+    result = runner.invoke(app, ["bench", "--out", str(out), "--quick", "--resume"])
+    assert isinstance(result.exception, LowprobError) and "another configuration" in str(result.exception)
+
+
+def test_bench_refuses_a_file_or_a_directory_being_written(tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = runner.invoke(app, ["bench", "--out", str(tmp_path / "file"), "--quick"])
+    assert isinstance(result.exception, LowprobError) and "is a file, not a directory" in str(result.exception)
+    from lowprob.files import output_lock
+
+    with output_lock(tmp_path, "lowprob mlp bench"):
+        result = runner.invoke(app, ["bench", "--out", str(tmp_path), "--quick"])
+    assert isinstance(result.exception, LowprobError)
+    assert f"another lowprob mlp bench is writing {tmp_path}" in str(result.exception)
+    assert not (tmp_path / "rows.jsonl").exists()
+
+
+def test_a_refused_bench_prints_its_error_alone_and_names_a_corrupt_config(tmp_path):
+    (tmp_path / "rows.jsonl").write_text('{"key": "means/8/0/K1"}\n')
+    (tmp_path / "config.json").write_text('{"widths": [32],')  # torn by hand or by a full disk
+    result = runner.invoke(app, ["bench", "--out", str(tmp_path), "--quick"])
+    assert isinstance(result.exception, LowprobError) and "already exists" in str(result.exception)
+    assert "bench rows" not in result.output  # no empty progress bar before the refusal
+    result = runner.invoke(app, ["bench", "--out", str(tmp_path), "--quick", "--resume"])
+    assert isinstance(result.exception, LowprobError) and "bench rows" not in result.output
+    assert str(result.exception).startswith(f"{tmp_path}/config.json is not valid JSON (Expecting")

@@ -20,7 +20,6 @@ point, so a fresh run recomputes nothing):
 
 from __future__ import annotations
 
-import json
 import math
 import zlib
 from pathlib import Path
@@ -36,7 +35,7 @@ from lowprob.estimators import estimate
 from lowprob.estimators.catalog import methods_for
 from lowprob.estimators.naive import clopper_pearson
 from lowprob.events import Generates
-from lowprob.files import atomic_write, prepare_output, read_jsonl
+from lowprob.files import atomic_write, dumps_json, prepare_output, read_json, read_jsonl
 from lowprob.models.protocol import model_sha256
 
 MIN_HITS = 30  # sampled hits from which plain sampling is the reference (relative SE ≤ ~18%)
@@ -70,7 +69,7 @@ def _load_truth(scale: GenerationScale, model_name: str, path: Path) -> dict:
              "tilted": {t: [] for t in definition["targets"]}}
     for source in (path, SHIPPED / f"{model_name}.json"):
         if source.exists():
-            truth = json.loads(source.read_text())
+            truth = read_json(source)
             if truth["definition"] == definition:
                 return truth
             if source == path:
@@ -95,7 +94,7 @@ def compute_truth(scale: GenerationScale, model_name: str, path: Path, tick=lamb
         for t in texts:
             sampled["hits"][t] += int(patterns[t].occurs(continuations).sum())
         sampled["n"] += scale.chunk
-        atomic_write(path, (json.dumps(truth, indent=1) + "\n").encode())
+        atomic_write(path, (dumps_json(truth, indent=1) + "\n").encode())
         tick()
     for t in texts:
         runs = truth["tilted"][t]
@@ -103,7 +102,7 @@ def compute_truth(scale: GenerationScale, model_name: str, path: Path, tick=lamb
             e = estimate(model, dist, event_of(scale, model, t), method="tilted", budget=scale.reference_budget,
                          seed=REFERENCE_SEED + len(runs))
             runs.append(e.probability)
-            atomic_write(path, (json.dumps(truth, indent=1) + "\n").encode())
+            atomic_write(path, (dumps_json(truth, indent=1) + "\n").encode())
             tick()
     return truth
 
@@ -140,59 +139,68 @@ def plan_rows(scale: GenerationScale, model_name: str, rows_path: Path, methods:
 def run_generation_bench(scale: GenerationScale, out: Path, methods: list[str] | None, resume: bool,
                          progress: bool = True) -> Path:
     """Truth first (resumable, per chunk), then one row per (model, target, method, seed), appended."""
-    from tqdm import tqdm
-
     able = methods_for("generation")
     methods = list(methods or able)
     unknown = [m for m in methods if m not in able]
     if unknown:
         raise LowprobError(f"method(s) {', '.join(unknown)} cannot estimate generation events: "
                            f"choose from {', '.join(able)}")
-    from lowprob.bench.runner import check_config
+    from lowprob.bench.runner import claim_output
 
     out = Path(out)
-    config = out / "bench.json"
-    check_config(scale, out, resume)
-    prepare_output(out, kind="directory")
-    atomic_write(config, (json.dumps(scale.to_json(), indent=1) + "\n").encode())
-    for name in scale.models:
-        (out / "truth").mkdir(exist_ok=True)
-        truth_path = out / "truth" / f"{name}.json"
-        bar = tqdm(desc=f"truth {name}", unit="step", disable=not progress, dynamic_ncols=True)
-        truth = compute_truth(scale, name, truth_path, lambda b=bar: b.update(1))
-        bar.close()
-        model, dist = _problem(scale, name)
-        rows_path = out / "rows" / name / f"{scale.distribution}.jsonl"
-        rows_path.parent.mkdir(parents=True, exist_ok=True)
-        read_jsonl(rows_path, repair=True)
-        jobs = plan_rows(scale, name, rows_path, methods)
-        common = {"scale": scale.name, "model": name, "distribution": scale.distribution, "length": scale.length,
-                  "model_sha256": model_sha256(model), "distribution_sha256": dist.content_hash(),
-                  "version": __version__}
-        with rows_path.open("a") as f:
-            for method, seed, text in tqdm(jobs, desc=f"bench {name}", unit="est", disable=not progress):
-                fields = reference(truth, text)
-                fields.pop("cross_check")
-                e = estimate(model, dist, event_of(scale, model, text), method=method, budget=scale.budget,
-                             seed=seed)
-                row = {**common, "target": text, "target_text": text, "event": e.event, "method": method,
-                       "hyper": e.hyper, "seed": seed, "budget": scale.budget, "probability": e.probability,
-                       "interval": list(e.interval), "cost": e.to_json()["cost"], "diagnostics": e.diagnostics,
-                       **fields}
-                f.write(json.dumps(row) + "\n")
-                f.flush()
+    with claim_output(scale, out, resume):
+        atomic_write(out / "bench.json", (dumps_json(scale.to_json(), indent=1) + "\n").encode())
+        for name in scale.models:
+            _run_model(scale, name, out, methods, progress)
     return out
+
+
+def _run_model(scale: GenerationScale, name: str, out: Path, methods: list[str], progress: bool) -> None:
+    """One model's truth, then its rows."""
+    from tqdm import tqdm
+
+    (out / "truth").mkdir(exist_ok=True)
+    truth_path = out / "truth" / f"{name}.json"
+    bar = tqdm(desc=f"truth {name}", unit="step", disable=not progress, dynamic_ncols=True)
+    truth = compute_truth(scale, name, truth_path, lambda b=bar: b.update(1))
+    bar.close()
+    model, dist = _problem(scale, name)
+    rows_path = out / "rows" / name / f"{scale.distribution}.jsonl"
+    rows_path.parent.mkdir(parents=True, exist_ok=True)
+    read_jsonl(rows_path, repair=True)
+    jobs = plan_rows(scale, name, rows_path, methods)
+    common = {"scale": scale.name, "model": name, "distribution": scale.distribution, "length": scale.length,
+              "model_sha256": model_sha256(model), "distribution_sha256": dist.content_hash(),
+              "version": __version__}
+    with rows_path.open("a") as f:
+        for method, seed, text in tqdm(jobs, desc=f"bench {name}", unit="est", disable=not progress):
+            fields = reference(truth, text)
+            fields.pop("cross_check")
+            e = estimate(model, dist, event_of(scale, model, text), method=method, budget=scale.budget,
+                         seed=seed)
+            row = {**common, "target": text, "target_text": text, "event": e.event, "method": method,
+                   "hyper": e.hyper, "seed": seed, "budget": scale.budget, "probability": e.probability,
+                   "interval": list(e.interval), "cost": e.to_json()["cost"], "diagnostics": e.diagnostics,
+                   **fields}
+            f.write(dumps_json(row) + "\n")
+            f.flush()
 
 
 def summarise(directory: Path) -> tuple[list[dict], list[dict]]:
     """Per (model, target, method) over seeds: the truth, mean estimate, relative error (root mean square
     about the truth), interval coverage and the plain-sampling calls that relative error is worth;
     and per (model, target) the cross-check of the two truths."""
+    from lowprob.bench.score import load_rows
+
     directory = Path(directory)
-    rows = [r for path in sorted(directory.glob("rows/*/*.jsonl")) for r in read_jsonl(path)]
+    rows = load_rows(directory)
     cells, checks = [], []
     for model in sorted({r["model"] for r in rows}):
-        truth = json.loads((directory / "truth" / f"{model}.json").read_text())
+        truth_path = directory / "truth" / f"{model}.json"
+        if not truth_path.exists():
+            raise LowprobError(f"{truth_path} is missing: a generation report needs the truth files that "
+                               f"`lowprob bench --scale generation` wrote next to the rows")
+        truth = read_json(truth_path)
         for text in truth["definition"]["targets"]:
             checks.append({"model": model, "target": text, **reference(truth, text)["cross_check"]})
             for method in sorted({r["method"] for r in rows if r["model"] == model}):

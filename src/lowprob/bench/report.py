@@ -9,7 +9,6 @@ few targets, not the estimators' own seed-to-seed noise.
 from __future__ import annotations
 
 import csv
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 from lowprob.bench.score import CONSTANT, load_rows, score_rows, wnrv_gain
 from lowprob.estimators.catalog import INTERVAL_KINDS, METHODS
 from lowprob.evaluation import ZERO_FLOOR
-from lowprob.files import prepare_output
+from lowprob.files import prepare_output, read_json
 
 BOOTSTRAP_REPS = 1000
 SENSITIVITY_FLOORS = (1e-12, 1e-10, 1e-8)
@@ -113,13 +112,13 @@ def write_report(directory: str | Path, out: str | Path | None = None, zero_floo
     directory = Path(directory)
     out = prepare_output(out if out is not None else directory, kind="directory")
     config_path = directory / "bench.json"
-    if config_path.exists() and json.loads(config_path.read_text()).get("name") == "generation":
+    if config_path.exists() and read_json(config_path).get("name") == "generation":
         from lowprob.bench.generation import write_generation_report  # text targets: a report of its own
 
         return write_generation_report(directory, out)
     rows = load_rows(directory)
     config_path = directory / "bench.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    config = read_json(config_path) if config_path.exists() else {}
     pool = config.get("planted") is not None  # one target per pair: fit across a model's pairs
     records, notes = score_rows(rows, zero_floor, pool_distributions=pool)
     models = sorted({r["model"] for r in records})
@@ -263,6 +262,15 @@ def _loss_axis_cap(values: list[float]) -> float:
     return float(min(finite.max(), 10 ** (np.ceil(np.log10(np.quantile(finite, 0.75))) + 2)))
 
 
+def save_plot(fig: plt.Figure, path: Path) -> Path:
+    """Lay out, write and close ``fig``. The saved area grows to hold what sticks out of the figure (a
+    legend below the axes, a long title), so nothing is clipped."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def _error_vs_p(records: list[dict], estimators: list[str], out: Path, zero_floor: float) -> Path:
     """Unfit |log10 q/p| against log10 p, one line per method (median per half decade): how error grows as p falls."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -279,13 +287,9 @@ def _error_vs_p(records: list[dict], estimators: list[str], out: Path, zero_floo
                 medians.append(np.median(err[inside]))
         ax.plot(mids, medians, marker="o", ms=3, label=me)
     ax.set(xlabel="log10 ground truth p", ylabel="median |log10 q/p| (unfit)",
-           title=f"Error against rarity (a zero scores log10(p/{zero_floor:g}): the rising diagonal)")
+           title=f"Error against rarity\n(a zero scores log10(p/{zero_floor:g}): the rising diagonal)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "error_vs_p.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_plot(fig, out / "error_vs_p.png")
 
 
 def _plots(records: list[dict], models: list[str], estimators: list[str], out: Path, zero_floor: float
@@ -311,14 +315,13 @@ def _plots(records: list[dict], models: list[str], estimators: list[str], out: P
                     ax.text(xi, cap, _fmt(float(v)), rotation=90, ha="center", va="top", fontsize=6, color="w")
         ax.set_xticks(np.arange(len(dists) + 1), [*dists, "mean"])
         cut = any(v > cap for vals in bars.values() for v in vals[0])
-        ax.set(yscale="log", ylabel="mean IS loss", title=f"{model}: loss by distribution and method (bars: "
+        ax.set(yscale="log", ylabel="mean IS loss", title=f"{model}: loss by distribution and method\n(bars: "
                "leak-free" + (f"; cut at {_fmt(cap)}, values on the cut bars)" if cut else ")"))
         ax.set_ylim(top=cap * 1.05)
-        ax.legend(fontsize=7, ncol=len(methods) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.08))
-        fig.tight_layout()
-        paths.append(out / f"loss_{model}.png")
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        entries = len(methods) + 1  # as many to a row as the figure's width holds (about 1.1 inch each)
+        ax.legend(fontsize=7, ncol=min(entries, int(fig.get_figwidth() / 1.1)), loc="upper center",
+                  bbox_to_anchor=(0.5, -0.08))
+        paths.append(save_plot(fig, out / f"loss_{model}.png"))
     p_all = np.array([r["ground_truth"] for r in records])
     for key, name, label in (("estimate", "scatter_raw", f"raw estimate (▽ = 0, drawn at {zero_floor:g})"),
                              ("fitted", "scatter_fitted", "leave-one-out fitted estimate")):
@@ -341,10 +344,7 @@ def _plots(records: list[dict], models: list[str], estimators: list[str], out: P
                 ax.set(xlim=(p_all.min() / 3, p_all.max() * 3), ylim=(p_all.min() / 30, p_all.max() * 30))
         axes[0][0].set_ylabel(label, fontsize=8)
         axes[0][-1].legend(fontsize=7)
-        fig.tight_layout()
-        paths.append(out / f"{name}.png")
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        paths.append(save_plot(fig, out / f"{name}.png"))
     paths.append(_error_vs_p(records, estimators, out, zero_floor))
     fig, ax = plt.subplots(figsize=(1.2 * len(estimators) * max(1, len(models)) / 2 + 2, 3.4))
     width = 0.8 / max(1, len(models))
@@ -357,8 +357,5 @@ def _plots(records: list[dict], models: list[str], estimators: list[str], out: P
     ax.set_xticks(np.arange(len(estimators)), estimators)
     ax.set(ylim=(0, 1.05), ylabel="interval coverage of ground truth", title="95% interval coverage")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "coverage.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(save_plot(fig, out / "coverage.png"))
     return paths

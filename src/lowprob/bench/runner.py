@@ -10,10 +10,11 @@ Layout of the output directory:
 On a planted-trigger scale the one target is the planted one, and each row of a sampling method also
 carries ``attribution``: whether its hits rank the trigger's values first in their slots.
 
-A crash loses at most the estimates in flight: ``--resume`` drops a torn last line and skips every row
-already written. Pairs are independent, so ``workers`` processes (``lowprob.threads``' budget each) run them in
-parallel, or ``backend="ray"`` runs chunks of a pair's estimates as Ray tasks (``ray_runner.py``); both make
-each row with ``estimate_row``, and rows depend on neither the worker count nor the backend, only on seeds.
+A crash loses at most the estimates in flight: ``--resume`` drops a torn last line and skips every row already
+written. A run holds the directory's lock (``claim_output``): a second run into it fails at once. Pairs are
+independent, so ``workers`` processes (``lowprob.threads``' budget each) run them in parallel, or
+``backend="ray"`` runs chunks of a pair's estimates as Ray tasks (``ray_runner.py``); both make each row with
+``estimate_row``, and rows depend on neither the worker count nor the backend, only on seeds.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty
@@ -44,7 +46,7 @@ from lowprob.estimators.catalog import methods_for
 from lowprob.evaluation import select_targets, target_range
 from lowprob.evaluation.targets import candidate_targets
 from lowprob.events import ArgmaxIs
-from lowprob.files import atomic_write, prepare_output, read_jsonl
+from lowprob.files import atomic_write, dumps_json, output_lock, prepare_output, read_json, read_jsonl
 from lowprob.models.backdoor import PlantedTrigger, planted_trigger
 from lowprob.models.protocol import model_sha256
 from lowprob.threads import thread_count, torch_threads
@@ -57,12 +59,13 @@ def hyper_grid(scale: Scale, method: str) -> list[dict]:
     return [dict(zip(tuned, values, strict=True)) for values in itertools.product(*(scale.grid(k) for k in tuned))]
 
 
-def row_key(method: str, hyper: dict, target: int, seed: int) -> tuple:
+def row_key(method: str, hyper: dict, target: int | str, seed: int) -> tuple:
+    """One estimate's identity within a rows file: resume skips it, a report refuses it twice."""
     return method, hyper_key(hyper), target, seed
 
 
 def _write_json(path: Path, obj) -> None:
-    atomic_write(path, (json.dumps(obj, indent=1) + "\n").encode())
+    atomic_write(path, (dumps_json(obj, indent=1) + "\n").encode())
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ def plan_pair(scale: Scale, model_name: str, dist_name: str, out: Path, methods:
         targets, meta = _drawn_targets(scale, gt, model_name, dist_name)
     meta["ground_truth"] = {"exact": gt.exact, "n": gt.n_samples, "seed": gt.seed}
     meta_path = out / "rows" / model_name / f"{dist_name}.targets.json"
-    if meta_path.exists() and json.loads(meta_path.read_text()) != json.loads(json.dumps(meta)):
+    if meta_path.exists() and read_json(meta_path) != json.loads(dumps_json(meta)):
         raise LowprobError(f"the ground truth of {model_name}/{dist_name} changed since {out} was started "
                            f"(other targets); run into an empty directory")
     truth = {t: {"ground_truth": float(gt.probabilities[t]), "ground_truth_exact": gt.exact,
@@ -171,7 +174,7 @@ def append_rows(path: Path, rows: Iterable[dict], tick: Callable[[], None]) -> N
     """Append rows one by one, flushed as each comes, so a crash loses only rows not yet made."""
     with path.open("a") as f:
         for row in rows:
-            f.write(json.dumps(row) + "\n")
+            f.write(dumps_json(row) + "\n")
             f.flush()
             tick()
 
@@ -191,8 +194,20 @@ def check_config(scale: Scale | GenerationScale, out: Path, resume: bool) -> Non
         if not resume:
             raise LowprobError(f"{out} already holds benchmark results: pass --resume to continue that run, "
                                f"or choose an empty directory")
-        if config.exists() and json.loads(config.read_text()) != json.loads(json.dumps(scale.to_json())):
+        if config.exists() and read_json(config) != json.loads(dumps_json(scale.to_json())):
             raise LowprobError(f"{out} holds a run of another scale definition; choose an empty directory")
+
+
+@contextmanager
+def claim_output(scale: Scale | GenerationScale, out: Path, resume: bool) -> Iterator[None]:
+    """Create ``out`` and hold its lock for the whole run, then check what it holds.
+
+    Two runs into one directory would each write every estimate; the second fails at once instead.
+    """
+    prepare_output(out, kind="directory")
+    with output_lock(out, "lowprob bench"):
+        check_config(scale, out, resume)
+        yield
 
 
 _QUEUE = None  # a worker's channel for progress ticks, set by ``_init_worker``
@@ -268,15 +283,21 @@ def run_bench(scale: Scale | GenerationScale, out: str | Path, methods: list[str
         raise LowprobError("the paper scale needs --ground-truth DIR with 2^32-sample tables (see the README)")
     out = Path(out)
     gt_dir = Path(ground_truth_dir) if ground_truth_dir is not None else None
-    check_config(scale, out, resume)
     pairs = _chosen_pairs(scale, only)
-    with torch_threads():
-        plans = [plan_pair(scale, m, d, out, methods, gt_dir) for m, d in pairs]
-    prepare_output(out, kind="directory")
-    _write_json(out / "bench.json", scale.to_json())
-    bar = tqdm(total=sum(len(p.jobs) for p in plans), unit="est", desc=f"bench {scale.name}", disable=not progress,
-               dynamic_ncols=True)
-    plans = [p for p in plans if p.jobs]
+    with claim_output(scale, out, resume):
+        with torch_threads():
+            plans = [plan_pair(scale, m, d, out, methods, gt_dir) for m, d in pairs]
+        _write_json(out / "bench.json", scale.to_json())
+        bar = tqdm(total=sum(len(p.jobs) for p in plans), unit="est", desc=f"bench {scale.name}",
+                   disable=not progress, dynamic_ncols=True)
+        _run_plans(scale, [p for p in plans if p.jobs], out, gt_dir, bar, workers, backend, address)
+        bar.close()
+    return out
+
+
+def _run_plans(scale: Scale, plans: list[PairPlan], out: Path, gt_dir: Path | None, bar: tqdm, workers: int,
+               backend: str, address: str | None) -> None:
+    """Make the planned estimates here, in ``workers`` processes, or on Ray, ticking ``bar`` per row."""
     if backend == "ray":
         from lowprob.bench.ray_runner import run_on_ray
 
@@ -304,5 +325,3 @@ def run_bench(scale: Scale | GenerationScale, out: str | Path, methods: list[str
                     raise failed[0].exception()
                 if all(fut.done() for fut in futures):
                     break
-    bar.close()
-    return out

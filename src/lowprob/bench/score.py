@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lowprob.bench.runner import row_key
 from lowprob.bench.scales import hyper_key
 from lowprob.errors import LowprobError
 from lowprob.estimators.catalog import METHODS
@@ -42,11 +43,26 @@ ALL_DISTRIBUTIONS = "*"  # the distribution group of a pooled unit (``score_rows
 
 
 def load_rows(directory: str | Path) -> list[dict]:
-    """Every complete row under ``directory/rows`` (a torn last line from a crash is skipped)."""
+    """Every complete row under ``directory/rows`` (a torn last line from a crash is skipped).
+
+    An estimate present twice (two runs wrote into one directory) would be counted twice in every
+    mean: it is refused, naming the file and the row key the runner resumes by.
+    """
     files = sorted(Path(directory).glob("rows/*/*.jsonl"))
     if not files:
         raise LowprobError(f"no benchmark rows under {directory}/rows: run `lowprob bench --out {directory}` first")
-    return [row for path in files for row in read_jsonl(path)]
+    rows = []
+    for path in files:
+        seen = set()
+        for row in read_jsonl(path):
+            key = row_key(row["method"], row["hyper"], row["target"], row["seed"])
+            if key in seen:
+                raise LowprobError(f"{path} holds the estimate (method, hyper, target, seed) = {key} twice (did two "
+                                   f"runs write into {directory}?): delete the duplicate lines, or rerun into an "
+                                   f"empty directory")
+            seen.add(key)
+            rows.append(row)
+    return rows
 
 
 def tuned_text(row: dict) -> str | None:

@@ -12,7 +12,6 @@ method: whether the value its hits rank first in each slot of the conjunction is
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -20,7 +19,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from lowprob.bench.report import save_plot
 from lowprob.bench.score import CONSTANT, tuned_text
+from lowprob.files import read_json
 
 FOUND_FACTOR = 3.0
 
@@ -43,7 +44,7 @@ def _trigger_probabilities(directory: Path, records: list[dict]) -> dict[tuple[s
     out = {}
     for r in records:
         path = directory / "rows" / r["model"] / f"{r['distribution']}.targets.json"
-        meta = json.loads(path.read_text()) if path.exists() else {}
+        meta = read_json(path) if path.exists() else {}
         out[(r["model"], r["distribution"])] = meta.get("trigger_probability", r["ground_truth"])
     return out
 
@@ -149,8 +150,4 @@ def _found_plot(scored: list[dict], found: dict, trigger_p: dict, methods: list[
     ax.title.set_fontsize(9)
     ax.invert_xaxis()
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "found_it.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_plot(fig, out / "found_it.png")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from lowprob.checks import check_model
 from lowprob.distributions.base import TokenDistribution
 from lowprob.distributions.paper import LENGTHS, PAPER_DISTRIBUTIONS, paper_distribution
 from lowprob.distributions.tiny import TINY_FAMILIES, tiny_distribution
@@ -19,16 +21,30 @@ def distribution_names() -> list[str]:
     return [*PAPER_DISTRIBUTIONS, *TINY_FAMILIES]
 
 
-def load_distribution(name: str, model, length: str = "cpu"):
+def load_distribution(name: str | os.PathLike, model, length: str = "cpu"):
     """A paper distribution, a tiny family, a trigger distribution (``trigger-p8``), a saved
     ``.safetensors`` distribution file, or a slot distribution (a ``.toml``/``.json`` prompt
-    template), for ``model``."""
+    template, a ``str`` or a ``pathlib.Path``), for ``model``. ``length`` picks a paper
+    distribution's variant; every other kind has one length, so another ``length`` is refused."""
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str):
+        raise LowprobError(f"a distribution is a name ({', '.join(distribution_names())}, "
+                           f"{', '.join(TRIGGER_DISTRIBUTIONS)}) or a file path, got {name!r}")
+    check_model(model)
+    if length != "cpu" and name not in PAPER_DISTRIBUTIONS:
+        raise LowprobError(f"length {length!r} picks a variant of a paper distribution "
+                           f"({', '.join(PAPER_DISTRIBUTIONS)}); {name} has one length: leave length (--length) "
+                           f"at its default, cpu")
     if name in PAPER_DISTRIBUTIONS:
         return paper_distribution(name, model, length)
     if name in TINY_FAMILIES:
         return tiny_distribution(name, model.d_vocab)
     if name in TRIGGER_DISTRIBUTIONS:
         return trigger_distribution(name, getattr(model, "tokenizer", None))
+    if Path(name).is_dir():
+        raise LowprobError(f"{name} is a directory: give a template file (.toml or .json) or a distribution "
+                           f"file (.safetensors)")
     if name.endswith((".toml", ".json")):
         from lowprob.distributions.slots import SlotDistribution
 

@@ -17,10 +17,11 @@ from typing import Union
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 from lowprob.errors import LowprobError
+from lowprob.files import atomic_write
 
 PROB_ATOL = 1e-6  # how far a position's probabilities may sum from 1 without normalize=True
 FORMAT = "lowprob.TokenDistribution/1"
@@ -50,6 +51,9 @@ class TokenDistribution:
         Probabilities must be finite, non-negative and sum to 1 within ``PROB_ATOL`` unless
         ``normalize=True``; zero-probability tokens are dropped from the support.
         """
+        if isinstance(positions, (str, bytes)) or not hasattr(positions, "__len__"):
+            raise LowprobError(f"from_positions takes a list with one spec per position (an int, or (ids, probs)), "
+                               f"got {positions!r}")
         if len(positions) == 0:
             raise LowprobError("a distribution needs at least one position")
         if n_ctx is not None and len(positions) > n_ctx:
@@ -201,10 +205,10 @@ class TokenDistribution:
         return h.hexdigest()
 
     def save(self, path: str | Path) -> None:
+        """Write a safetensors file ``load`` reads; atomic and honouring the umask, like every file we write."""
         tensors = {"ids": torch.cat(self._ids), "probs": torch.cat(self._probs),
                    "sizes": torch.tensor(self.support_sizes(), dtype=torch.long)}
-        save_file(tensors, str(path), metadata={"format": FORMAT, "name": self.name,
-                                                "sha256": self.content_hash()})
+        atomic_write(path, save(tensors, metadata={"format": FORMAT, "name": self.name, "sha256": self.content_hash()}))
 
     @classmethod
     def load(cls, path: str | Path) -> TokenDistribution:

@@ -84,7 +84,7 @@ def icl_word_filter(letter: str) -> Callable[[str], bool]:
 class Tables:
     counts: dict[str, np.ndarray]  # kind -> unigram counts over the vocabulary (training split)
     hex_weights: np.ndarray  # frequency of each token when random hex text is tokenised
-    tokenizer_sha256: str
+    tokenizer_vocab_sha256: str  # the tokenizer the counts are over (``Tokenizer.vocab_sha256``)
 
 
 def tables_path() -> Path:
@@ -100,7 +100,7 @@ def load_tables(path: Path | None = None) -> Tables:
         meta = f.metadata()
         arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     counts = {k.removeprefix("counts_"): v for k, v in arrays.items() if k.startswith("counts_")}
-    return Tables(counts, arrays["hex_weights"], meta["tokenizer_sha256"])
+    return Tables(counts, arrays["hex_weights"], meta["tokenizer_vocab_sha256"])
 
 
 # --- building blocks -----------------------------------------------------------------------------
@@ -227,9 +227,7 @@ def paper_distribution(name: str, model, length: str = "cpu") -> TokenDistributi
     if tokenizer is None:
         raise LowprobError("the paper distributions are defined over a tokenizer; this model has none")
     tables = load_tables()
-    from lowprob.models.zoo import sha256_bytes
-
-    if sha256_bytes(tokenizer.to_str().encode()) != tables.tokenizer_sha256:
+    if tokenizer.vocab_sha256() != tables.tokenizer_vocab_sha256:
         raise LowprobError("the paper distributions' frequency tables belong to the shipped tokenizer; "
                            "this model uses another one (build tables for it with "
                            "build_tables in the repository's tools/build_tables.py)")

@@ -27,7 +27,6 @@ which the linear tilt ignores — that only makes a proposal less sharp, never a
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import tomllib
@@ -39,8 +38,10 @@ from torch import Tensor, nn
 
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
+from lowprob.files import read_json
 
 WEIGHT_TOLERANCE = 1e-6
+SLOT_KEYS = ("values", "weights")  # what a [slots.NAME] table may hold
 SLOT = re.compile(r"\{(\w+)\}")
 
 
@@ -100,19 +101,26 @@ class SlotDistribution:
     def load(cls, path: str | Path, tokenizer) -> SlotDistribution:
         """A ``.toml`` or ``.json`` file with ``template`` and ``[slots.NAME]`` tables."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-            spec = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        except FileNotFoundError:
-            raise LowprobError(f"{path} does not exist") from None
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise LowprobError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
+        if path.suffix == ".json":
+            spec = read_json(path)
+        else:
+            try:
+                spec = tomllib.loads(path.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                raise LowprobError(f"{path} does not exist") from None
+            except OSError as exc:
+                raise LowprobError(f"cannot read {path}: {exc.strerror or exc}") from None
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise LowprobError(f"{path} is not valid TOML: {exc}") from None
         if not isinstance(spec, dict) or "template" not in spec or not isinstance(spec.get("slots"), dict):
             raise LowprobError(f"{path} needs a `template` string and `[slots.NAME]` tables")
         unknown = sorted(set(spec) - {"template", "slots"})
         if unknown:
             raise LowprobError(f"{path}: unknown key(s) {', '.join(unknown)}; expected template and slots")
-        return cls.from_spec(spec["template"], spec["slots"], tokenizer, name=path.stem)
+        try:
+            return cls.from_spec(spec["template"], spec["slots"], tokenizer, name=path.stem)
+        except LowprobError as exc:  # what is wrong inside the file: name the file too
+            raise LowprobError(f"{path}: {exc}") from None
 
     # --- structure ----------------------------------------------------------------------------
     @property
@@ -182,6 +190,9 @@ class SlotDistribution:
 def _slot(name: str, spec: dict, tokenizer) -> Slot:
     if not isinstance(spec, dict) or not isinstance(spec.get("values"), list) or not spec["values"]:
         raise LowprobError(f"slot {name}: give a non-empty list `values`")
+    unknown = sorted(set(spec) - set(SLOT_KEYS))
+    if unknown:  # a misspelt `weights` would otherwise leave the slot uniform without a word
+        raise LowprobError(f"slot {name}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(SLOT_KEYS)}")
     values = spec["values"]
     if not all(isinstance(v, str) and v for v in values):
         raise LowprobError(f"slot {name}: every value must be a non-empty string")

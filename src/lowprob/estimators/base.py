@@ -5,6 +5,8 @@ the estimate, a nominal 95% interval, the model calls it made and diagnostics (a
 ``estimate`` validates the request at the boundary, times the run, prices it in FLOPs and turns it
 into an ``Estimate`` that names what was estimated and lies in [0, 1].
 ``budget`` counts samples pushed through the model (one sequence = one call, as in the paper).
+Asked to (``max_seconds``, ``progress``), it first predicts the run's duration from a timed probe,
+refuses a run past the limit and shows a bar for a long one, fed by the forward helpers below.
 """
 
 from __future__ import annotations
@@ -12,18 +14,29 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from scipy import stats
 
+from lowprob import checks
 from lowprob.attribution import Attribution, Hits, Labels, SampledHits, attribute
+from lowprob.continuations import check_room
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
-from lowprob.estimators.catalog import DEFAULT_METHODS, get_method, methods_for, methods_with_samples
+from lowprob.estimators.catalog import (
+    DEFAULT_METHODS,
+    Method,
+    check_budget,
+    get_method,
+    methods_for,
+    methods_with_samples,
+)
 from lowprob.events import Event, Generates
 from lowprob.models.protocol import LanguageModel
+from lowprob.progress import advance, metered
 from lowprob.threads import torch_threads
 
 
@@ -130,6 +143,7 @@ def score_and_gradient(model: LanguageModel, event: Event, tokens: torch.Tensor,
         logits = model.unembed(model.final_residual(emb))
         values = (score or event.score)(logits)
         (grad,) = torch.autograd.grad(values.sum(), emb)
+    advance(3 * len(tokens))  # a backward counts as two forwards
     return values.detach().double().cpu(), event.indicator(logits.detach()).cpu(), grad
 
 
@@ -151,6 +165,7 @@ def outcomes(model: LanguageModel, event: Event, tokens: torch.Tensor,
              score: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Event score [B] (float64) and indicator [B] on the CPU, for CPU token ids; logits stay on the device."""
     logits = model.logits(tokens.to(model.device))
+    advance(len(tokens))
     return (score or event.score)(logits).double().cpu(), event.indicator(logits).cpu()
 
 
@@ -161,30 +176,41 @@ def one_hot_scores(model: LanguageModel, ids: torch.Tensor, grad: torch.Tensor) 
     return torch.einsum("...wd,...d->...w", emb, grad).double().cpu()
 
 
+PROBE_SECONDS = 0.1  # the timed probe grows until it lasts this long (or reaches PROBE_ROWS)
+PROBE_ROWS = 1024
+PROGRESS_SECONDS = 10.0  # with progress=True, runs predicted longer than this show a bar
+
+
 def estimate(model: LanguageModel, dist: TokenDistribution, event: Event | Generates, method: str | None = None,
-             budget: int = 4096, seed: int = 0, **hyper: Any) -> Estimate:
+             budget: int = 4096, seed: int = 0, *, max_seconds: float | None = None, progress: bool = False,
+             **hyper: Any) -> Estimate:
     """Estimate P(event) for inputs from ``dist``, spending ``budget`` model calls.
 
     Every method goes through here: the request is checked against the method's declaration
     (``estimators.catalog``), the run is timed and priced in FLOPs, and the result is put in [0, 1]
     — an importance-sampling average can exceed 1 and a bound built from a largest weight can too,
-    while the truth cannot (the unclipped value is kept in the diagnostics).
+    while the truth cannot (the unclipped value is kept in the diagnostics). With ``max_seconds``, a
+    run that a timed probe predicts to take longer is refused before any work (None: no limit);
+    with ``progress``, one predicted past ``PROGRESS_SECONDS`` shows a bar on stderr. Neither
+    changes the estimate: the probe draws from a generator of its own.
     """
+    checks.check_event(event)
     family = "generation" if isinstance(event, Generates) else "logits"
     method = method or DEFAULT_METHODS[family]
     spec = get_method(method)
+    budget, seed = check_budget(budget), checks.check_seed(seed)
     params = spec.resolve(budget, hyper)
+    max_seconds = checks.time_limit(max_seconds)
     if family not in spec.events:
         raise LowprobError(f"{method} does not estimate {family} events; methods that do: "
                            f"{', '.join(methods_for(family))}")
     source = dist
-    model, dist = dist.bind(model)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise LowprobError(f"seed must be a non-negative integer, got {seed!r}")
+    model, dist = checks.bind(model, dist)
     event.validate(model)
-    dist.check_model(model)
+    if isinstance(event, Generates):
+        check_room(model, len(dist), event.steps)
     generator = torch.Generator().manual_seed(seed)
-    with torch_threads():
+    with torch_threads(), _planned(model, dist, event, spec, budget, max_seconds, progress):
         start = time.perf_counter()
         raw = spec.function()(model, dist, event, budget, generator, **params)
         seconds = time.perf_counter() - start
@@ -201,3 +227,44 @@ def estimate(model: LanguageModel, dist: TokenDistribution, event: Event | Gener
                     diagnostics, params, model=getattr(model, "name", "") or "", distribution=dist.name,
                     event=event.describe(tokenizer), interval_kind=spec.interval,
                     samples=samples)
+
+
+def _planned(model: LanguageModel, dist: TokenDistribution, event: Event | Generates, spec: Method, budget: int,
+             max_seconds: float | None, progress: bool) -> AbstractContextManager:
+    """What to run the estimate inside: nothing, unless a limit or a bar was asked for; then a timed probe
+    predicts the run's seconds from its work (``spec.work`` units per model call), a run past
+    ``max_seconds`` is refused, and a long one gets a progress meter."""
+    if max_seconds is None and not progress:
+        return nullcontext()
+    from lowprob.truth.compute import duration
+
+    total = spec.work * budget
+    per_unit = _seconds_per_unit(model, dist, event, total)
+    seconds = total * per_unit
+    units = "continuations" if isinstance(event, Generates) else "forward passes"
+    if max_seconds is not None and seconds > max_seconds:
+        raise LowprobError(
+            f"{spec.name} at budget {budget:,} would take about {duration(seconds)} here ({total:,} {units} at "
+            f"{1 / per_unit:,.0f} a second, timed by a probe), more than the limit of {max_seconds / 3600:.3g} h: "
+            f"lower the budget, or raise the limit (--max-hours H; max_seconds=None in Python) if you mean it")
+    if not progress or seconds <= PROGRESS_SECONDS:
+        return nullcontext()
+    return metered(total, "cont" if isinstance(event, Generates) else "seq", spec.name,
+                   f"probe estimate {duration(seconds)}")
+
+
+def _seconds_per_unit(model: LanguageModel, dist: TokenDistribution, event: Event | Generates, total: int) -> float:
+    """Seconds per unit of work — one sequence's forward pass, or one continuation of a generation event —
+    timed on the real thing (``happened`` on sequences from ``dist``), grown 4x at a time until it lasts
+    ``PROBE_SECONDS``: a measured rate, overheads and this machine's load included. Its draws come from a
+    generator of its own, so the run's are untouched."""
+    generator = torch.Generator().manual_seed(0)
+    n = min(8, total)
+    while True:
+        tokens = dist.sample(n, generator)
+        start = time.perf_counter()
+        happened(model, event, tokens, generator)
+        elapsed = time.perf_counter() - start
+        if elapsed >= PROBE_SECONDS or n >= min(PROBE_ROWS, total):
+            return max(elapsed, 1e-9) / n
+        n = min(4 * n, PROBE_ROWS, total)

@@ -15,7 +15,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lowprob.checks import integer
 from lowprob.errors import LowprobError
+
+# Past 2^40 model calls a run finishes nowhere (12 days even at a million calls a second), and some methods
+# hold a share of the budget in memory at once (CEIS's pilot: a sixteenth of its sequences).
+MAX_BUDGET = 1 << 40
+
+
+def check_budget(budget: Any) -> int:
+    """``budget`` (model calls) as a plain ``int`` in 1 .. 2^40; any integer type is accepted (numpy's too)."""
+    n = integer(budget)
+    if n is None or n < 1:
+        raise LowprobError(f"budget must be a positive integer (model calls), got {budget!r}")
+    if n > MAX_BUDGET:
+        raise LowprobError(f"budget must be at most 2^40 = {MAX_BUDGET:,} model calls (12 days even at a million "
+                           f"calls a second), got {n:,}")
+    return n
 
 
 @dataclass(frozen=True)
@@ -92,17 +108,21 @@ class Method:
     interval: str = "approximate"  # what the method's 95% interval accounts for: a key of INTERVAL_KINDS
     events: tuple[str, ...] = ("logits",)  # the event families it estimates: "logits", "generation"
     samples: bool = True  # draws weighted samples of the event, so Estimate.attribution() can read its hits
+    # units of work per model call of the budget, what ``estimate``'s timed probe prices a run by: forward
+    # passes of one sequence (a backward counts 2), or for a generation event, continuations of a prompt
+    work: int = 1
 
     def resolve(self, budget: Any, hyper: dict[str, Any]) -> dict[str, Any]:
         """Check ``budget`` and ``hyper`` against the declaration; return the full hyper-parameters."""
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-            raise LowprobError(f"budget must be a positive integer (model calls), got {budget!r}")
+        budget = check_budget(budget)
         if budget < self.min_budget:
             raise LowprobError(f"{self.name} needs a budget of at least {self.min_budget} model calls, got {budget}")
         unknown = sorted(set(hyper) - set(self.params))
         if unknown:
             valid = ", ".join(sorted(self.params)) or "none"
             raise LowprobError(f"{self.name} has no hyper-parameter {', '.join(unknown)}; valid: {valid}")
+        # integers of any kind (numpy's) as plain ints: checked like them, and written to JSON like them
+        hyper = {k: v if integer(v) is None else integer(v) for k, v in hyper.items()}
         for key, value in hyper.items():
             if not self.params[key].accepts(value):
                 raise LowprobError(f"{self.name}: {key} must be {self.params[key].expected}, got {value!r}")
@@ -146,13 +166,14 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            min_budget=32, events=("generation",), interval="sampling-only"),  # 83% covered: see INTERVAL_KINDS
     Method("itgis", "importance sampling with gradient-tilted independent tokens", "lowprob.estimators.itgis:itgis",
            {"temperature": positive_number(1.0, _TEMPERATURE, tuned=True),
-            "batch_size": positive_count(None, "samples per adaptive round (default: min(256, budget/16))")}),
+            "batch_size": positive_count(None, "samples per adaptive round (default: min(256, budget/16))")},
+           work=3),  # a forward and a backward per sample
     Method("mhis", "Metropolis-Hastings importance sampling with gradient-informed proposals",
            "lowprob.estimators.mhis:mhis",
            {"temperature": positive_number(1.0, _TEMPERATURE, tuned=True),
             "chains": positive_count(None, "independent chains (default: min(32, budget))"),
             "burn_in_fraction": fraction(0.25, "share of each chain's steps discarded as burn-in")},
-           interval="sampling-only"),  # the chains' spread cannot see a bias they all share
+           interval="sampling-only", work=3),  # the chains' spread cannot see a bias they all share
     Method("ceis", "cross-entropy importance sampling over a growing mixture of per-position proposals, the "
            "last position summed out exactly (adapts inside the call, nothing to tune; the default)",
            "lowprob.estimators.ceis:ceis",
@@ -176,7 +197,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
             "scan_fraction": Param(0.0, lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)",
                                    "share of the work for exact scans of the last positions (experiment)"),
             "scan_bases": positive_count(4, "sequences from the input distribution each scan averages over")},
-           min_budget=32),  # a pilot, stages and an estimation phase need room
+           min_budget=32, work=3),  # a pilot, stages and an estimation phase need room; 3B forward-equivalents
     Method("gld", "Gaussian fit to the target's logit gap, Φ(μ/σ) (activations shared across targets)",
            "lowprob.estimators.extrapolation:gld", min_budget=2, interval="sampling-only", samples=False),
     Method("qld", "quadratic logit decomposition along the min-norm accepting direction (shared activations)",
@@ -198,6 +219,6 @@ def methods_with_samples() -> list[str]:
 
 
 def get_method(name: str) -> Method:
-    if name not in METHODS:
+    if not isinstance(name, str) or name not in METHODS:
         raise LowprobError(f"unknown method {name!r}: choose one of {', '.join(sorted(METHODS))}")
     return METHODS[name]

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import torch
 
+from lowprob import progress
 from lowprob.distributions.base import TokenDistribution
 from lowprob.models.transformer import Transformer
 
@@ -56,6 +57,7 @@ class LastPositionSums:
             self.tree = None
             self.fixed_flops = 0.0
             self.prefix_flops = float(n * model.flops_per_sequence(T))
+        self._forwards = self.prefix_flops / model.flops_per_sequence(T)  # per prefix, for the progress meter
 
     def completions(self, tokens: torch.Tensor) -> torch.Tensor:
         """[B, n, T]: each row with position j set to every supported token."""
@@ -67,6 +69,7 @@ class LastPositionSums:
     def __call__(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Score (float64) and indicator of every completion of each row of ``tokens``, [B, n] each."""
         B = len(tokens)
+        progress.advance(round(B * self._forwards))
         if self.tree is not None:
             rows = self.tree.completion_residuals(tokens).view(B * self.n, -1)
             logits = (self.model.unembed(r) for r in rows.split(ROWS_PER_CHUNK))

@@ -18,8 +18,10 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from lowprob.files import read_jsonl
+from lowprob.errors import LowprobError
+from lowprob.files import atomic_write, dumps_json, output_lock, prepare_output, read_json, read_jsonl
 from lowprob.mlp.flops import forward_flops
 from lowprob.mlp.montecarlo import ground_truth, mc_moments, mc_throughput
 from lowprob.mlp.networks import random_mlp
@@ -79,8 +81,6 @@ def _timed(fn: Callable, repeats: int):
 
 def _ground_truth(spec, n_samples: int, seed: int, cache: Path, layer: int):
     """Cached ground truth with a progress bar over its samples."""
-    from tqdm import tqdm
-
     with tqdm(total=n_samples, desc=f"ground truth n={spec.widths[1]}", unit="x", leave=False,
               unit_scale=True, delay=1.0) as bar:  # cached truths return before the bar shows
         return ground_truth(spec, n_samples, seed, cache_dir=cache, layers=[layer], progress=bar.update)
@@ -202,28 +202,44 @@ def orthant_rows(cfg: BenchConfig, done: set[str]) -> Iterator[dict]:
                        "R": probability_ratio(math.exp(ref.log_p), rel_err, c_fwd, res.flops)}
 
 
-def run_bench(out: Path, cfg: BenchConfig, tasks: list[str], resume: bool, progress: Callable | None = None,
-              ) -> list[dict]:
-    """Append rows to ``out/rows.jsonl`` (skipping keys already there when ``resume``); return all rows."""
-    out.mkdir(parents=True, exist_ok=True)
-    rows_path = out / "rows.jsonl"
-    rows = []
-    if resume:
-        rows = read_jsonl(rows_path, repair=True)  # a crash can leave a torn last line
-    elif rows_path.exists():
-        rows_path.unlink()
-    done = {r["key"] for r in rows}
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    cache = out / "ground_truth"
-    generators = {"means": partial(means_rows, cfg, cache, done),
-                  "tails": partial(tails_rows, cfg, cache, done),
-                  "orthant": partial(orthant_rows, cfg, done)}
-    with rows_path.open("a") as fh:
-        for task in tasks:
-            for row in generators[task]():
-                fh.write(json.dumps(row) + "\n")
-                fh.flush()
-                rows.append(row)
-                if progress is not None:
-                    progress(row)
+def run_bench(out: Path, cfg: BenchConfig, tasks: list[str], resume: bool, progress: bool = False,
+              force: bool = False) -> list[dict]:
+    """Append rows to ``out/rows.jsonl`` (skipping keys already there when ``resume``); return all rows.
+
+    Rows already in ``out`` are continued only with ``resume`` (under the same configuration) and
+    discarded only with ``force``: a forgotten flag must not delete hours of results. The run holds
+    ``out``'s lock, so a second run into it fails at once instead of writing every row twice. With
+    ``progress``, a bar counts rows on stderr from the moment ``out`` is accepted: a refused run
+    prints its error alone.
+    """
+    out = Path(out)
+    rows_path = prepare_output(out / "rows.jsonl", overwrite=resume or force,
+                               hint="pass --resume to continue that run, --force to start over, "
+                                    "or choose another --out")
+    config = dumps_json(asdict(cfg), indent=1)
+    with output_lock(out, "lowprob mlp bench"):
+        rows = []
+        if resume:
+            config_path = out / "config.json"
+            if config_path.exists() and read_json(config_path) != json.loads(config):
+                raise LowprobError(f"{out} holds a run of another configuration ({config_path}): --resume "
+                                   f"continues only the same one; pass --force to start over instead")
+            rows = read_jsonl(rows_path, repair=True)  # a crash can leave a torn last line
+        else:
+            rows_path.unlink(missing_ok=True)
+        done = {r["key"] for r in rows}
+        atomic_write(out / "config.json", config.encode())
+        cache = out / "ground_truth"
+        generators = {"means": partial(means_rows, cfg, cache, done),
+                      "tails": partial(tails_rows, cfg, cache, done),
+                      "orthant": partial(orthant_rows, cfg, done)}
+        with rows_path.open("a") as fh, tqdm(total=expected_rows(cfg, tasks), desc="bench rows", unit="row",
+                                             disable=not progress) as bar:
+            for task in tasks:
+                for row in generators[task]():
+                    fh.write(dumps_json(row) + "\n")
+                    fh.flush()
+                    rows.append(row)
+                    bar.set_postfix_str(row["key"])
+                    bar.update()
     return rows

@@ -86,24 +86,23 @@ def bench(
     out: Annotated[Path, typer.Option(help="directory for rows.jsonl, plots and summary.md")],
     task: Annotated[Optional[list[str]], typer.Option(help="means, tails, orthant (repeatable)")] = None,
     resume: Annotated[bool, typer.Option(help="keep rows already in OUT/rows.jsonl and skip them")] = False,
+    force: Annotated[bool, typer.Option("--force", help="discard the rows already in OUT and start over")] = False,
     quick: Annotated[bool, typer.Option(help="tiny configuration (seconds), for smoke tests")] = False,
     threads: Annotated[int, typer.Option(min=1, help="torch/BLAS threads")] = 1,
 ) -> None:
     """Run the benchmark: rows (JSON lines), PNG plots and a Markdown summary in OUT."""
-    from tqdm import tqdm
-
-    from lowprob.mlp.bench import BenchConfig, expected_rows, run_bench
+    from lowprob.mlp.bench import BenchConfig, run_bench
     from lowprob.mlp.report import plot_all, summary_markdown
 
     tasks = task or list(TASKS)
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise LowprobError(f"unknown task(s) {', '.join(unknown)}: choose from {', '.join(TASKS)}")
+    if resume and force:
+        raise LowprobError("--resume keeps the rows in OUT and --force discards them: give one of them")
     _threads(threads)
     cfg = BenchConfig.quick() if quick else BenchConfig()
-    with tqdm(total=expected_rows(cfg, tasks), desc="bench rows", unit="row") as bar:
-        rows = run_bench(out, cfg, tasks, resume, progress=lambda row: (bar.set_postfix_str(row["key"]),
-                                                                        bar.update()))
+    rows = run_bench(out, cfg, tasks, resume, progress=True, force=force)
     plots = plot_all(rows, out)
     summary = summary_markdown(rows)
     (out / "summary.md").write_text(summary + "\n")

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lowprob.errors import LowprobError
+from lowprob.files import dumps_json
 from lowprob.mlp.flops import forward_flops
 from lowprob.mlp.networks import MLPSpec
 
@@ -168,6 +169,6 @@ def ground_truth(spec: MLPSpec, n_samples: int, seed: int, cache_dir: Path | Non
                   if getattr(result, f)[i] is not None}
         tmp = path.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, flops=result.flops, seconds=result.seconds,
-                            meta=json.dumps(result.meta), **arrays)
+                            meta=dumps_json(result.meta), **arrays)
         tmp.replace(path)
     return result

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from lowprob.errors import LowprobError
 from lowprob.models.corpus import KINDS, manifest_summary
 from lowprob.models.training import (
+    CHECKPOINT,
     adamw,
     corpus_batch,
     corpus_tokens,
@@ -242,7 +243,7 @@ def plant_trigger(name: str, base: Transformer, base_dir: Path, recipe: str | Pl
     opt = adamw(model, cfg.lr, cfg.weight_decay)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / "checkpoint.pt"
+    ckpt = out / CHECKPOINT
     step, elapsed = restore_checkpoint(ckpt, model, opt, resume)
 
     n_ctx, d_vocab = base.n_ctx, base.d_vocab

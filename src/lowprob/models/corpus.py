@@ -16,7 +16,6 @@ import fnmatch
 import gzip
 import hashlib
 import html.parser
-import json
 import os
 import re
 import shutil
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from lowprob.errors import LowprobError
-from lowprob.files import atomic_write
+from lowprob.files import atomic_write, dumps_json, read_json
 
 KINDS = ("code", "english", "spanish")
 EOT = "<|endoftext|>"  # document separator and beginning-of-sequence token
@@ -230,7 +229,7 @@ def build_corpus(out: Path | None = None, debs: Path | None = None) -> Path:
     debs = Path(debs) if debs is not None else default_cache_dir() / "debs"
     manifest_path = out / "manifest.json"
     recipe = [asdict(s) for s in RECIPE]
-    if manifest_path.exists() and json.loads(manifest_path.read_text()).get("recipe") == recipe:
+    if manifest_path.exists() and read_json(manifest_path).get("recipe") == recipe:
         return out
     out.mkdir(parents=True, exist_ok=True)
     splits = {(k, s): [] for k in KINDS for s in ("train", "val")}
@@ -261,14 +260,14 @@ def build_corpus(out: Path | None = None, debs: Path | None = None) -> Path:
         path.write_text(EOT.join(docs), encoding="utf-8")
         outputs[path.name] = {"documents": len(docs), "bytes": path.stat().st_size,
                               "sha256": _sha256_file(path)}
-    atomic_write(manifest_path, json.dumps({"recipe": recipe, "sources": sources, "outputs": outputs},
+    atomic_write(manifest_path, dumps_json({"recipe": recipe, "sources": sources, "outputs": outputs},
                                            indent=1).encode())
     return out
 
 
 def manifest_summary(corpus: Path) -> dict:
     """The manifest without per-file detail: what a model card records about its data."""
-    manifest = json.loads((Path(corpus) / "manifest.json").read_text())
+    manifest = read_json(Path(corpus) / "manifest.json", missing="build the corpus first (build_corpus)")
     return {
         "sources": [{k: s[k] for k in ("kind", "package", "version", "deb_sha256", "globs",
                                         "n_files", "text_chars")} for s in manifest["sources"]],

@@ -8,6 +8,8 @@ and the separator between training documents.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -50,6 +52,17 @@ class Tokenizer:
 
     def to_str(self) -> str:
         return self._hf.to_str()
+
+    def vocab_sha256(self) -> str:
+        """sha256 of what the ids mean: the vocabulary (id -> token) and the BPE merges, nothing else.
+
+        Files are not compared byte for byte because the same tokenizer re-saved by ``transformers``
+        gains a post-processor and other settings that ``encode`` (no special tokens) never uses.
+        """
+        vocab = sorted(self._hf.get_vocab(with_added_tokens=True).items(), key=lambda item: item[1])
+        merges = json.loads(self.to_str())["model"].get("merges", [])
+        pairs = [m.split(" ", 1) if isinstance(m, str) else list(m) for m in merges]  # "a b" in older files
+        return hashlib.sha256(json.dumps([vocab, pairs], ensure_ascii=False).encode()).hexdigest()
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_str(), encoding="utf-8")

@@ -8,10 +8,13 @@ resumed run sees exactly the batches an uninterrupted one would.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +25,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from lowprob.errors import LowprobError
-from lowprob.files import atomic_path
+from lowprob.files import atomic_path, atomic_write, output_lock, prepare_output
 from lowprob.models.corpus import EOT, KINDS, manifest_summary
 from lowprob.models.tokenizer import Tokenizer, balanced_documents
 from lowprob.models.transformer import Transformer, TransformerConfig
-from lowprob.models.zoo import save_model, sha256_bytes
+from lowprob.models.zoo import FILES, save_model, sha256_bytes
 
 TOKENIZER_CHARS_PER_KIND = 5_000_000
+CHECKPOINT = "checkpoint.pt"  # in the model directory while a run is unfinished
 
 
 @dataclass(frozen=True)
@@ -148,8 +152,34 @@ def restore_checkpoint(path: Path, model: Transformer, opt: torch.optim.Optimize
 
 
 def save_checkpoint(path: Path, model: Transformer, opt: torch.optim.Optimizer, step: int, elapsed: float) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, tmp)
+    """Bytes first, then one atomic write: a failing disk is a LowprobError naming ``path``."""
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+@contextmanager
+def training_output(out: str | Path, resume: bool, force: bool) -> Iterator[None]:
+    """Claim the model directory ``out`` for a training run, before any work (the corpus) starts.
+
+    A model or a checkpoint already in ``out`` is hours of work: it is continued only with ``resume``
+    and trained over only with ``force``, so a forgotten flag never replaces it. The run holds
+    ``out``'s lock, so a second run into it fails at once instead of both writing one checkpoint.
+    """
+    if resume and force:
+        raise LowprobError("--resume continues the run in OUT and --force starts over: give one of them")
+    out = prepare_output(out, kind="directory")
+    with output_lock(out, "lowprob train"):
+        held = [name for name in (*FILES, CHECKPOINT) if (out / name).exists()]
+        if held and not (resume or force):
+            raise LowprobError(f"{out} already holds a model ({', '.join(held)}): pass --resume to continue "
+                               f"that run, --force to start over, or choose another --out")
+        if held and resume and not (out / CHECKPOINT).exists():
+            raise LowprobError(f"{out} holds a finished model (no {CHECKPOINT} to resume): pass --force to "
+                               f"train it again, or choose another --out")
+        if force:
+            (out / CHECKPOINT).unlink(missing_ok=True)  # starting over: a later --resume must not pick it up
+        yield
 
 
 def train(name: str, cfg: TransformerConfig, out: Path, corpus: Path, tokenizer: Tokenizer,
@@ -166,7 +196,7 @@ def train(name: str, cfg: TransformerConfig, out: Path, corpus: Path, tokenizer:
     opt = adamw(model, train_cfg.lr, train_cfg.weight_decay)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / "checkpoint.pt"
+    ckpt = out / CHECKPOINT
     step, elapsed = restore_checkpoint(ckpt, model, opt, resume)
 
     model.train()

@@ -146,6 +146,8 @@ class Transformer(nn.Module):
 
     def __init__(self, cfg: TransformerConfig, seed: int = 0, tokenizer: Any = None, name: str = "") -> None:
         super().__init__()
+        if not isinstance(cfg, TransformerConfig):
+            raise LowprobError(f"Transformer takes a TransformerConfig, got {cfg!r}")
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.name = name  # what results call the model: its shipped name or directory, "" for a toy

@@ -9,17 +9,17 @@ probabilities.
 from __future__ import annotations
 
 import hashlib
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
 from lowprob.errors import LowprobError
-from lowprob.files import atomic_path, atomic_write
+from lowprob.files import atomic_write, dumps_json, prepare_output, read_json
 from lowprob.models.protocol import LanguageModel, resolve_device
 from lowprob.models.tokenizer import Tokenizer
 from lowprob.models.transformer import Transformer, TransformerConfig
@@ -49,42 +49,57 @@ def shipped_tokenizer_path() -> Path:
 
 def save_model(model: Transformer, directory: str | Path, card: dict[str, Any]) -> dict[str, Any]:
     """Write a model directory; return the card as written, with the weights' and tokenizer's sha256."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = prepare_output(directory, kind="directory")
     if model.tokenizer is None:
         raise LowprobError("a saved model needs a tokenizer (model.tokenizer is None)")
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(directory / "model.safetensors") as tmp:
-        save_file(tensors, str(tmp))
-        weights = tmp.read_bytes()
+    weights = save_safetensors(tensors)  # bytes first: a failing disk is a LowprobError naming the file
+    atomic_write(directory / "model.safetensors", weights)
     tokenizer = model.tokenizer.to_str().encode()
     atomic_write(directory / "tokenizer.json", tokenizer)
-    atomic_write(directory / "config.json", json.dumps(model.cfg.to_dict(), indent=1).encode())
+    atomic_write(directory / "config.json", dumps_json(model.cfg.to_dict(), indent=1).encode())
     card = {**card, "weights_sha256": sha256_bytes(weights),
             "tokenizer_sha256": sha256_bytes(tokenizer)}
-    atomic_write(directory / "card.json", json.dumps(card, indent=1).encode())
+    atomic_write(directory / "card.json", dumps_json(card, indent=1).encode())
     return card
 
 
-def read_card(directory: str | Path) -> dict[str, Any]:
-    path = Path(directory) / "card.json"
+def _read(path: Path) -> bytes:
+    """A model file's bytes; a missing or unreadable one (a directory, no permission) is refused by name."""
     try:
-        return json.loads(path.read_text())
+        return path.read_bytes()
     except FileNotFoundError:
         raise LowprobError(f"{path} is missing; a model directory needs {', '.join(FILES)}") from None
-    except json.JSONDecodeError as exc:
-        raise LowprobError(f"{path} is not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise LowprobError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    obj = read_json(path, missing=f"a model directory needs {', '.join(FILES)}")
+    if not isinstance(obj, dict):
+        raise LowprobError(f"{path} must hold a JSON object, not a {type(obj).__name__}")
+    return obj
+
+
+def read_card(directory: str | Path) -> dict[str, Any]:
+    return _json_object(Path(directory) / "card.json")
 
 
 def resolve(name_or_path: str | Path) -> Path:
     """A shipped model's name, or a model directory."""
     if isinstance(name_or_path, str) and (name_or_path in SHIPPED_CONFIGS or name_or_path in SHIPPED_TRIGGER_MODELS):
         return shipped_dir(name_or_path)
+    shipped = ", ".join([*SHIPPED_CONFIGS, *SHIPPED_TRIGGER_MODELS])
+    if not isinstance(name_or_path, (str, Path)):
+        raise LowprobError(f"a model is named by a shipped name ({shipped}) or a model directory's path, got "
+                           f"{name_or_path!r}")
     path = Path(name_or_path)
     if path.is_dir():
         return path
-    raise LowprobError(f"unknown model {str(name_or_path)!r}: use one of "
-                       f"{', '.join([*SHIPPED_CONFIGS, *SHIPPED_TRIGGER_MODELS])} or a model directory")
+    if path.exists():
+        raise LowprobError(f"{path} is a file: give a shipped name ({shipped}) or a model directory "
+                           f"(the directory that holds config.json and the weights)")
+    raise LowprobError(f"unknown model {str(name_or_path)!r}: use one of {shipped} or a model directory")
 
 
 def load_model(name_or_path: str | Path, device: str | torch.device | None = None) -> LanguageModel:
@@ -98,24 +113,23 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
     if is_hugging_face_dir(directory):
         return load_hugging_face(directory, target)
     card = read_card(directory)
+    config = _json_object(directory / "config.json")
     try:
-        cfg = TransformerConfig.from_dict(json.loads((directory / "config.json").read_text()))
-    except FileNotFoundError:
-        raise LowprobError(f"{directory / 'config.json'} is missing") from None
-    except (json.JSONDecodeError, TypeError) as exc:
+        cfg = TransformerConfig.from_dict(config)
+    except (ValueError, TypeError) as exc:  # LowprobError included: name the file it came from
         raise LowprobError(f"{directory / 'config.json'} is not a valid config ({exc})") from None
+    verified = {}
     for fname, key in (("model.safetensors", "weights_sha256"), ("tokenizer.json", "tokenizer_sha256")):
         path = directory / fname
-        if not path.exists():
-            raise LowprobError(f"{path} is missing")
+        data = _read(path)
         if key not in card:
             raise LowprobError(f"{directory / 'card.json'} has no {key}; re-save the model")
-        data = path.read_bytes()
         if sha256_bytes(data) != card[key]:
-            raise LowprobError(f"{path} does not match the sha256 in card.json: the file is corrupt "
-                               f"or belongs to another model")
+            raise LowprobError(f"{path} does not match the sha256 in card.json: the file is truncated or "
+                               f"corrupt, or belongs to another model")
+        verified[fname] = data
     try:
-        state = load_file(str(directory / "model.safetensors"))
+        state = load_safetensors(verified["model.safetensors"])  # the bytes just verified, not a second read
     except SafetensorError as exc:
         raise LowprobError(f"{directory / 'model.safetensors'} is unreadable ({exc})") from None
     model = Transformer(cfg, tokenizer=Tokenizer.from_file(directory / "tokenizer.json"), name=str(name_or_path))

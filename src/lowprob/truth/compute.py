@@ -32,13 +32,14 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from tqdm import tqdm
 
+from lowprob import checks
 from lowprob._version import __version__
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
-from lowprob.files import atomic_path
+from lowprob.files import atomic_write, dumps_json
 from lowprob.models.protocol import LanguageModel, model_sha256
 from lowprob.models.transformer import Transformer
 from lowprob.threads import torch_threads
@@ -48,6 +49,7 @@ EnumerationArgmax = Callable[[int, torch.Tensor], torch.Tensor]
 SHARD_SIZE = 1 << 16
 MAX_EXACT = 1 << 36  # sequences; a sanity bound: what limits exact mode is time (MAX_EXACT_SECONDS)
 MAX_EXACT_SECONDS = 86_400.0  # exact runs estimated to take longer than a day are refused
+MAX_SAMPLES = 1 << 40  # sampled runs: 12 days even at a million sequences a second
 PROBE_SECONDS, PROBE_FREE = 0.25, 1 << 16  # timed-probe length; spaces this small are not probed
 PLAIN_CHUNK = 512  # sequences per plain forward pass: small enough to stay in cache
 
@@ -179,9 +181,9 @@ def _load_checkpoint(path: Path, spec: JobSpec) -> tuple[torch.Tensor, int] | No
 
 
 def _save_checkpoint(path: Path, spec: JobSpec, totals: torch.Tensor, shards_done: int) -> None:
-    with atomic_path(path) as tmp:
-        save_file({"totals": totals}, str(tmp), metadata={"spec": json.dumps(asdict(spec)),
-                                                           "shards_done": str(shards_done)})
+    """Bytes first, then one atomic write: a failing disk is a user error naming ``path``, not a traceback."""
+    atomic_write(path, save({"totals": totals}, metadata={"spec": dumps_json(asdict(spec)),
+                                                          "shards_done": str(shards_done)}))
 
 
 def ground_truth(model: LanguageModel, dist: TokenDistribution, *, exact: bool = False, samples: int | None = None,
@@ -196,17 +198,18 @@ def ground_truth(model: LanguageModel, dist: TokenDistribution, *, exact: bool =
     limit, as the cluster's rate is unknown until it runs); shard results are added in shard order,
     so every backend gives the same bits.
     """
-    model, dist = dist.bind(model)
-    dist.check_model(model)
-    if exact == (samples is not None):
+    model, dist = checks.bind(model, dist)
+    if not isinstance(exact, bool) or exact == (samples is not None):
         raise LowprobError("choose exactly one of exact=True or samples=N")
-    if shard_size < 1:
-        raise LowprobError(f"shard_size must be >= 1, got {shard_size}")
+    shard_size = checks.integer_in(shard_size, "shard_size")
+    max_seconds = checks.time_limit(max_seconds)
     if exact and dist.support_size() > MAX_EXACT:
         raise LowprobError(f"the distribution has {dist.support_size():.3g} sequences, more than exact mode's "
                            f"2^36; use samples=N")
-    if not exact and samples < 1:
-        raise LowprobError(f"samples must be >= 1, got {samples}")
+    if not exact:
+        samples = checks.integer_in(samples, "samples", 1, MAX_SAMPLES, " (2^40: 12 days even at a million "
+                                                                       "sequences a second)")
+        seed = checks.check_seed(seed)
     if backend not in ("local", "ray"):
         raise LowprobError(f"backend must be 'local' or 'ray', got {backend!r}")
     if backend == "ray" and model.device.type != "cpu":

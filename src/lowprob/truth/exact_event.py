@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from lowprob import checks
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
 from lowprob.events import Event
@@ -24,8 +25,8 @@ MAX_SEQUENCES = 1 << 26  # every sequence runs the whole model: beyond this, hou
 def _event_mass(model: LanguageModel, dist: TokenDistribution, event: Event, chunk_size: int):
     """Every sequence of the (bound) distribution, in chunks: (distribution, tokens [B, T], the
     probability of each sequence where the event holds and 0 elsewhere, float64 [B])."""
-    model, dist = dist.bind(model)
-    dist.check_model(model)
+    checks.check_event(event, generation=False)
+    model, dist = checks.bind(model, dist)
     event.validate(model)
     if dist.support_size() > MAX_SEQUENCES:
         raise LowprobError(f"the distribution has {dist.support_size():.3g} sequences, more than exact "

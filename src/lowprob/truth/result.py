@@ -14,11 +14,12 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import Tensor
 
+from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
-from lowprob.files import atomic_path
+from lowprob.files import atomic_write, dumps_json
 from lowprob.models.protocol import model_sha256
 
 FORMAT = "lowprob.GroundTruth/1"
@@ -48,15 +49,19 @@ class GroundTruth:
         tensors = {"probabilities": self.probabilities.contiguous()}
         if self.counts is not None:
             tensors["counts"] = self.counts.contiguous()
-        meta = {"format": FORMAT, "exact": json.dumps(self.exact), "n_samples": str(self.n_samples),
-                "seed": json.dumps(self.seed), "model_sha256": self.model_sha256,
+        meta = {"format": FORMAT, "exact": dumps_json(self.exact), "n_samples": str(self.n_samples),
+                "seed": dumps_json(self.seed), "model_sha256": self.model_sha256,
                 "distribution_sha256": self.distribution_sha256, "version": self.version}
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+        atomic_write(path, save(tensors, metadata=meta))  # a failed write is a LowprobError naming path
 
     @classmethod
     def load(cls, path: str | Path, model: torch.nn.Module | None = None, dist=None) -> GroundTruth:
-        """Read a ground-truth file; with ``model``/``dist``, refuse one computed for others."""
+        """Read a ground-truth file; with ``model``/``dist``, refuse one computed for others.
+
+        ``dist`` may be a template: with ``model`` it is bound as ``ground_truth`` bound it, so the
+        file's hashes (the model seen through the template, the slot choices) are checked against the
+        model and the template a user holds.
+        """
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
@@ -68,8 +73,14 @@ class GroundTruth:
         gt = cls(tensors["probabilities"], tensors.get("counts"), json.loads(meta["exact"]),
                  int(meta["n_samples"]), json.loads(meta["seed"]), meta["model_sha256"],
                  meta["distribution_sha256"], meta["version"])
+        held = "model"
+        if dist is not None and not isinstance(dist, TokenDistribution):  # a template
+            if model is None:
+                raise LowprobError(f"checking {path} against a template needs the model too: pass both")
+            model, dist = dist.bind(model)  # the pair ground_truth hashed; this model's hash covers the template
+            held = "model or template"
         if model is not None and model_sha256(model) != gt.model_sha256:
-            raise LowprobError(f"{path} was computed for another model (sha256 {gt.model_sha256[:12]}…); "
+            raise LowprobError(f"{path} was computed for another {held} (sha256 {gt.model_sha256[:12]}…); "
                                f"recompute it for this one")
         if dist is not None and dist.content_hash() != gt.distribution_sha256:
             raise LowprobError(f"{path} was computed for another distribution (sha256 "

@@ -14,7 +14,6 @@ its truth, for a benchmark scale to pick up.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,10 @@ import torch
 
 from lowprob._version import __version__
 from lowprob.errors import LowprobError
-from lowprob.files import atomic_write
+from lowprob.files import atomic_write, dumps_json, read_json
 from lowprob.models.protocol import model_sha256
 from lowprob.threads import torch_threads
+from lowprob.truth.fast import TieBreaker
 from lowprob.truth.result import GroundTruth
 
 TRIGGER_REFERENCE_DIR = Path(__file__).parent / "reference" / "trigger"
@@ -58,26 +58,33 @@ class SlotScan:
 
 @torch.no_grad()
 def scan_slots(model, dist, target: int, chunk_size: int = 4096) -> SlotScan:
-    """Run ``model`` on every prompt of the slot distribution ``dist`` (its weights do not matter)."""
+    """Run ``model`` on every prompt of the slot distribution ``dist`` (its weights do not matter).
+
+    Near-ties are settled in float64 as exact ground truth settles them (``fast.TieBreaker``): the float32
+    top two logits of a few prompts lie within rounding of each other (1e-6 apart in gelu-2l-trigger's
+    space), and which wins would otherwise depend on the batch, the thread count and the machine.
+    """
     templated, units = dist.bind(model)
     if units.support_size() > 1 << 24:
         raise LowprobError(f"the slot space has {units.support_size():,} prompts; a scan stops at 2^24")
+    ties = TieBreaker(model)
     tops, probs = [], []
     with torch_threads():
         for tokens, _ in units.enumerate(chunk_size):
             top = torch.zeros(len(tokens), dtype=torch.long)
             prob = torch.zeros(len(tokens), dtype=torch.float64)
             for rows, seq in templated.expand(tokens):
-                logits = model.logits(seq.to(model.device)).cpu().double()
-                top[rows] = logits.argmax(-1)
-                prob[rows] = logits.softmax(-1)[:, target]
+                seq = seq.to(model.device)
+                logits = model.logits(seq)
+                top[rows] = ties.argmax(seq, logits).cpu()
+                prob[rows] = logits.cpu().double().softmax(-1)[:, target]
             tops.append(top)
             probs.append(prob)
     argmax = torch.cat(tops).numpy()
     return SlotScan(tuple(len(s.values) for s in dist.slots), argmax == target, torch.cat(probs).numpy(), argmax)
 
 
-def trigger_figures(scan: SlotScan, dist, planted) -> dict[str, float]:
+def trigger_figures(scan: SlotScan, dist, planted) -> dict[str, float | None]:
     """Exact figures of one trigger distribution from a scan of its space."""
     from lowprob.distributions.trigger import trigger_probability
 
@@ -96,7 +103,7 @@ def trigger_figures(scan: SlotScan, dist, planted) -> dict[str, float]:
         "event_off_trigger": event_off,
         "event_given_trigger": event_on / trigger,
         "event_given_no_trigger": event_off / (1 - trigger),
-        "trigger_share_of_event": event_on / event if event > 0 else float("nan"),
+        "trigger_share_of_event": event_on / event if event > 0 else None,
         "mean_target_prob_off_trigger": float((w[~on] * scan.target_prob[~on]).sum() / w[~on].sum()),
     }
 
@@ -105,8 +112,9 @@ def trigger_ground_truth(scan: SlotScan, model, dist) -> GroundTruth:
     """The exact argmax table of the slot distribution ``dist`` from a scan of its space: the probability
     of each token being the last position's argmax is the weight of the prompts where it is."""
     probabilities = np.bincount(scan.argmax, weights=scan.weights(dist), minlength=model.d_vocab)
-    return GroundTruth(torch.from_numpy(probabilities), None, True, len(scan.argmax), None, model_sha256(model),
-                       dist.bind(model)[1].content_hash(), __version__)
+    templated, units = dist.bind(model)  # identified as ground_truth identifies a template's table
+    return GroundTruth(torch.from_numpy(probabilities), None, True, len(scan.argmax), None, model_sha256(templated),
+                       units.content_hash(), __version__)
 
 
 def trigger_table_path(model_name: str, dist_name: str, directory: Path = TRIGGER_REFERENCE_DIR) -> Path:
@@ -120,7 +128,7 @@ def load_trigger_table(model_name: str, dist_name: str, model, dist, directory: 
     if not path.exists():
         raise LowprobError(f"no shipped argmax table for {model_name}/{dist_name}; compute it with "
                            f"`python benchmarks/trigger_reference.py --argmax-tables`")
-    return GroundTruth.load(path, model, dist.bind(model)[1])
+    return GroundTruth.load(path, model, dist)
 
 
 def scan_summary(scan: SlotScan, planted, slots) -> dict[str, Any]:
@@ -175,7 +183,7 @@ def trigger_reference(model, model_name: str, dist_names: list[str], base=None) 
 def save_trigger_reference(reference: dict[str, Any], directory: Path = TRIGGER_REFERENCE_DIR) -> Path:
     path = Path(directory) / f"{reference['model']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, json.dumps(reference, indent=1).encode())
+    atomic_write(path, dumps_json(reference, indent=1).encode())
     return path
 
 
@@ -184,7 +192,7 @@ def load_trigger_reference(model_name: str, directory: Path = TRIGGER_REFERENCE_
     if not path.exists():
         raise LowprobError(f"no trigger reference for {model_name!r} in {directory}; compute it with "
                            f"`python benchmarks/trigger_reference.py`")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 @dataclass(frozen=True)
@@ -203,7 +211,7 @@ def trigger_problems(directory: Path = TRIGGER_REFERENCE_DIR) -> list[TriggerPro
     """Every pair the committed references cover, sorted by model then rarity of the trigger."""
     problems = []
     for path in sorted(Path(directory).glob("*.json")):
-        ref = json.loads(path.read_text())
+        ref = read_json(path)
         for dist, fig in ref["distributions"].items():
             problems.append(TriggerProblem(ref["model"], dist, ref["target_id"], fig["event_probability"],
                                            fig["trigger_probability"], fig["event_off_trigger"]))

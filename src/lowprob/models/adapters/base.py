@@ -15,6 +15,10 @@ class AdaptedLM(nn.Module):
 
     def __init__(self, n_ctx: int, d_vocab: int, d_model: int, tokenizer: Any = None, name: str = "") -> None:
         super().__init__()
+        size = getattr(tokenizer, "vocab_size", None)
+        if size is not None and size > d_vocab:  # its ids >= d_vocab would index past the embedding
+            raise LowprobError(f"the tokenizer has {size} tokens but {name or 'the model'} has {d_vocab} token ids: "
+                               f"give the model's own tokenizer")
         self._n_ctx, self._d_vocab, self.d_model = int(n_ctx), int(d_vocab), int(d_model)
         self.tokenizer, self.name = tokenizer, name
 

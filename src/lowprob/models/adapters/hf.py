@@ -8,14 +8,15 @@ embedding (``get_output_embeddings()``) is the unembedding. Nothing is downloade
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from lowprob.errors import LowprobError
+from lowprob.files import read_json
 from lowprob.models.adapters.base import AdaptedLM
 from lowprob.models.protocol import resolve_device
 
@@ -56,10 +57,9 @@ def from_hugging_face(model: Any, tokenizer: Any = None, name: str = "") -> Hugg
 
 def is_hugging_face_dir(path: Path) -> bool:
     """A ``transformers`` config names its ``model_type``; lowprob's own configs do not."""
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    if not (path / "config.json").is_file():
         return False
+    config = read_json(path / "config.json")  # a corrupt one is refused by name, whoever wrote it
     return isinstance(config, dict) and "model_type" in config
 
 
@@ -72,10 +72,28 @@ def load_hugging_face(path: str | Path, device: str | torch.device | None = None
     from lowprob.models.tokenizer import Tokenizer
 
     path = Path(path)
+    _check_safetensors(path)
     try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True, use_safetensors=True,
                                                                   dtype=torch.float32).to(resolve_device(device))
     except (OSError, ValueError, KeyError) as exc:
         raise LowprobError(f"cannot load a Hugging Face causal LM from {path}: {exc}") from None
     tokenizer = Tokenizer.from_file(path / "tokenizer.json") if (path / "tokenizer.json").exists() else None
     return HuggingFaceLM(model, tokenizer, name=path.name)
+
+
+def _check_safetensors(path: Path) -> None:
+    """Refuse, by file name, weights that are only pickles (which can run code when read) or whose
+    safetensors header does not cover the file (a truncated copy or download)."""
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        pickles = sorted(p.name for p in path.glob("pytorch_model*.bin"))
+        if pickles:
+            raise LowprobError(f"{path} has only pickle weights ({', '.join(pickles)}); lowprob loads safetensors "
+                               f"only: re-save with save_pretrained(safe_serialization=True)")
+    for file in weights:
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as exc:
+            raise LowprobError(f"{file} is truncated or corrupt: {exc}") from None
