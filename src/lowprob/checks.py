@@ -36,6 +36,22 @@ def integer_in(value: Any, name: str, low: int = 1, high: int | None = None, why
     return n
 
 
+# Past 2^40 model calls a run finishes nowhere (12 days even at a million calls a second), and some methods
+# hold a share of the budget in memory at once (CEIS's pilot: a sixteenth of its sequences).
+MAX_BUDGET = 1 << 40
+
+
+def check_budget(budget: Any) -> int:
+    """``budget`` (model calls) as a plain ``int`` in 1 .. 2^40; any integer type is accepted (numpy's too)."""
+    n = integer(budget)
+    if n is None or n < 1:
+        raise LowprobError(f"budget must be a positive integer (model calls), got {budget!r}")
+    if n > MAX_BUDGET:
+        raise LowprobError(f"budget must be at most 2^40 = {MAX_BUDGET:,} model calls (12 days even at a million "
+                           f"calls a second), got {n:,}")
+    return n
+
+
 # torch's CPU generator (Mersenne Twister) keeps the low 32 bits of a seed: seeds 2^32, 2^33 and 2^63 all
 # draw seed 0's numbers, so a seed is refused from 2^32 on rather than silently aliased
 MAX_SEED = (1 << 32) - 1

@@ -29,7 +29,6 @@ from lowprob.errors import LowprobError
 from lowprob.estimators.catalog import (
     DEFAULT_METHODS,
     Method,
-    check_budget,
     get_method,
     methods_for,
     methods_with_samples,
@@ -198,7 +197,7 @@ def estimate(model: LanguageModel, dist: TokenDistribution, event: Event | Gener
     family = "generation" if isinstance(event, Generates) else "logits"
     method = method or DEFAULT_METHODS[family]
     spec = get_method(method)
-    budget, seed = check_budget(budget), checks.check_seed(seed)
+    budget, seed = checks.check_budget(budget), checks.check_seed(seed)
     params = spec.resolve(budget, hyper)
     max_seconds = checks.time_limit(max_seconds)
     if family not in spec.events:

@@ -15,23 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lowprob.checks import integer
+from lowprob.checks import check_budget, integer
 from lowprob.errors import LowprobError
-
-# Past 2^40 model calls a run finishes nowhere (12 days even at a million calls a second), and some methods
-# hold a share of the budget in memory at once (CEIS's pilot: a sixteenth of its sequences).
-MAX_BUDGET = 1 << 40
-
-
-def check_budget(budget: Any) -> int:
-    """``budget`` (model calls) as a plain ``int`` in 1 .. 2^40; any integer type is accepted (numpy's too)."""
-    n = integer(budget)
-    if n is None or n < 1:
-        raise LowprobError(f"budget must be a positive integer (model calls), got {budget!r}")
-    if n > MAX_BUDGET:
-        raise LowprobError(f"budget must be at most 2^40 = {MAX_BUDGET:,} model calls (12 days even at a million "
-                           f"calls a second), got {n:,}")
-    return n
 
 
 @dataclass(frozen=True)
