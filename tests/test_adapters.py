@@ -1,6 +1,7 @@
 """Adapters: tiny random Hugging Face and TransformerLens models, built here (nothing is downloaded),
 give the same logits as their own forward, and every estimator and exact ground truth run on them."""
 
+import json
 import math
 import re
 
@@ -92,8 +93,8 @@ def check_generation_events(model, dist, token: int) -> None:
 
 
 def test_a_directory_that_is_not_a_model_is_a_clear_error(tmp_path):
-    (tmp_path / "config.json").write_text('{"model_type": "nonsense"}')
-    with pytest.raises(lowprob.LowprobError, match="cannot load a Hugging Face causal LM"):
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
+    with pytest.raises(lowprob.LowprobError, match=r"cannot load a Hugging Face causal LM from .*no file named"):
         lowprob.load_model(tmp_path)
 
 
@@ -104,6 +105,24 @@ def saved_gpt2(path, vocab: int = VOCAB):
                                      bos_token_id=0, eos_token_id=0)
     transformers.GPT2LMHeadModel(config).save_pretrained(path)
     return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"model_type": "careless-gpt"}, "cannot build model_type 'careless-gpt' (it knows no such model type): fix "
+                                     "config.json's model_type, or install a transformers that has it"),
+    ({"n_head": 3}, "cannot build model_type 'gpt2' as a causal LM (ValueError: `embed_dim` must be divisible by "
+                    "num_heads"),
+    ({"n_layer": 2}, "the weights do not fit config.json (model_type 'gpt2'): 12 missing, 0 unexpected (such as "
+                     "'transformer.h.1.attn.c_attn.bias'); fix config.json or re-save the model"),
+])
+def test_a_config_transformers_cannot_build_or_that_misfits_the_weights_is_one_line(tmp_path, edit, message):
+    path = saved_gpt2(tmp_path / "m")
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, **edit}))
+    with pytest.raises(lowprob.LowprobError) as caught:
+        lowprob.load_model(path)
+    assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value)
+    assert "\n" not in str(caught.value)
 
 
 def test_a_truncated_weights_file_is_named(tmp_path):

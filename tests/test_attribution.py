@@ -144,6 +144,14 @@ def test_estimates_keep_their_rows_and_equality(planted):
     assert (a.probability, a.interval, a.diagnostics) == (b.probability, b.interval, b.diagnostics)
 
 
+@pytest.mark.parametrize("top", [0, -1, "3", 2.5, True])
+def test_a_top_that_is_no_count_of_values_is_refused(planted, top):
+    model, dist, _ = planted  # even with no hits: a bad argument is wrong whatever the samples
+    est = estimate(model, dist, ArgmaxIs(TARGET), method="naive", budget=64, seed=0)
+    with pytest.raises(LowprobError, match=r"^top \(values shown per position; None shows them all\) must be >= 1"):
+        est.attribution(top)
+
+
 @pytest.mark.parametrize("method", ["qld", "gld"])
 def test_methods_without_samples_say_so(planted, method):
     model, dist, _ = planted

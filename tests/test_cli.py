@@ -47,6 +47,20 @@ def test_user_errors_exit_2_with_one_line(monkeypatch, capsys, args, message):
 
 
 @pytest.mark.parametrize("args, message", [
+    (("complete", "--model", "gelu-1l", "--prompt", "hi", "--tokens", str(2**70)),
+     "error: --tokens must be at most 16,384 (one forward pass each: a quick look at the model, not a text "
+     "generator), got 1,180,591,620,717,411,303,424"),
+    (("bench", "--scale", "tiny", "--methods", "naive", "--workers", str(2**70), "--out", "b"),
+     "error: --workers must be at most "),
+], ids=["complete-tokens", "bench-workers"])
+def test_counts_past_what_a_run_can_use_are_refused_before_any_work(monkeypatch, capsys, tmp_path, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2 and err.startswith(message) and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("args, message", [
     (("complete", "--prompt", "x"), "--model"),
     (("complete", "--model", "gelu-1l", "--prompt", "x", "--tokens", "0"), "--tokens"),
 ])

@@ -93,6 +93,19 @@ def test_sampling_detects_a_wrong_distribution():
     assert p < 1e-6
 
 
+@pytest.mark.parametrize("n, message", [
+    (-1, r"must be >= 0 \(an integer\), got -1"), (1.5, r"must be >= 0 \(an integer\), got 1.5"),
+    (2**70, r"must be at most 2,147,483,648 \(one int64 row each, in one tensor: draw more in batches\)")])
+def test_a_sample_count_that_is_no_count_of_rows_is_refused(dist, n, message):
+    with pytest.raises(LowprobError, match=f"^the number of samples {message}"):
+        dist.sample(n)
+
+
+def test_saving_to_no_path_is_refused(dist):
+    with pytest.raises(LowprobError, match=r"^give the file to write as a str or a pathlib\.Path, got None$"):
+        dist.save(None)
+
+
 def test_sampling_is_seeded(dist):
     a = dist.sample(50, torch.Generator().manual_seed(3))
     b = dist.sample(50, torch.Generator().manual_seed(3))
@@ -149,7 +162,9 @@ def test_normalize_on_request():
     ([([1, 2], [0.5])], {}, "2 ids but 1 probabilities"),
     ([([1, 1], [0.5, 0.5])], {}, "appears twice"),
     ([([1, 40], [0.5, 0.5])], {"vocab_size": 32}, "must lie in 0..31"),
-    ([-1], {}, "must lie in"),
+    ([-1], {}, r"^position 0: token ids must lie in 0\.\.2147483647, got -1$"),
+    ([0, 2**70], {}, r"^position 1: token ids must lie in 0\.\.2147483647, got 1180591620717411303424$"),
+    ([torch.tensor(40)], {"vocab_size": 32}, r"^position 0: token ids must lie in 0\.\.31, got 40$"),
     ([([1.5, 2.0], [0.5, 0.5])], {}, "must be integers"),
     ([True], {}, "bool"),
     (["a"], {}, "give an int"),

@@ -72,7 +72,8 @@ def test_read_json_is_strict_and_names_the_file_and_the_fix(tmp_path):
     assert read_json(path) == {"name": "cpu", "budget": [1.5, None]}
     for text, reason in [('{"name": "cpu",\n "budget": }', "Expecting value at line 2, column 12"),
                          ("", "Expecting value at line 1, column 1"), ('{"x": -Infinity}', "-Infinity is not JSON"),
-                         ("[NaN]", "NaN is not JSON")]:
+                         ("[NaN]", "NaN is not JSON"),
+                         ('{"a": {"b": 1, "b": 2}}', "the key 'b' appears twice in one object; keep one")]:
         path.write_text(text)
         message = f"{path} is not valid JSON ({reason}): fix or delete it"
         with pytest.raises(LowprobError, match=f"^{re.escape(message)}$"):

@@ -126,6 +126,8 @@ def test_bad_templates_get_clear_errors(problem, template, slots, message):
     ("binary.toml", b"\xff\xfe", "binary.toml is not valid TOML"),
     ("types.toml", 'template = 5\n[slots.year]\nvalues = [" 1"]\n', "types.toml: template must be a string"),
     ("types.json", '{"template": "In{year}", "slots": {"year": [" 1"]}}', "types.json: slot year: give a non-empty"),
+    ("twice.json", '{"template": "In{year}", "slots": {"year": {"values": [" 1"]}}, "template": "On{year}"}',
+     r"twice.json is not valid JSON \(the key 'template' appears twice in one object; keep one\)"),
     ("typo.toml", TOML.replace("weights = [0.5", "weigths = [0.5"), r"typo.toml: slot year: unknown key\(s\) weigths"),
 ])
 def test_a_bad_template_file_is_one_error_naming_it(problem, tmp_path, monkeypatch, capsys, name, content, message):

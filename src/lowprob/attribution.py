@@ -29,6 +29,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
+from lowprob.checks import integer_in
 from lowprob.distributions.base import TokenDistribution
 
 LEVEL = 0.95
@@ -158,6 +159,8 @@ def effective_interval(p: float, n_eff: float, variance: float, level: float = L
 def attribute(sampled: SampledHits, top: int | None = 3, level: float = LEVEL) -> Attribution:
     """The ``top`` values by rise at each variable position, those the event raises at all (every value of
     every variable position with ``top=None``)."""
+    if top is not None:  # a slice would take 0 as "none", -1 as "all but the last", and choke on "3"
+        top = integer_in(top, "top (values shown per position; None shows them all)")
     hits, dist, labels = sampled.hits, sampled.dist, sampled.labels
     if len(hits) == 0:
         return Attribution([], 0, 0.0, hits.note)

@@ -6,7 +6,8 @@ job will write is checked before it starts (``prepare_output``: writable, and no
 replaced unless the user said so), and a job holds ``output_lock`` while it writes, so no work is
 lost to a bad path and no two runs write into one place. Every JSON we write is strict
 (``dumps_json``): a NaN or an infinity is a bug to fix at its source, never silent output; every
-JSON file we read is parsed as strictly (``read_json``), and a bad one is refused by name.
+JSON file we read is parsed as strictly (``read_json``: nor a key twice in one object), and a bad one is
+refused by name.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary sibling to write ``path``'s new content to; it replaces ``path`` only if the block succeeds.
 
     Readers see the old file or the new, never half of one, whatever writer fills the temporary file.
-    A failed write (full disk, read-only place) is a ``LowprobError`` naming ``path``.
+    A failed write (full disk, read-only place), or a ``path`` that is no path (None), is a ``LowprobError``.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise LowprobError(f"give the file to write as a str or a pathlib.Path, got {path!r}")
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -129,10 +132,21 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are distinct: with a key twice, ``json`` would silently keep the last value."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"the key {key!r} appears twice in one object; keep one")
+        obj[key] = value
+    return obj
+
+
 def _parse(text: str | bytes) -> Any:
-    """JSON parsed strictly (no NaN or Infinity); ``ValueError`` says what is wrong and where."""
+    """JSON parsed strictly (no NaN or Infinity, no key twice in an object); ``ValueError`` says what is
+    wrong and where."""
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{exc.msg} at line {exc.lineno}, column {exc.colno}") from None
 

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from lowprob._version import __version__
 from lowprob.bench.scales import GenerationScale, Scale, hyper_key, load_problem, target_seed
+from lowprob.checks import integer_in
 from lowprob.distributions import TokenDistribution
 from lowprob.distributions.slots import SlotDistribution
 from lowprob.errors import LowprobError
@@ -273,8 +274,8 @@ def run_bench(scale: Scale | GenerationScale, out: str | Path, methods: list[str
     if unknown:
         raise LowprobError(f"method(s) {', '.join(unknown)} cannot run this benchmark (argmax targets): "
                            f"choose from {', '.join(able)}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise LowprobError(f"--workers must be a positive integer, got {workers!r}")
+    workers = integer_in(workers, "--workers", high=4 * (os.cpu_count() or 1),
+                         why=f" (4 processes per CPU of this machine's {os.cpu_count() or 1}; more only share them)")
     if backend not in ("local", "ray"):
         raise LowprobError(f"backend must be 'local' or 'ray', got {backend!r}")
     if backend == "ray" and workers != 1:

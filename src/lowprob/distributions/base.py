@@ -20,13 +20,26 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor
 
+from lowprob.checks import integer_in
 from lowprob.errors import LowprobError
 from lowprob.files import atomic_write
 
 PROB_ATOL = 1e-6  # how far a position's probabilities may sum from 1 without normalize=True
+# A token id indexes an embedding row and a dense log-table column: no vocabulary reaches 2^31
+MAX_TOKEN_ID = (1 << 31) - 1
+# One draw is an int64 row per sample: past 2^31 rows a single tensor outgrows any machine's memory
+MAX_SAMPLES = 1 << 31
 FORMAT = "lowprob.TokenDistribution/1"
 
 PositionSpec = Union[int, tuple[Sequence[int], Sequence[float]], tuple[Tensor, Tensor]]
+
+
+def _check_ids(pos: int, low: int, high: int, vocab_size: int | None) -> None:
+    """Token ids ``low .. high`` of position ``pos`` lie in the vocabulary (``0 .. MAX_TOKEN_ID`` without one)."""
+    top = MAX_TOKEN_ID if vocab_size is None else vocab_size - 1
+    if low < 0 or high > top:
+        got = str(low) if low == high else f"{low}..{high}"
+        raise LowprobError(f"position {pos}: token ids must lie in 0..{top}, got {got}")
 
 
 class TokenDistribution:
@@ -64,6 +77,7 @@ class TokenDistribution:
             if isinstance(spec, bool):
                 raise LowprobError(f"position {pos}: a bool is not a token id")
             if isinstance(spec, numbers.Integral) or (isinstance(spec, Tensor) and spec.dim() == 0):
+                _check_ids(pos, int(spec), int(spec), vocab_size)  # before torch, which overflows past 2^63
                 ids, probs = torch.tensor([int(spec)]), torch.ones(1, dtype=torch.float64)
             else:
                 try:
@@ -81,10 +95,7 @@ class TokenDistribution:
                                    f"give one probability per token, at least one token")
             if not torch.isfinite(probs).all() or (probs < 0).any():
                 raise LowprobError(f"position {pos}: probabilities must be finite and non-negative")
-            if int(ids.min()) < 0 or (vocab_size is not None and int(ids.max()) >= vocab_size):
-                bound = f"0..{vocab_size - 1}" if vocab_size is not None else ">= 0"
-                raise LowprobError(f"position {pos}: token ids must lie in {bound}, got "
-                                   f"{int(ids.min())}..{int(ids.max())}")
+            _check_ids(pos, int(ids.min()), int(ids.max()), vocab_size)
             if len(torch.unique(ids)) != len(ids):
                 raise LowprobError(f"position {pos}: a token id appears twice; merge its probabilities")
             total = float(probs.sum())
@@ -143,8 +154,8 @@ class TokenDistribution:
     # --- probability --------------------------------------------------------------------------
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` independent sequences, LongTensor [n, positions]."""
-        if n < 0:
-            raise LowprobError(f"number of samples must be >= 0, got {n}")
+        n = integer_in(n, "the number of samples", low=0, high=MAX_SAMPLES,
+                       why=" (one int64 row each, in one tensor: draw more in batches)")
         out = torch.empty(n, len(self), dtype=torch.long)
         for pos, (ids, probs) in enumerate(zip(self._ids, self._probs, strict=True)):
             if len(ids) == 1:

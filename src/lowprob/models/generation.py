@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from lowprob.checks import integer_in
 from lowprob.errors import LowprobError
 from lowprob.models.transformer import Transformer
+
+# One forward pass per token, the window sliding past n_ctx: past this a "quick look" runs for hours
+MAX_TOKENS = 1 << 14
 
 
 @torch.no_grad()
@@ -13,8 +17,8 @@ def complete(model: Transformer, prompt: str, n_tokens: int = 20) -> str:
     """Append ``n_tokens`` greedy tokens to ``prompt``; the context is BOS plus the latest tokens."""
     if model.tokenizer is None:
         raise LowprobError("this model has no tokenizer, so it cannot complete text")
-    if n_tokens < 1:
-        raise LowprobError(f"--tokens must be at least 1, got {n_tokens}")
+    n_tokens = integer_in(n_tokens, "--tokens", high=MAX_TOKENS,
+                          why=" (one forward pass each: a quick look at the model, not a text generator)")
     tok = model.tokenizer
     ids = tok.encode(prompt)
     new: list[int] = []

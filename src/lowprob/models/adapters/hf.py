@@ -65,21 +65,52 @@ def is_hugging_face_dir(path: Path) -> bool:
 
 def load_hugging_face(path: str | Path, device: str | torch.device | None = None) -> HuggingFaceLM:
     """A causal LM from a local directory as ``save_pretrained`` writes it; ``tokenizer.json`` if present."""
-    try:
-        import transformers
-    except ImportError:
-        raise LowprobError("reading a Hugging Face model needs transformers: pip install 'lowprob[hf]'") from None
     from lowprob.models.tokenizer import Tokenizer
 
     path = Path(path)
     _check_safetensors(path)
-    try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True, use_safetensors=True,
-                                                                  dtype=torch.float32).to(resolve_device(device))
-    except (OSError, ValueError, KeyError) as exc:
-        raise LowprobError(f"cannot load a Hugging Face causal LM from {path}: {exc}") from None
+    model = _build(path).to(resolve_device(device))
     tokenizer = Tokenizer.from_file(path / "tokenizer.json") if (path / "tokenizer.json").exists() else None
     return HuggingFaceLM(model, tokenizer, name=path.name)
+
+
+def _build(path: Path) -> Any:
+    """The causal LM ``path``'s config.json describes, with every weight from its files, or one line saying why not.
+
+    transformers' own errors run to paragraphs, and a config that does not fit the weights (a type edited,
+    a layer count changed) would load silently, missing weights drawn at random: both are refused here.
+    """
+    try:
+        import transformers
+    except ImportError:
+        raise LowprobError("reading a Hugging Face model needs transformers: pip install 'lowprob[hf]'") from None
+    config = read_json(path / "config.json", missing="a Hugging Face directory is what save_pretrained writes")
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    cannot = f"{path}: transformers {transformers.__version__} cannot build model_type {kind!r}"
+    if not isinstance(kind, str) or kind not in transformers.CONFIG_MAPPING:
+        raise LowprobError(f"{cannot} (it knows no such model type): fix config.json's model_type, or install a "
+                           f"transformers that has it")
+    try:
+        model, loaded = transformers.AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, use_safetensors=True, dtype=torch.float32, output_loading_info=True)
+    except OSError as exc:  # files missing or unreadable
+        raise LowprobError(f"cannot load a Hugging Face causal LM from {path}: {_one_line(exc)}") from None
+    except Exception as exc:  # a config it cannot build raises ValueError, TypeError, huggingface_hub's
+        # validation errors, torch's RuntimeError...: whichever it is, it is about this directory
+        raise LowprobError(f"{cannot} as a causal LM ({type(exc).__name__}: {_one_line(exc)}): fix "
+                           f"config.json") from None
+    missing, unexpected = loaded["missing_keys"], loaded["unexpected_keys"]
+    if missing or unexpected:
+        raise LowprobError(f"{path}: the weights do not fit config.json (model_type {kind!r}): "
+                           f"{len(missing)} missing, {len(unexpected)} unexpected (such as "
+                           f"{sorted([*missing, *unexpected])[0]!r}); fix config.json or re-save the model")
+    return model
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """transformers' message on one line, cut short: some run to paragraphs of advice."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _check_safetensors(path: Path) -> None:
