@@ -1,6 +1,7 @@
 """The ``lowprob mlp`` commands, through typer's runner."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -95,3 +96,54 @@ def test_a_refused_bench_prints_its_error_alone_and_names_a_corrupt_config(tmp_p
     result = runner.invoke(app, ["bench", "--out", str(tmp_path), "--quick", "--resume"])
     assert isinstance(result.exception, LowprobError) and "bench rows" not in result.output
     assert str(result.exception).startswith(f"{tmp_path}/config.json is not valid JSON (Expecting")
+
+
+BIG = str(2**70)
+
+
+@pytest.mark.parametrize(("argv", "match"), [
+    (["expect", "--width", "8", "--seed", "-1"], "'--seed'"),
+    (["expect", "--width", "8", "--seed", str(2**32)], "'--seed'"),
+    (["expect", "--width", "8", "--hidden", BIG], "'--hidden'"),
+    (["expect", "--width", "8", "--hidden", "1", "--mc-samples", BIG], "'--mc-samples'"),  # looped for ever
+    (["expect", "--width", "8", "--threads", BIG], "'--threads'"),
+    (["orthant", "--m", "5", "--n", "5", "--method", "mc", "--seed", "-1"], "'--seed'"),
+    (["orthant", "--m", "5", "--n", "5", "--method", "mc", "--seed", str(2**32 - 1)], "'--seed'"),  # draws SEED + 1
+    (["orthant", "--m", "5", "--n", "5", "--method", "mc", "--samples", BIG], "'--samples'"),
+    (["bench", "--out", "never-written", "--threads", BIG], "'--threads'"),
+])
+def test_options_out_of_range_are_usage_errors(argv, match):
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2 and result.exception.__class__ is SystemExit, result.output
+    assert match in result.output
+
+
+@pytest.mark.parametrize(("argv", "match"), [
+    (["expect", "--width", BIG], r"K=3's factored kappa3 at width 1,180,591,620,717,411,303,424 and depth 5 "),
+    (["expect", "--width", "100000", "--hidden", "1"], r"would need 224 GiB \(100,000 x 300,000 numbers"),
+    (["expect", "--width", "100000", "--hidden", "1", "--k", "1"], r"random MLP .* would need 149 GiB"),
+    (["orthant", "--m", BIG, "--method", "adf"], "W of 1,180,591,620,717,411,303,424 neurons x 50 inputs would need"),
+])
+def test_sizes_that_cannot_fit_are_refused_before_any_work(monkeypatch, argv, match):
+    from lowprob.mlp import limits
+
+    monkeypatch.setattr(limits, "memory_ceiling", lambda: (4 << 30, "a test's 8 GiB"))
+    result = runner.invoke(app, argv)
+    assert isinstance(result.exception, LowprobError), result.output
+    assert re.search(match + r".*past the 4 GiB one array may take \(a test's 8 GiB\)", str(result.exception))
+
+
+def test_an_unknown_orthant_method_or_a_nan_beta_is_refused_by_name_before_any_runs():
+    result = runner.invoke(app, ["orthant", "--m", "5", "--n", "5", "--method", "adf", "--method", "magic"])
+    assert isinstance(result.exception, LowprobError) and "magic" in str(result.exception)
+    assert "log10 P" not in result.output
+    result = runner.invoke(app, ["orthant", "--m", "5", "--n", "5", "--method", "adf", "--beta", "nan"])
+    assert isinstance(result.exception, LowprobError)
+    assert str(result.exception) == "beta (the bias in units of ||w_i||) must be a finite number, got nan"
+
+
+def test_an_empty_weights_file_is_refused_in_one_line(tmp_path):
+    (tmp_path / "empty.npz").write_bytes(b"")
+    result = runner.invoke(app, ["expect", "--weights", str(tmp_path / "empty.npz")])
+    assert isinstance(result.exception, LowprobError), result.output  # was click's "Aborted!" (an EOFError)
+    assert "(the file is empty)" in str(result.exception)

@@ -83,5 +83,5 @@ def test_spec_roundtrip_and_validation(tmp_path):
     np.savez(tmp_path / "bad.npz", W0=np.ones((2, 3)))
     with pytest.raises(LowprobError, match="missing: b0, activations"):
         load_spec(tmp_path / "bad.npz")
-    with pytest.raises(LowprobError, match="at least 2 samples"):
+    with pytest.raises(LowprobError, match="n_samples must be >= 2"):
         mc_moments(spec, 1, seed=0)

@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from lowprob.checks import check_seed, integer_in
 from lowprob.errors import LowprobError
 from lowprob.files import dumps_json
 from lowprob.mlp.flops import forward_flops
+from lowprob.mlp.limits import check_samples
 from lowprob.mlp.networks import MLPSpec
 
 _FIELDS = ("pre_mean", "pre_var", "act_mean", "act_var")
@@ -82,8 +84,9 @@ def mc_moments(spec: MLPSpec, n_samples: int, seed: int, *, layers: Sequence[int
 
     from lowprob.mlp.activations import ACTIVATIONS
 
-    if n_samples < 2:
-        raise LowprobError(f"Monte Carlo needs at least 2 samples (got {n_samples})")
+    n_samples = check_samples(n_samples)
+    seed = check_seed(seed)
+    chunk = integer_in(chunk, "chunk")  # a chunk of 0 would loop for ever
     tdtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype)
     if tdtype is None:
         raise LowprobError(f"dtype must be float32 or float64 (got {dtype!r})")

@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import zipfile
+import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
+from lowprob.checks import check_seed, integer_in
 from lowprob.errors import LowprobError
 from lowprob.mlp.activations import check_activation
+from lowprob.mlp.limits import MAX_DEPTH, check_array
+
+# What np.load raises for a file that is not a readable .npz: missing, empty, truncated, corrupt, pickled.
+_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -64,10 +72,14 @@ class MLPSpec:
         return h.hexdigest()[:16]
 
 
-def make_spec(weights, biases, activations) -> MLPSpec:
-    """Build a spec from array-likes, converting to float64."""
-    return MLPSpec(tuple(np.asarray(w, dtype=np.float64) for w in weights),
-                   tuple(np.asarray(b, dtype=np.float64) for b in biases), tuple(activations))
+def make_spec(weights: Iterable[ArrayLike], biases: Iterable[ArrayLike], activations: Iterable[str]) -> MLPSpec:
+    """Build a spec from array-likes, converting to float64 (text or ragged lists are refused by name)."""
+    try:
+        ws = tuple(np.asarray(w, dtype=np.float64) for w in weights)
+        bs = tuple(np.asarray(b, dtype=np.float64) for b in biases)
+    except (TypeError, ValueError) as exc:
+        raise LowprobError(f"MLP weights and biases must be arrays of real numbers: {exc}") from exc
+    return MLPSpec(ws, bs, tuple(activations))
 
 
 def activation_second_moment(activation: str, mean: float = 0.0) -> float:
@@ -87,12 +99,16 @@ def random_mlp(width: int, depth: int, seed: int, activation: str = "relu", *, i
     Biases are ``bias_mean + bias_std * N(0, 1)``.
     """
     check_activation(activation)
-    if width < 1 or depth < 1:
-        raise LowprobError(f"width and depth must be positive (got {width}, {depth})")
+    width = integer_in(width, "width")
+    depth = integer_in(depth, "depth", 1, MAX_DEPTH, " layers (every estimator steps through them one by one)")
+    in_width = width if in_width is None else integer_in(in_width, "in_width")
+    out_width = width if out_width is None else integer_in(out_width, "out_width")
     if convention not in ("arc", "whestbench"):
         raise LowprobError(f"unknown convention {convention!r}: use 'arc' or 'whestbench'")
-    rng = np.random.default_rng(seed)
-    widths = [in_width or width] + [width] * (depth - 1) + [out_width or width]
+    widths = [in_width] + [width] * (depth - 1) + [out_width]
+    check_array(f"the weights of a random MLP of width {width:,} and depth {depth:,}",
+                (sum(a * b for a, b in itertools.pairwise(widths)),), fix="lower the width or the depth")
+    rng = np.random.default_rng(check_seed(seed))
     later_var = 2.0 if convention == "whestbench" else 1.0 / activation_second_moment(activation, bias_mean)
     weights, biases = [], []
     for layer, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
@@ -110,17 +126,24 @@ def save_spec(spec: MLPSpec, path: Path) -> None:
 
 def load_spec(path: Path) -> MLPSpec:
     """Load user weights from an .npz with arrays W0, b0, W1, b1, ... and ``activations``."""
+    how = "numpy.savez(path, W0=..., b0=..., W1=..., b1=..., activations=[...])"
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise LowprobError(f"cannot read MLP weights from {path}: {exc}") from exc
-    depth = sum(1 for k in data.files if k.startswith("W"))
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                arrays = {k: data[k] for k in data.files}  # read now: a corrupt member fails here, not later
+    except _UNREADABLE as exc:
+        why = "the file is empty" if isinstance(exc, EOFError) else exc
+        raise LowprobError(f"cannot read MLP weights from {path} ({why}): write them with {how}") from exc
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise LowprobError(f"{path} holds a single array (.npy), not an .npz archive: write the weights with {how}")
+    depth = sum(1 for k in arrays if k.startswith("W"))
     needed = [k for i in range(max(depth, 1)) for k in (f"W{i}", f"b{i}")] + ["activations"]
-    missing = [k for k in needed if k not in data.files]
+    missing = [k for k in needed if k not in arrays]
     if missing:
         raise LowprobError(f"{path} must hold arrays W0, b0, W1, b1, ... and 'activations'; "
                            f"missing: {', '.join(missing)}")
-    acts = [str(a) for a in data["activations"]]
+    acts = [str(a) for a in np.atleast_1d(arrays["activations"])]
     if len(acts) == 1:
         acts = acts * depth
-    return make_spec([data[f"W{i}"] for i in range(depth)], [data[f"b{i}"] for i in range(depth)], acts)
+    return make_spec([arrays[f"W{i}"] for i in range(depth)], [arrays[f"b{i}"] for i in range(depth)], acts)

@@ -28,10 +28,12 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import log_ndtr, logsumexp
 
+from lowprob.checks import check_seed, integer_in
 from lowprob.errors import LowprobError
 from lowprob.mlp import truncnorm
 from lowprob.mlp.flops import FlopCounter
 from lowprob.mlp.gaussian import bvn_cdf
+from lowprob.mlp.limits import check_array, check_samples, finite
 
 METHODS = ("adf", "ep", "pairwise", "genz", "botev", "mc")
 MECHANISTIC = frozenset({"adf", "ep", "pairwise"})
@@ -66,6 +68,8 @@ def _check(w: NDArray, b: NDArray) -> tuple[NDArray, NDArray]:
         raise LowprobError("W and b must be finite")
     if np.any(np.sum(w * w, axis=1) == 0):
         raise LowprobError("W has a zero row: that neuron's sign does not depend on x")
+    check_array(f"the constraint covariance W W^T of {w.shape[0]:,} neurons", (w.shape[0],) * 2,
+                fix="use fewer neurons (rows of W)")
     return w, b
 
 
@@ -256,6 +260,7 @@ def botev(w: NDArray, b: NDArray, n_samples: int, seed: int, fc: FlopCounter) ->
     a, _, _ = _psi_terms(chol, lower, x, mu)
     psi_star = float(np.sum(0.5 * mu**2 - x * mu + truncnorm.log_mass(a, np.inf)))
 
+    check_array(f"botev's {n_samples:,} draws of {m:,} coordinates", (n_samples, m), fix="use fewer samples")
     rng = np.random.default_rng(seed)
     z = np.zeros((n_samples, m))
     psi = np.zeros(n_samples)
@@ -291,6 +296,8 @@ def monte_carlo(w: NDArray, b: NDArray, n_samples: int, seed: int, fc: FlopCount
                 chunk: int = 65536) -> tuple[float, float | None, int]:
     """Plain sampling: (log P, relative SE, hits); with no hit log P = -inf and rel SE is None."""
     m, n = w.shape
+    check_array(f"a chunk of Monte Carlo inputs of dimension {n:,}", (min(chunk, n_samples), n),
+                fix="use a smaller input dimension")
     rng = np.random.default_rng(seed)
     hits, done = 0, 0
     while done < n_samples:
@@ -311,6 +318,9 @@ def orthant_prob(w: NDArray, b: NDArray, method: str = "botev", *, n_samples: in
     """P(W x + b > 0 for every row), x ~ N(0, I), by ``method`` (see the module docstring)."""
     if method not in METHODS:
         raise LowprobError(f"unknown orthant method {method!r}: choose one of {', '.join(METHODS)}")
+    n_samples = check_samples(n_samples)
+    seed = check_seed(seed)
+    maxpts = None if maxpts is None else integer_in(maxpts, "maxpts")
     w, b = _check(w, b)
     fc = FlopCounter()
     start = time.perf_counter()
@@ -338,6 +348,9 @@ def orthant_prob(w: NDArray, b: NDArray, method: str = "botev", *, n_samples: in
 
 def random_orthant_instance(m: int, n: int, beta: float, seed: int) -> tuple[NDArray, NDArray]:
     """W_ij ~ N(0, 1/n) and b_i = -beta ||w_i||: each neuron alone is on with probability Phi(-beta)."""
-    rng = np.random.default_rng(seed)
+    m, n = integer_in(m, "m (neurons)"), integer_in(n, "n (input dimension)")
+    beta = finite(beta, "beta (the bias in units of ||w_i||)")
+    check_array(f"W of {m:,} neurons x {n:,} inputs", (m, n), fix="lower m or n")
+    rng = np.random.default_rng(check_seed(seed))
     w = rng.standard_normal((m, n)) / math.sqrt(n)
     return w, -beta * np.linalg.norm(w, axis=1)

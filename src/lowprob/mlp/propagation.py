@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from lowprob.errors import LowprobError
 from lowprob.mlp.flops import FlopCounter
 from lowprob.mlp.gaussian import RELU_PRODUCT_OPS, relu_product_mean
+from lowprob.mlp.limits import check_array
 from lowprob.mlp.networks import MLPSpec
 from lowprob.mlp.wick import VAR_FLOOR, wick_coefficients
 
@@ -205,6 +206,21 @@ def _nonlinear_k3(act: str, mu: NDArray, sigma: NDArray, k3, d3: NDArray, d21: N
     return m1, cov, a4_new
 
 
+def check_memory(widths: list[int], K: int, kappa3: str = "factored", dtype: str = "float64") -> None:
+    """Refuse a network (input width, then each layer's) whose largest state array at order K cannot fit,
+    before any work: the covariance (n x n) at K >= 2; at K = 3 the dense kappa3 (n^3) or the factored
+    one's n x (2 depth - 1) n factors. The CLI asks before it even builds the network."""
+    n, depth = max(widths), len(widths) - 1
+    fix = "lower the width, the depth or K"
+    if K == 3 and kappa3 == "dense":
+        check_array(f"K=3's dense kappa3 at width {n:,}", (n, n, n), np.dtype(dtype).itemsize, fix)
+    elif K == 3:
+        check_array(f"K=3's factored kappa3 at width {n:,} and depth {depth:,}",
+                    (n, (2 * depth - 1) * n), np.dtype(dtype).itemsize, fix)
+    if K >= 2:
+        check_array(f"K={K}'s covariance at width {n:,}", (n, n), 8, fix)
+
+
 def estimate_means(spec: MLPSpec, K: int = 2, *, metric: str = "exact", pair: str = "linear",
                    kappa3: str = "factored", dtype: str = "float64", full_last: bool = True) -> Estimate:
     """Propagate cumulants through ``spec`` and return per-layer estimates of E[pre] and E[act].
@@ -223,14 +239,15 @@ def estimate_means(spec: MLPSpec, K: int = 2, *, metric: str = "exact", pair: st
             raise LowprobError(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
     if pair == "exact" and (K != 2 or any(a != "relu" for a in spec.activations)):
         raise LowprobError("pair='exact' is the K=2 bivariate ReLU formula: use it with K=2 and ReLU layers")
+    if dtype not in ("float64", "float32"):
+        raise LowprobError(f"dtype must be float64 or float32 (got {dtype!r})")
+    check_memory(spec.widths, K, kappa3, dtype)
 
     fc = FlopCounter()
     start = time.perf_counter()
     n0 = spec.widths[0]
     mean = np.zeros(n0)
     cov: NDArray | float = 1.0 if K == 1 else np.eye(n0)
-    if dtype not in ("float64", "float32"):
-        raise LowprobError(f"dtype must be float64 or float32 (got {dtype!r})")
     k3 = (DenseKappa3 if kappa3 == "dense" else FactoredKappa3)(n0, dtype) if K == 3 else None
     a4 = 0.0
     out = Estimate(method=f"K{K}", pre_mean=[], pre_var=[], act_mean=[], pre_kappa3=[], pre_kappa4=[],

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from lowprob.checks import integer_in
 from lowprob.errors import LowprobError
+from lowprob.mlp.limits import finite
 from lowprob.mlp.networks import MLPSpec, make_spec, random_mlp
 from lowprob.mlp.propagation import Estimate, estimate_means
 
@@ -29,6 +31,8 @@ class TailEstimate:
 
 def tail_network(width: int, hidden: int, threshold: float, seed: int) -> MLPSpec:
     """``hidden`` He-initialised ReLU layers, then a readout z with bias -threshold and a Heaviside."""
+    hidden = integer_in(hidden, "hidden", 0)  # random_mlp bounds the depth
+    threshold = finite(threshold, "threshold")
     base = random_mlp(width, hidden + 1, seed)
     biases = [*base.biases[:-1], np.full(width, -float(threshold))]
     return make_spec(base.weights, biases, ["relu"] * hidden + ["heaviside"])
