@@ -151,6 +151,18 @@ def _parse(text: str | bytes) -> Any:
         raise ValueError(f"{exc.msg} at line {exc.lineno}, column {exc.colno}") from None
 
 
+def read_bytes(path: str | Path, missing: str = "") -> bytes:
+    """A file's bytes; a missing or unreadable one (a directory, no permission) is a LowprobError naming it,
+    ``missing`` saying what to do about an absent file."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise LowprobError(f"{path} is missing" + (f": {missing}" if missing else "")) from None
+    except OSError as exc:
+        raise LowprobError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def read_json(path: str | Path, missing: str = "") -> Any:
     """The value a JSON file holds, parsed strictly (no NaN or Infinity), like ``read_jsonl``'s rows.
 
@@ -158,13 +170,7 @@ def read_json(path: str | Path, missing: str = "") -> Any:
     so a truncated or hand-edited one is a one-line error naming the file, never a parser traceback.
     ``missing`` says what to do about an absent file, for callers that need it to exist.
     """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise LowprobError(f"{path} is missing" + (f": {missing}" if missing else "")) from None
-    except OSError as exc:
-        raise LowprobError(f"cannot read {path}: {exc.strerror or exc}") from None
+    data = read_bytes(path, missing)
     try:
         return _parse(data)
     except ValueError as exc:  # bad JSON, not UTF-8, or a NaN or an infinity

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
-from lowprob.files import read_json
+from lowprob.files import read_bytes, read_json
 
 WEIGHT_TOLERANCE = 1e-6
 SLOT_KEYS = ("values", "weights")  # what a [slots.NAME] table may hold
@@ -104,12 +104,9 @@ class SlotDistribution:
         if path.suffix == ".json":
             spec = read_json(path)
         else:
+            data = read_bytes(path)
             try:
-                spec = tomllib.loads(path.read_text(encoding="utf-8"))
-            except FileNotFoundError:
-                raise LowprobError(f"{path} does not exist") from None
-            except OSError as exc:
-                raise LowprobError(f"cannot read {path}: {exc.strerror or exc}") from None
+                spec = tomllib.loads(data.decode("utf-8"))
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise LowprobError(f"{path} is not valid TOML: {exc}") from None
         if not isinstance(spec, dict) or "template" not in spec or not isinstance(spec.get("slots"), dict):

@@ -19,7 +19,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from lowprob.errors import LowprobError
-from lowprob.files import atomic_write, dumps_json, prepare_output, read_json
+from lowprob.files import atomic_write, dumps_json, prepare_output, read_bytes, read_json
 from lowprob.models.protocol import LanguageModel, resolve_device
 from lowprob.models.tokenizer import Tokenizer
 from lowprob.models.transformer import Transformer, TransformerConfig
@@ -62,16 +62,6 @@ def save_model(model: Transformer, directory: str | Path, card: dict[str, Any]) 
             "tokenizer_sha256": sha256_bytes(tokenizer)}
     atomic_write(directory / "card.json", dumps_json(card, indent=1).encode())
     return card
-
-
-def _read(path: Path) -> bytes:
-    """A model file's bytes; a missing or unreadable one (a directory, no permission) is refused by name."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise LowprobError(f"{path} is missing; a model directory needs {', '.join(FILES)}") from None
-    except OSError as exc:
-        raise LowprobError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _json_object(path: Path) -> dict[str, Any]:
@@ -121,7 +111,7 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
     verified = {}
     for fname, key in (("model.safetensors", "weights_sha256"), ("tokenizer.json", "tokenizer_sha256")):
         path = directory / fname
-        data = _read(path)
+        data = read_bytes(path, missing=f"a model directory needs {', '.join(FILES)}")
         if key not in card:
             raise LowprobError(f"{directory / 'card.json'} has no {key}; re-save the model")
         if sha256_bytes(data) != card[key]:
