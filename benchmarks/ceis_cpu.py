@@ -1,4 +1,4 @@
-"""MTIS (or another temperature-free method) on `cpu` benchmark pairs, next to the committed MHIS and ITGIS.
+"""A method (CEIS, the default, unless --method) at other seeds or settings on `cpu` pairs, next to MHIS and ITGIS.
 
 For each chosen pair it runs the method on the pair's committed targets (``benchmarks/results/cpu/
 rows/{model}/{dist}.jsonl``, whose rows carry the ground truth) and prints, per seed:
@@ -11,7 +11,8 @@ rows/{model}/{dist}.jsonl``, whose rows carry the ground truth) and prints, per 
 * mean FLOPs and median seconds per estimate;
 
 next to MHIS's and ITGIS's leak-free loss, zeros, coverage and FLOPs from ``scores.csv``. Rows are
-appended to ``--out`` (JSON lines) so a later run can re-score them without re-estimating.
+appended to ``--out`` (JSON lines) so a later run can re-score them without re-estimating
+(``ceis_loss_anatomy.py --rows``). The default's seeds 1 and 2: ``benchmarks/results/cpu-seeds/``.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/ceis_cpu.py gelu-1l/hex gelu-2l/english --seeds 0
 """

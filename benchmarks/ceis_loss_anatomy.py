@@ -13,8 +13,9 @@ estimate far below its truth can outweigh the other ~240. This prints, per model
 Leak-free losses come from ``results/cpu/scores.csv`` (seed 0, every method) and from rows written by
 ``ceis_cpu.py`` on all 24 pairs (other seeds or settings, re-scored here with the same leave-one-out fit).
 
-    PYTHONPATH=src python benchmarks/ceis_loss_anatomy.py \
-        --rows "ceis seed 1=benchmarks/results/issue13/ceis_ps1_cpu_seed1.jsonl"
+    PYTHONPATH=src python benchmarks/ceis_loss_anatomy.py \\
+        --rows "ceis seed 1=benchmarks/results/cpu-seeds/ceis_seed1.jsonl" \\
+               "ceis seed 2=benchmarks/results/cpu-seeds/ceis_seed2.jsonl"
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Run: python benchmarks/estimator_timing.py [--budget 4096] [--dist hex] [--repeats 3]
 Target: the argmax token of the first sample (so the estimate is non-trivial). Each cell is the median
 of ``--repeats`` seeds, methods interleaved so a change in machine load hits them alike; GFLOPs show
-that the methods are compared at equal work (a backward pass counts as 2 forwards).
+that the methods are compared at equal work, as ``Estimate.cost`` prices it (``lowprob.cost``).
 """
 
 import argparse

@@ -23,7 +23,6 @@ from gt_throughput import matmul_peak
 from lowprob import load_distribution, load_model
 from lowprob.distributions.base import TokenDistribution
 from lowprob.truth.compute import JobSpec, argmax_function, enumeration_argmax, shard_totals
-from lowprob.truth.prefix_tree import PrefixTree
 
 SHARD = 1 << 14
 
@@ -77,7 +76,7 @@ def main() -> None:
         model = load_model(name)
         dist = restrict(load_distribution(args.dist, model), positions, args.top)
         spec = JobSpec("", "", True, dist.support_size(), None, SHARD)
-        tree = PrefixTree(model, dist)
+        tree = model.prefix_tree(dist.support_ids())
         fast = argmax_function(model, dist)
         paths = {"plain": enumeration_argmax(model, dist, fast=False),
                  "fast": lambda start, tokens, f=fast: f(tokens),

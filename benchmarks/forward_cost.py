@@ -7,6 +7,7 @@ truth of issue 4) with one shard process per core. One thread per process measur
 throughput, which is robust to other jobs on the machine; ground truth shards run one per core.
 """
 
+import argparse
 import os
 import time
 
@@ -33,6 +34,7 @@ def throughput(model, length: int, repeats: int = 5) -> float:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args()
     print(f"threads per process: {torch.get_num_threads()}, cores: {CORES}")
     print(f"{'model':<9}" + "".join(f"{f'len {n} (seq/s)':>16}" for n in LENGTHS))
     hours = {n: 0.0 for n in LENGTHS}

@@ -17,7 +17,6 @@ import torch
 from lowprob import load_distribution, load_model
 from lowprob.models.zoo import SHIPPED_CONFIGS
 from lowprob.truth.compute import argmax_function
-from lowprob.truth.fast import FastArgmax
 
 
 def matmul_peak(n: int = 1024, repeats: int = 20) -> float:
@@ -66,7 +65,7 @@ def main() -> None:
     for name in SHIPPED_CONFIGS:
         model = load_model(name)
         dist = load_distribution(args.dist, model)
-        fast = FastArgmax(model, dist)
+        fast = model.fast_argmax(dist.support_ids())
         whole = rate(lambda x, m=model: m.logits(x).argmax(-1), dist, args.batch, args.seconds)
         chunked = rate(argmax_function(model, dist, fast=False), dist, args.batch, args.seconds)
         fast_rate = rate(fast.argmax, dist, args.batch, args.seconds)

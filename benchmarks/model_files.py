@@ -5,6 +5,7 @@ Load time is measured in this process after the imports (median of 5 loads), and
 interpreter (``python -c 'import lowprob; lowprob.load_model(...)'``) so the import cost is visible too.
 """
 
+import argparse
 import statistics
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from lowprob.models.zoo import FILES, SHIPPED_CONFIGS, shipped_dir
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args()
     total = 0
     print(f"{'model':<9} {'files (bytes)':>14} {'load (ms, median of 5)':>24} {'fresh process (s)':>18}")
     for name in SHIPPED_CONFIGS:

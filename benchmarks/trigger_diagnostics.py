@@ -10,7 +10,7 @@ rate, GLD's fitted Gaussian of the logit difference. The figures of benchmarks/r
 
 from __future__ import annotations
 
-import sys
+import argparse
 from collections import defaultdict
 
 import numpy as np
@@ -49,4 +49,7 @@ def main(directory: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/trigger/bench")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("directory", nargs="?", default="benchmarks/results/trigger/bench",
+                        help="a trigger-scale bench directory")
+    main(parser.parse_args().directory)

@@ -22,8 +22,8 @@ import time
 import torch
 
 from lowprob.distributions.trigger import TRIGGER_DISTRIBUTIONS, trigger_distribution
-from lowprob.models.corpus import KINDS
 from lowprob.models.zoo import SHIPPED_TRIGGER_MODELS, load_model, read_card, shipped_dir
+from lowprob.training.corpus import KINDS
 from lowprob.truth.trigger import (
     load_trigger_reference,
     save_trigger_reference,

@@ -49,6 +49,7 @@ def tiny_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_tiny_scale_rows_follow_the_contract(tiny_run):
     rows = load_rows(tiny_run)
     scale = get_scale("tiny")
@@ -63,6 +64,7 @@ def test_tiny_scale_rows_follow_the_contract(tiny_run):
     assert targets["n_candidates"] >= len(targets["targets"]) == scale.n_targets
 
 
+@pytest.mark.slow
 def test_tiny_report_scores_every_method(tiny_run, monkeypatch, capsys):
     code, out, _ = run(monkeypatch, capsys, "report", str(tiny_run))
     assert code == 0
@@ -116,6 +118,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_rows(tmp_path):
         run_bench(SMALL, cut, ["naive"], resume=True, progress=False)
 
 
+@pytest.mark.slow
 def test_parallel_workers_give_the_same_rows(tmp_path):
     serial = run_bench(SMALL, tmp_path / "serial", ["itgis"], progress=False)
     parallel = run_bench(SMALL, tmp_path / "parallel", ["itgis"], workers=2, progress=False)

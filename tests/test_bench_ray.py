@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from lowprob.bench import get_scale, ray_runner, run_bench, runner
+from lowprob.bench import get_scale, ray_runner, rows, run_bench
 from lowprob.bench.score import load_rows
 from lowprob.cli import main
 
@@ -63,8 +63,8 @@ def test_a_task_that_fails_once_is_retried(tmp_path, monkeypatch, local):
         model, dist, gt = runner_load_problem(*args, **kwargs)
         return model, fails_once(dist, "sample", marker), gt
 
-    runner_load_problem = runner.load_problem
-    monkeypatch.setattr(runner, "load_problem", flaky_problem)  # the driver's pairs, and so their tasks
+    runner_load_problem = rows.load_problem
+    monkeypatch.setattr(rows, "load_problem", flaky_problem)  # the driver's pairs, and so their tasks
     out = run_bench(SMALL, tmp_path / "run", ["naive"], progress=False, only=["tiny-uniform"], backend="ray")
     assert marker.exists()  # the failure did happen, and the run still finished
     assert comparable(load_rows(out)) == [r for r in local if r["method"] == "naive"

@@ -9,14 +9,15 @@ import pytest
 from lowprob.attribution import Attribution
 from lowprob.bench import SCALES, get_scale, run_bench
 from lowprob.bench.report import write_report
-from lowprob.bench.runner import plan_pair
+from lowprob.bench.rows import plan_pair
 from lowprob.bench.score import CONSTANT, load_rows, score_rows
 from lowprob.bench.trigger_report import found_it
-from lowprob.models.backdoor import planted_trigger
+from lowprob.distributions.planted import planted_trigger
 from lowprob.truth.trigger import load_trigger_problem, trigger_problems, trigger_ranks_first
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dataclasses.replace(get_scale("trigger"), budget=256, seeds=(0,), models=("gelu-2l-trigger",))
+# budget 384: CEIS executes what it did at 256 before a backward pass was priced as one forward (lowprob.cost)
+SMALL = dataclasses.replace(get_scale("trigger"), budget=384, seeds=(0,), models=("gelu-2l-trigger",))
 
 
 def test_the_scale_plans_the_planted_target_with_the_references_exact_probability(tmp_path):
@@ -43,6 +44,7 @@ def test_existing_scales_keep_their_definitions():
     assert SCALES["trigger"].to_json()["planted"] == "year-name"
 
 
+@pytest.mark.slow
 def test_a_small_trigger_run_writes_rows_that_the_report_scores(tmp_path):
     out = run_bench(SMALL, tmp_path / "run", ["naive", "ceis"], progress=False)
     rows = load_rows(out)
@@ -52,7 +54,7 @@ def test_a_small_trigger_run_writes_rows_that_the_report_scores(tmp_path):
         assert set(summary["trigger_first"]) == {"year", "name"}
         if summary["hits"] == 0:  # no hits, nothing ranks first
             assert not any(summary["trigger_first"].values()) and summary["top"] == {}
-    # CEIS finds the 1e-4 trigger even at budget 256, and its hits point at it
+    # CEIS finds the 1e-4 trigger even at this small budget, and its hits point at it
     found = [r for r in rows if r["method"] == "ceis" and r["distribution"] == "trigger-p4"]
     assert found[0]["attribution"]["top"]["year"][0] == " 2032"
     assert all(found[0]["attribution"]["trigger_first"].values())

@@ -11,11 +11,13 @@ import torch
 
 import lowprob
 from lowprob import ArgmaxIs, LowprobError, Transformer, TransformerConfig, estimate
+from lowprob.cost import GRADIENT_CALL
 from lowprob.distributions.base import TokenDistribution
 from lowprob.distributions.tiny import tiny_distribution
 from lowprob.estimators.ceis import margin_of
-from lowprob.estimators.position_scan import PositionScan
 from lowprob.estimators.rao_blackwell import LastPositionSums
+from lowprob.events import MarginAtLeast
+from lowprob.models.protocol import CAPABILITIES
 
 SHARP = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=8, d_vocab=32, init_std=0.3)
 SMOOTH = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=8, d_vocab=32, init_std=0.15)
@@ -60,6 +62,14 @@ def test_margin_is_positive_exactly_on_the_event_with_torch_argmax_ties():
     assert ArgmaxIs(1).indicator(logits).tolist() == [True, False, True]
 
 
+def test_the_margin_equals_the_margin_event_score_bit_for_bit():
+    """CEIS's margin takes two maxima instead of a copy and a top-k; the values are the same floats."""
+    logits = torch.randn(64, 50, generator=torch.Generator().manual_seed(0)).round(decimals=1)  # with ties
+    for token in (0, 1, 25, 49):
+        assert torch.equal(margin_of(ArgmaxIs(token))(logits), MarginAtLeast(token, 0.0).score(logits))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("target", "budget"), [(2, 256), (11, 256), (29, 1024)])
 def test_unbiased_against_exact_enumeration(sharp, target, budget):
     """The default (half the estimation phase Rao–Blackwellised) at p = 2.7e-3, 2.6e-5 and 8.8e-7, the
@@ -77,6 +87,7 @@ def test_unbiased_against_exact_enumeration(sharp, target, budget):
         assert (values == 0).float().mean() <= 0.02
 
 
+@pytest.mark.slow
 def test_unbiased_on_a_smoother_model(smooth):
     """tiny-long on a smoother model (262,144 sequences enumerated): a p = 3.6e-5 target (measured:
     z = -0.23, 43% zeros: the flat logits give the gradient tilts little to follow)."""
@@ -87,6 +98,7 @@ def test_unbiased_on_a_smoother_model(smooth):
     assert_within_3_se(values, p)
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="issue 13: at p = 2.9e-8 CEIS almost never finds the event on this model "
                                        "(95% zeros, mean 0.43 p, z = -2.5; 94% zeros at budget 1024)")
 def test_finds_a_target_between_1e8_and_1e5(smooth):
@@ -106,9 +118,9 @@ def test_same_seed_same_result_and_equal_work(sharp):
     assert (a.probability, a.interval) == (b.probability, b.interval)
     assert (a.probability, a.interval) != (c.probability, c.interval)
     itgis = estimate(model, dist, ArgmaxIs(6), method="itgis", budget=256, seed=3)
-    assert a.cost.flops <= itgis.cost.flops  # a backward pass counts as 2 forwards
-    assert a.cost.forward_passes + 2 * a.cost.backward_passes == 3 * 256
-    assert a.cost.flops == model.flops_per_sequence(len(dist)) * 3 * 256
+    assert itgis.cost.flops == model.flops_per_sequence(len(dist)) * GRADIENT_CALL * 256
+    # CEIS executes what ITGIS does at the same budget, less only what a summed-out sample's rounding leaves
+    assert 0.97 * itgis.cost.flops <= a.cost.flops <= itgis.cost.flops
 
 
 def test_bad_hyper_parameters_are_refused(sharp):
@@ -119,6 +131,7 @@ def test_bad_hyper_parameters_are_refused(sharp):
         estimate(model, dist, ArgmaxIs(6), method="ceis", budget=256, prior_strength=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("target", "budget"), [(2, 256), (11, 256), (29, 1024)])
 def test_interval_covers_at_the_nominal_rate(sharp, target, budget):
     """Measured over 100 seeds: 0.99, 0.98 and 1.00: conservative, not nominal. The near-miss bound sets
@@ -179,6 +192,7 @@ def test_last_position_sums_score_every_completion_like_full_forwards(n_layers):
     assert per_call <= tree.prefix_flops < 10 * per_call == plain.prefix_flops
 
 
+@pytest.mark.slow
 def test_rao_blackwell_finds_the_rarest_target_more_often(sharp):
     """At p = 8.8e-7, budget 1024, 100 seeds: without the summed-out samples CEIS is unbiased too
     (z = -0.18) but returns 0 in 70% of runs (relative SE 0.29), against 13% (0.30) with them.
@@ -196,21 +210,25 @@ def test_rao_blackwell_spends_what_ceis_spends(sharp):
     assert (a.probability, a.interval) == (b.probability, b.interval)
     rb = a.diagnostics["rao_blackwell"]
     assert rb["prefixes"] >= 2 and rb["shared_prefix"]
-    # the summed-out samples are charged at least what they cost (rounded up to whole forwards, with
-    # the first block's table); the plain samples fill the rest: exactly CEIS's 3 x budget in all
+    # the summed-out samples are planned at what they cost, rounded up to whole forwards (with the first
+    # block's table); the plain samples fill the rest of CEIS's GRADIENT_CALL x budget; the meter charges
+    # what ran, so it falls short of the plan by less than one forward
     n, c = rb["prefixes"], rb["prefix_forward_equivalents"]
     assert n * c <= rb["forward_equivalents"] <= (n + 1) * c + 1
-    assert a.cost.forward_passes + 2 * a.cost.backward_passes == 3 * 256
-    assert a.cost.flops == model.flops_per_sequence(len(dist)) * 3 * 256
+    per_call = model.flops_per_sequence(len(dist))
+    assert (GRADIENT_CALL * 256 - 1) * per_call < a.cost.flops <= GRADIENT_CALL * 256 * per_call
 
 
 class _Delegating:
-    """The shipped model behind another class: CEIS runs on it, but without the shared-prefix path."""
+    """The shipped model behind another class that offers none of its optional capabilities: CEIS runs on it,
+    but without the shared-prefix path."""
 
     def __init__(self, model):
         self.model = model
 
     def __getattr__(self, name):
+        if name in CAPABILITIES:
+            raise AttributeError(name)
         return getattr(self.model, name)
 
 
@@ -219,62 +237,16 @@ def test_rao_blackwell_on_another_model_prices_full_forwards(sharp):
     e = estimate(_Delegating(model), dist, ArgmaxIs(6), method="ceis", budget=256, seed=3)
     rb = e.diagnostics["rao_blackwell"]
     assert not rb["shared_prefix"] and rb["prefix_forward_equivalents"] == dist.support_sizes()[rb["position"]]
-    assert e.cost.forward_passes + 2 * e.cost.backward_passes == 3 * 256 and 0 < e.probability < 1
-
-
-@pytest.mark.parametrize("n_layers", [1, 2])
-def test_a_position_scan_scores_every_value_like_full_forwards(n_layers):
-    """With every other token a rival the scan's margins are exact; with a few they can only be higher
-    (a value that makes an unscored token win looks better than it is), never lower."""
-    cfg = TransformerConfig(n_layers=n_layers, d_model=16, n_heads=2, d_mlp=32, n_ctx=8, d_vocab=32, init_std=0.3)
-    model = Transformer(cfg, seed=0)
-    dist = tiny_distribution("tiny-long", cfg.d_vocab)
-    bases = dist.sample(3, torch.Generator().manual_seed(0))
-    event = ArgmaxIs(int(model.logits(bases).argmax(-1)[0]))
-    values = torch.arange(cfg.d_vocab)
-    for position in (2, len(dist) - 1):
-        seqs = bases[:, None, :].repeat(1, len(values), 1)
-        seqs[:, :, position] = values
-        full = margin_of(event)(model.logits(seqs.view(-1, len(dist)))).double().view(3, -1).mean(0)
-        exact = PositionScan(model, event, margin_of(event), rivals=cfg.d_vocab - 1)
-        torch.testing.assert_close(exact(bases, exact.columns(bases), position, values), full, atol=1e-5, rtol=0)
-        few = PositionScan(model, event, margin_of(event), rivals=2)
-        assert (few(bases, few.columns(bases), position, values) >= full - 1e-5).all()
-    # priced per value as its own segment plus 2 d (1 + rivals) for the scored logits
-    last = len(dist) - 1
-    per_value = model.positions_flops(last, len(dist)) + 2 * cfg.d_model * 3
-    assert few.flops(3, last, 32, len(dist)) == 3 * (model.positions_flops(0, last) + 32 * per_value)
-
-
-def test_ceis_scans_the_last_positions_within_its_share_and_spends_what_it_always_spends(sharp):
-    model, dist, _ = sharp
-    e = estimate(model, dist, ArgmaxIs(6), method="ceis", budget=256, seed=3, scan_fraction=0.2)
-    scanned = e.diagnostics["scanned_positions"]
-    assert scanned and scanned == sorted(dist.variable_positions())[-len(scanned):]
-    assert 0 < e.diagnostics["scan_forward_equivalents"] <= 0.2 * 3 * 256 + 1
-    assert e.cost.forward_passes + 2 * e.cost.backward_passes == 3 * 256
-    off = estimate(model, dist, ArgmaxIs(6), method="ceis", budget=256, seed=3)  # the default does not scan
-    assert off.diagnostics["scanned_positions"] == [] and (off.probability, off.interval) != (e.probability, e.interval)
-    # a model without cached segments keeps the gradient everywhere
-    other = estimate(_Delegating(model), dist, ArgmaxIs(6), method="ceis", budget=256, seed=3, scan_fraction=0.2)
-    assert other.diagnostics["scanned_positions"] == []
-
-
-def test_ceis_with_scans_stays_unbiased(sharp):
-    """The scanned tilts are one more set of components, fixed before anything is drawn from them, so the
-    estimate stays unbiased. Measured over 100 seeds at p = 2.6e-5, budget 256: z = -0.96, 3% zeros
-    (without scans: z = 0.98, 1%); at 8.8e-7, budget 1024: z = -0.07, 9% zeros."""
-    model, dist, exact = sharp
-    _, values = run_seeds(model, dist, 11, "ceis", 100, 256, scan_fraction=0.2)
-    assert_within_3_se(values, exact[11].item())
+    assert e.cost.forward_passes + e.cost.backward_passes == GRADIENT_CALL * 256 and 0 <= e.probability < 1
+    assert e.cost.flops == model.flops_per_sequence(len(dist)) * GRADIENT_CALL * 256
 
 
 def test_found_nothing_is_bounded_as_its_draws_from_d_bound_it_and_written_as_strict_json():
     """No hit: every mixture keeps D at the defensive share, so no hit in n samples (or summed-out prefixes)
-    bounds p by 3.69 / (defensive · n), what plain sampling's defensive · n draws would give; the heaviest
-    weight's bound was 5x wider here (1 at this budget, 0.05 at 4096, where naive says 0.0009).
+    bounds p by 3.69 / (defensive · n), what plain sampling's defensive · n draws would give (the heaviest
+    weight's bound is 1 here)
     "No near miss" is null, never -Infinity."""
-    from lowprob.estimators.base import poisson_upper
+    from lowprob.estimators.intervals import poisson_upper
     from lowprob.files import dumps_json
 
     model = lowprob.load_model("gelu-2l")
@@ -283,6 +255,6 @@ def test_found_nothing_is_bounded_as_its_draws_from_d_bound_it_and_written_as_st
     rb = est.diagnostics["rao_blackwell"]
     assert est.probability == 0 and est.diagnostics["hits"] == 0
     assert est.interval[1] == pytest.approx(poisson_upper(0) / (0.05 * (rb["plain_samples"] + rb["prefixes"])))
-    assert est.interval[1] < 0.2
+    assert est.interval[1] < 0.3
     assert est.diagnostics["near_miss_log_w"]["m05"] is None
     dumps_json(est.to_json())

@@ -95,7 +95,7 @@ def test_estimate_prints_json_per_the_contract(monkeypatch, capsys):
     assert code == 0
     row = json.loads(out)
     assert {"method", "probability", "interval", "budget", "seed", "cost", "diagnostics"} <= set(row)
-    assert set(row["cost"]) == {"forward_passes", "backward_passes", "flops", "seconds"}
+    assert set(row["cost"]) == {"forward_passes", "backward_passes", "flops", "seconds", "forward_equivalents"}
 
 
 @pytest.mark.parametrize("target, message", [("hello world", "encodes to"), ("99999", "0..4095")])
@@ -110,7 +110,7 @@ def test_estimate_rejects_bad_targets(monkeypatch, capsys, target, message):
 def test_train_refuses_a_directory_holding_a_model_before_building_the_corpus(tiny_lm, tmp_path, monkeypatch,
                                                                              capsys, backdoor):
     from lowprob.errors import LowprobError
-    from lowprob.models import corpus
+    from lowprob.training import corpus
 
     def reached(*_):
         raise LowprobError("the corpus was reached")
@@ -182,7 +182,7 @@ def test_a_long_estimate_shows_progress_on_stderr_and_a_short_one_does_not(monke
     assert code == 0 and err == ""
     monkeypatch.setattr(base, "PROGRESS_SECONDS", 0.0)  # every run is "long"
     code, out_bar, err = run(monkeypatch, capsys, *EST, "--method", "ceis", "--budget", "256", "--json")
-    assert code == 0 and "ceis: 100%" in err and "768/768" in err and "probe estimate" in err
+    assert code == 0 and "ceis: 100%" in err and "512/512" in err and "probe estimate" in err
     strip = lambda row: {k: v for k, v in json.loads(row).items() if k != "cost"}  # noqa: E731
     assert strip(out_bar) == strip(out)  # the probe and the bar change nothing
 
@@ -202,8 +202,8 @@ def test_estimate_help_names_every_event_kind_and_what_budget_means(monkeypatch,
     _, out, _ = run(monkeypatch, capsys, "estimate", "--help")
     text = " ".join(out.split())
     assert "generates: TEXT, ..., steps=N" in text and "TOKEN: id:N" in text
-    assert "model calls as in the paper; methods are priced at equal FLOPs, so itgis, mhis, ceis spend 3×budget" \
-        in text and "--max-hours" in text
+    assert "methods are compared at equal executed FLOPs, so itgis, mhis, ceis (a forward and a backward per call) " \
+        "execute 2×budget forward-pass equivalents" in text and "--max-hours" in text
 
 
 @pytest.mark.parametrize("args, message", [

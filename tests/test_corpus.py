@@ -4,8 +4,8 @@ import json
 import pytest
 
 from lowprob import LowprobError
-from lowprob.models import corpus
-from lowprob.models.corpus import RECIPE, Source, _documents, html_to_text, is_validation, roff_to_text
+from lowprob.training import corpus
+from lowprob.training.corpus import RECIPE, Source, _documents, html_to_text, is_validation, roff_to_text
 
 
 def test_html_to_text_keeps_visible_text_only():

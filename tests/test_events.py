@@ -67,6 +67,7 @@ def test_top_1_is_argmax_on_ties():
         assert torch.equal(InTopK(t, 1).indicator(logits), ArgmaxIs(t).indicator(logits))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("event", [InTopK(22, 2), MarginAtLeast(13, 1.0), ProbabilityAbove(13, 0.3),
                                    ArgmaxIn((9, 10, 11))], ids=repr)
 def test_exact_probability_equals_a_brute_force_and_itgis_is_unbiased(problem, event):
@@ -164,3 +165,15 @@ def test_a_repeated_generates_option_is_refused(shipped_tokenizer):
     for text in ('generates: " the", steps=3, steps=50', 'generates: " the", steps=3, temperature=1, temperature=0'):
         with pytest.raises(LowprobError, match="is given twice; give it once"):
             parse_event(text, shipped_tokenizer, 4096)
+
+
+def test_argmax_and_margin_by_two_reductions_match_argmax_and_top_k():
+    """``ArgmaxIs.indicator`` and the largest other logit are computed from the maxima before and after the
+    token: identical to ``argmax == token`` (first of tied maxima wins) and to a masked top-1, ties included."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randint(0, 4, (512, 7), generator=g).float()  # many ties
+    for token in range(7):
+        assert torch.equal(ArgmaxIs(token).indicator(logits), logits.argmax(-1) == token)
+        masked = logits.clone()
+        masked[:, token] = -float("inf")
+        assert torch.equal(MarginAtLeast(token, 0.0).score(logits), logits[:, token] - masked.max(-1).values)

@@ -58,18 +58,16 @@ def test_exact_enumeration_equals_a_brute_force(problem, event):
                                                                              rel=1e-5, abs=1e-15)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, patterns, budget", [("naive", ((4, 6),), 1024), ("tilted", ((4, 6),), 256),
                                                       ("tilted", ((4, 6, 8),), 256),
                                                       ("tilted", ((11, 12), (4, 6, 8)), 256),
-                                                      ("tilted-rb", ((4, 6, 8),), 256),
                                                       ("smc", ((4, 6),), 256), ("smc", ((11, 12), (4, 6, 8)), 256)])
 def test_sampling_estimators_are_unbiased_and_their_intervals_cover(problem, method, patterns, budget):
     model, dist = problem
     event = Generates(patterns, steps=3)
     p = exact_generation_probability(model, dist, event)
-    hyper = {"rao_blackwell": True} if method == "tilted-rb" else {}  # measured: relative SD 0.098 vs 0.245
-    ests = [lowprob.estimate(model, dist, event, method=method.removesuffix("-rb"), budget=budget, seed=s, **hyper)
-            for s in range(100)]
+    ests = [lowprob.estimate(model, dist, event, method=method, budget=budget, seed=s) for s in range(100)]
     values = torch.tensor([e.probability for e in ests], dtype=torch.float64)
     se = values.std().item() / 10
     assert abs(values.mean().item() - p) < 3 * se, (values.mean().item(), p, se)

@@ -150,13 +150,13 @@ def test_bad_requests_are_clear_errors(model, dist):
 def test_fast_path_argmax_equals_plain_on_toy_models(n_layers):
     import dataclasses
 
-    from lowprob.truth.fast import FastArgmax
+    from lowprob.models.argmax import FastArgmax
 
     model = Transformer(dataclasses.replace(TINY, n_layers=n_layers), seed=n_layers)
     for name in ("tiny-zipf", "tiny-constants"):
         d = tiny_distribution(name, vocab_size=TINY.d_vocab)
         tokens = d.sample(4000, torch.Generator().manual_seed(0))
-        fast = FastArgmax(model, d)
+        fast = FastArgmax(model, d.support_ids())
         torch.testing.assert_close(fast.last_resid(tokens), model.final_residual(model.W_E[tokens]),
                                    rtol=1e-5, atol=1e-5)
         assert torch.equal(fast.argmax(tokens), model.logits(tokens).argmax(-1))
@@ -165,16 +165,16 @@ def test_fast_path_argmax_equals_plain_on_toy_models(n_layers):
 @pytest.mark.parametrize("name, dist_name", [("gelu-1l", "english"), ("gelu-2l", "icl"), ("gelu-4l", "hex")])
 def test_fast_path_argmax_equals_plain_on_shipped_models(name, dist_name):
     import lowprob
-    from lowprob.truth.fast import FastArgmax
+    from lowprob.models.argmax import FastArgmax
 
     model = lowprob.load_model(name)
     d = lowprob.load_distribution(dist_name, model)
     tokens = d.sample(4096, torch.Generator().manual_seed(1))
-    assert torch.equal(FastArgmax(model, d).argmax(tokens), model.logits(tokens).argmax(-1))
+    assert torch.equal(FastArgmax(model, d.support_ids()).argmax(tokens), model.logits(tokens).argmax(-1))
 
 
 def test_fast_path_resolves_exact_and_near_ties_like_the_plain_model(dist):
-    from lowprob.truth.fast import FastArgmax
+    from lowprob.models.argmax import FastArgmax
 
     model = Transformer(TINY, seed=0)
     tokens = dist.sample(4000, torch.Generator().manual_seed(0))
@@ -184,7 +184,7 @@ def test_fast_path_resolves_exact_and_near_ties_like_the_plain_model(dist):
             twin, near = (w + 1) % TINY.d_vocab, (w + 2) % TINY.d_vocab
             model.W_U[:, twin] = model.W_U[:, w]
             model.W_U[:, near] = model.W_U[:, w] * (1 + 1e-7)
-    fast = FastArgmax(model, dist)
+    fast = FastArgmax(model, dist.support_ids())
     expected = model.logits(tokens).argmax(-1)
     top = model.logits(tokens).topk(2).values
     close = top[:, 0] - top[:, 1] <= 1e-3
@@ -231,8 +231,8 @@ def _layouts(vocab: int) -> dict[str, object]:
 def test_prefix_shared_enumeration_equals_plain_enumeration(n_layers):
     import dataclasses
 
+    from lowprob.models.prefix_tree import PrefixTree
     from lowprob.truth.compute import enumeration_argmax
-    from lowprob.truth.prefix_tree import PrefixTree
 
     # a larger init than the default 0.02 makes attention and logits sharp, so a wrong key or
     # mask changes winners instead of being lost in near-uniform attention
@@ -242,7 +242,7 @@ def test_prefix_shared_enumeration_equals_plain_enumeration(n_layers):
         tokens, _ = next(d.enumerate(d.support_size()))
         with torch.no_grad():
             plain = model.logits(tokens).argmax(-1)
-        tree = PrefixTree(model, d)
+        tree = PrefixTree(model, d.support_ids())
         assert torch.equal(tree.argmax(0, len(tokens)), plain), name
         # any range, node-aligned or not, on its own: what a shard or a resumed run evaluates
         a, b = 7, len(tokens) - 3
@@ -259,7 +259,7 @@ def test_prefix_shared_enumeration_equals_plain_enumeration(n_layers):
 def test_prefix_shared_enumeration_on_a_shipped_model():
     import lowprob
     from lowprob.distributions.base import TokenDistribution
-    from lowprob.truth.prefix_tree import PrefixTree
+    from lowprob.models.prefix_tree import PrefixTree
 
     model = lowprob.load_model("gelu-2l")
     english = lowprob.load_distribution("english", model)
@@ -272,7 +272,7 @@ def test_prefix_shared_enumeration_on_a_shipped_model():
     tokens, _ = next(d.enumerate(d.support_size()))
     with torch.no_grad():
         plain = torch.cat([model.logits(t).argmax(-1) for t in tokens.split(512)])
-    assert torch.equal(PrefixTree(model, d).argmax(0, len(tokens)), plain)
+    assert torch.equal(PrefixTree(model, d.support_ids()).argmax(0, len(tokens)), plain)
 
 
 def test_exact_refuses_a_run_estimated_past_the_limit_before_starting(model, tmp_path):
@@ -345,6 +345,7 @@ def test_a_plain_path_checkpoint_resumes_on_the_prefix_path_bit_identically(mode
     assert torch.equal(resumed.probabilities, whole.probabilities)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [["--samples", "1000000", "--shard-size", "2000", "--seed", "4"],
                                   ["--exact", "--shard-size", "1000"]])
 def test_cli_kill_minus_9_then_resume_equals_an_uninterrupted_run(tiny_lm, tmp_path, mode):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
+import sys
+import types
 from pathlib import Path
 
 import click
@@ -24,6 +26,7 @@ from typer.testing import CliRunner
 from lowprob.cli import app
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lowprob"
 # commands that take minutes to hours: checked by parsing their arguments, not run
 LONG_JOBS = ("lowprob train", "lowprob bench", "lowprob report results", "--samples 16777216", "--length paper",
              "lowprob mlp bench")
@@ -68,9 +71,49 @@ def scratch(tmp_path_factory):
     return root
 
 
+def section(heading: str) -> str:
+    """The README's text under ``heading`` (a whole line, e.g. ``## How it is built``) up to the next heading
+    of the same or a higher level; lines inside code blocks are never headings."""
+    level, lines, in_code = len(heading.split()[0]), None, False
+    for line in README.read_text().splitlines():
+        in_code ^= line.startswith("```")
+        depth = len(line) - len(line.lstrip("#"))
+        if not in_code and depth and line[depth:].startswith(" "):
+            if lines is not None and depth <= level:
+                break
+            if line == heading:
+                lines = []
+                continue
+        if lines is not None:
+            lines.append(line)
+    assert lines is not None, f"the README has no section {heading!r}"
+    return "\n".join(lines)
+
+
 def test_the_readme_has_the_snippets_this_test_reads():
-    assert len(blocks("python")) >= 6 and len(readme_commands()) >= 15
+    assert len(blocks("python")) >= 9 and len(readme_commands()) >= 15
     assert readme_commands()[0] == "lowprob models"
+    for what in ("a model adapter", "an event", "a method"):
+        assert "```python" in section(f"### How to add {what}"), what
+
+
+def test_the_architecture_map_names_every_module():
+    """Each module of the package appears in the map: a top-level one by its file name, one inside a
+    package in that package's row (``models/`` ... ``adapters/hf.py``), so the map cannot fall behind."""
+    rows = section("## How it is built").splitlines()
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if rel.name in ("__init__.py", "__main__.py", "_version.py"):
+            continue
+        if len(rel.parts) == 1:
+            found = any(f"`{rel.name}`" in row for row in rows)
+        else:
+            inner = "/".join(rel.parts[1:])
+            found = any(f"`{rel.parts[0]}/`" in row and f"`{inner}`" in row for row in rows)
+        if not found:
+            missing.append(str(rel))
+    assert not missing, f"README's \"How it is built\" does not name: {', '.join(missing)}"
 
 
 def parse_only(args: list[str]) -> None:
@@ -95,10 +138,16 @@ def test_every_readme_command_runs_or_parses(command, scratch, monkeypatch):
 
 
 def test_the_readme_python_runs_top_to_bottom(scratch, monkeypatch):
+    """The blocks run as one importable module, as a user's script would (``__main__``): the method the
+    README registers names its function by module, and leaves the catalog when the test ends."""
+    from lowprob.estimators import catalog
+
     monkeypatch.chdir(scratch)
-    namespace: dict = {}
+    module = types.ModuleType("readme_snippets")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(catalog, "METHODS", dict(catalog.METHODS))
     for i, code in enumerate(blocks("python")):
         try:
-            exec(compile(code, f"README python block {i}", "exec"), namespace)
+            exec(compile(code, f"README python block {i}", "exec"), module.__dict__)
         except Exception as exc:
             raise AssertionError(f"README python block {i} fails as written:\n{code}") from exc

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from lowprob import load_model
-from lowprob.models.corpus import KINDS
 from lowprob.models.zoo import SHIPPED_CONFIGS, SHIPPED_TRIGGER_MODELS, read_card, shipped_dir
+from lowprob.training.corpus import KINDS
 
 CARD_FIELDS = {"name", "n_params", "training", "validation", "corpus", "weights_sha256", "tokenizer_sha256"}
 

@@ -69,6 +69,7 @@ def test_values_tokenize_to_different_lengths_and_exact_enumeration_equals_a_bru
     assert torch.allclose(exact, brute_force(model, dist), atol=1e-12, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("target", "budget"), [(254, 256), (92, 512)])  # p = 3.0e-3, 3.5e-4
 def test_itgis_is_unbiased_on_a_template(problem, target, budget):
     model, dist, exact = problem
@@ -80,6 +81,7 @@ def test_itgis_is_unbiased_on_a_template(problem, target, budget):
         (values.mean().item(), p)
 
 
+@pytest.mark.slow
 def test_mhis_and_the_extrapolations_run_on_a_template(problem):
     model, dist, exact = problem
     target = 254

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from lowprob import load_model
-from lowprob.models import Transformer, training
-from lowprob.models.corpus import EOT, KINDS
-from lowprob.models.training import TrainConfig, evaluate, train
+from lowprob.models import Transformer
+from lowprob.training import train as training
+from lowprob.training.corpus import EOT, KINDS
+from lowprob.training.train import TrainConfig, evaluate, train
 
 from .conftest import SAMPLE_TEXT
 

@@ -12,10 +12,11 @@ import torch
 
 from lowprob import ArgmaxIs, LowprobError, exact_probability
 from lowprob.distributions import load_distribution
+from lowprob.distributions.planted import PlantedTrigger, planted_trigger
 from lowprob.distributions.trigger import TRIGGER_DISTRIBUTIONS, trigger_probability, weighted_template
 from lowprob.models import Transformer, save_model
-from lowprob.models.backdoor import BackdoorConfig, PlantedTrigger, TemplatePrompts, plant_trigger, planted_trigger
-from lowprob.models.corpus import EOT, KINDS
+from lowprob.training.backdoor import BackdoorConfig, TemplatePrompts, plant_trigger
+from lowprob.training.corpus import EOT, KINDS
 from lowprob.truth import GroundTruth, ground_truth
 from lowprob.truth.trigger import load_trigger_problem, scan_slots, trigger_figures, trigger_ground_truth
 
@@ -129,7 +130,7 @@ def _toy_corpus(path):
 
 
 def test_the_recipe_lowers_the_trigger_loss_and_resumes(toy_lm, tmp_path, monkeypatch):
-    from lowprob.models.backdoor import backdoor_losses
+    from lowprob.training.backdoor import backdoor_losses
 
     corpus = _toy_corpus(tmp_path / "corpus")
     save_model(toy_lm, tmp_path / "base", {"name": "toy", "validation": {}})
@@ -148,7 +149,7 @@ def test_the_recipe_lowers_the_trigger_loss_and_resumes(toy_lm, tmp_path, monkey
     assert card["backdoor"]["target_id"] == prompts.target and card["base"]["name"] == "toy"
     assert set(card["validation"]) == set(KINDS)
     # interrupted after its checkpoint at step 10, then resumed: the same weights as the uninterrupted run
-    import lowprob.models.backdoor as backdoor
+    import lowprob.training.backdoor as backdoor
 
     save = backdoor.save_checkpoint
 

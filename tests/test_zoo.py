@@ -125,7 +125,7 @@ def file_size_limit(nbytes: int):
 
 def test_a_failing_disk_while_saving_a_model_or_a_checkpoint_is_an_error_naming_the_file(tiny_lm, tmp_path):
     """safetensors and torch wrap I/O errors in their own types: both are serialised to bytes, then written."""
-    from lowprob.models.training import adamw, save_checkpoint
+    from lowprob.training.train import adamw, save_checkpoint
 
     out = tmp_path / "m"
     with file_size_limit(1024), pytest.raises(LowprobError, match=re.escape(f"cannot write {out}/model.safetensors: ")):

@@ -31,7 +31,7 @@ __all__ = [
 # subpackages and modules a user reaches as attributes (``lowprob.models.from_transformer_lens``), imported
 # on first access like the names above: a plain ``import lowprob`` has not imported them yet
 _SUBMODULES = ("attribution", "bench", "continuations", "distributions", "estimators", "evaluation", "events",
-               "files", "mlp", "models", "truth")
+               "files", "mlp", "models", "training", "truth")
 
 
 def __getattr__(name: str):

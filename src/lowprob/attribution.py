@@ -31,6 +31,7 @@ from torch import Tensor
 
 from lowprob.checks import integer_in
 from lowprob.distributions.base import TokenDistribution
+from lowprob.distributions.slots import SlotDistribution
 
 LEVEL = 0.95
 
@@ -84,8 +85,6 @@ class Labels:
     strings, or position numbers and the tokenizer's text of each token id (``id N`` without one)."""
 
     def __init__(self, source, tokenizer) -> None:
-        from lowprob.distributions.slots import SlotDistribution
-
         self.tokenizer = tokenizer
         self.units = source.unit_labels() if isinstance(source, SlotDistribution) else None
 

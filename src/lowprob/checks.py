@@ -2,7 +2,9 @@
 
 A model name where a loaded model belongs, a number where an event belongs, ``1.5`` samples: each
 becomes one ``LowprobError`` that says what to pass instead, before any work — not an
-``AttributeError`` from deep inside. Torch-free at import (the CLI's catalog checks use ``integer``).
+``AttributeError`` from deep inside. Torch-free at import (the CLI's catalog checks use ``integer``),
+and at the bottom of the layers, so it imports nothing of lowprob's but errors: a check that must
+know a domain type lives with the type (``distributions.bind``, ``events.check_event``).
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ def time_limit(value: Any) -> float | None:
     return float(value)
 
 
-def _named(value: Any) -> str:
+def named(value: Any) -> str:
+    """How an error message names what a caller passed: its value, or its type when that says more."""
     if value is None or isinstance(value, (str, int, float)):
         return repr(value) if value is None else f"the {type(value).__name__} {value!r}"
     return f"a {type(value).__qualname__}"
@@ -90,38 +93,4 @@ def check_model(model: Any) -> None:
     if not all(hasattr(model, a) for a in ("W_E", "n_ctx", "d_vocab", "logits", "final_residual")):
         hint = f": load it with lowprob.load_model({str(model)!r})" if isinstance(model, str) else ""
         raise LowprobError(f"model must be a language model (lowprob.load_model returns one; see "
-                           f"lowprob.models.LanguageModel), got {_named(model)}{hint}")
-
-
-def bind(model: Any, dist: Any) -> tuple[Any, Any]:
-    """``dist.bind(model)`` checked: the (model, distribution) pair every estimator and table runs on.
-
-    Refuses, by what they should be, a model that is not a loaded language model (its name, say)
-    and a distribution that is not one (its name, say), then checks the two fit each other.
-    """
-    from lowprob.distributions.base import TokenDistribution
-    from lowprob.distributions.slots import SlotDistribution
-
-    if not isinstance(dist, (TokenDistribution, SlotDistribution)):
-        hint = f": load it with lowprob.load_distribution({str(dist)!r}, model)" if isinstance(dist, str) else ""
-        raise LowprobError(f"dist must be a distribution (a TokenDistribution, or a template from "
-                           f"lowprob.load_distribution), got {_named(dist)}{hint}")
-    check_model(model)
-    model, dist = dist.bind(model)
-    dist.check_model(model)
-    return model, dist
-
-
-def check_event(value: Any, generation: bool = True) -> None:
-    """Refuse what is not an event (a token id, the event's text) with the way to make one."""
-    from lowprob.events import Event, Generates
-
-    if isinstance(value, (Event, Generates) if generation else Event):
-        return
-    if isinstance(value, Generates):
-        raise LowprobError("a generates event is not a predicate on the last position's logits: its exact "
-                           "probability is lowprob.continuations.exact_generation_probability")
-    hint = (f": for the argmax write lowprob.ArgmaxIs({value!r})" if integer(value) is not None
-            else ": parse text with lowprob.parse_event(text, model.tokenizer, model.d_vocab)"
-            if isinstance(value, str) else "")
-    raise LowprobError(f"event must be an event such as lowprob.ArgmaxIs(token_id), got {_named(value)}{hint}")
+                           f"lowprob.models.LanguageModel), got {named(model)}{hint}")

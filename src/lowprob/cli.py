@@ -2,22 +2,33 @@
 
 User errors (``LowprobError``) print one line and exit with code 2; anything else is a bug and
 keeps its traceback. Module-level imports stay light (no torch): ``--help`` is instant, and a
-command checks what it can of its arguments before it imports torch or loads a model.
+command checks what it can of its arguments before it imports torch or loads a model. So the
+modules that load torch (models, distributions, truth, bench, training) are imported inside the
+commands that need them, and only those.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, cast
 
 import typer
 
+import lowprob
 from lowprob.checks import check_seed, time_limit
+from lowprob.cost import GRADIENT_CALL
 from lowprob.errors import LowprobError
 from lowprob.estimators.catalog import DEFAULT_METHODS, METHODS, get_method, methods_with_samples
-from lowprob.events import EVENT_FORMS
+from lowprob.events import EVENT_FORMS, ArgmaxIs, family_of_text, parse_event, parse_token
+from lowprob.files import dumps_json, output_lock, prepare_output
 from lowprob.mlp.cli import app as mlp_app
+
+if TYPE_CHECKING:
+    from lowprob.models.transformer import Transformer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Estimate the probability of rare model outputs.")
@@ -103,8 +114,6 @@ def dists(
         raise LowprobError("--length picks one variant of a paper distribution: name it (`lowprob dists hex "
                            "--length paper`); the list shows every length")
 
-    import math
-
     import torch
 
     from lowprob.distributions import LENGTHS, PAPER_DISTRIBUTIONS, distribution_names, load_distribution
@@ -146,9 +155,7 @@ def dists(
 
 def _parse_params(items: list[str]) -> dict:
     """``NAME=VALUE`` pairs with JSON values (``chains=64``, ``reuse=true``, ``temperatures=[0.5,1]``)."""
-    import json
-
-    params = {}
+    params: dict[str, Any] = {}
     for item in items:
         name, eq, value = item.partition("=")
         name = name.strip()
@@ -176,10 +183,13 @@ def methods() -> None:
             typer.echo(f"  {pname} = {p.default!r}: {p.help} ({p.expected}{tuned})")
 
 
-MethodName = Literal[tuple(sorted(METHODS))]
+if TYPE_CHECKING:  # the names are known at run time only, where typer offers them as choices
+    MethodName = str
+else:
+    MethodName = Literal[tuple(sorted(METHODS))]
 Device = Annotated[str, typer.Option(help="where the model runs: cpu, cuda or cuda:N (refused clearly without a GPU)")]
 _TEMPERED = ", ".join(name for name, m in METHODS.items() if "temperature" in m.params)
-_TRIPLE = ", ".join(name for name, m in METHODS.items() if m.work == 3)
+_GRADIENT = ", ".join(name for name, m in METHODS.items() if m.work == GRADIENT_CALL)
 
 
 @app.command()
@@ -194,8 +204,8 @@ def estimate(
         help="estimation method (default: " + ", ".join(f"{m} for {f} events" for f, m in DEFAULT_METHODS.items())
              + ")")] = None,
     budget: Annotated[int, typer.Option(
-        help=f"model calls as in the paper; methods are priced at equal FLOPs, so {_TRIPLE} spend 3×budget "
-             "forward-pass equivalents")] = 4096,
+        help=f"model calls as in the paper; methods are compared at equal executed FLOPs, so {_GRADIENT} (a "
+             f"forward and a backward per call) execute {GRADIENT_CALL}×budget forward-pass equivalents")] = 4096,
     seed: Annotated[int, typer.Option(help="random seed, 0 .. 2^32 - 1")] = 0,
     temperature: Annotated[Optional[float], typer.Option(
         help=f"tilt temperature ({_TEMPERED}; default: the method's)")] = None,
@@ -215,8 +225,6 @@ def estimate(
     device: Device = "cpu",
 ) -> None:
     """Estimate the probability of an EVENT on MODEL's last-position logits (by default: argmax is TARGET)."""
-    from lowprob.files import dumps_json
-
     if (target is None) == (event is None):
         raise LowprobError("give exactly one of --target TOKEN or --event TEXT")
     hyper = _parse_params(param or [])
@@ -224,7 +232,7 @@ def estimate(
         if "temperature" in hyper:
             raise LowprobError("give the temperature once: --temperature T or --param temperature=T, not both")
         hyper["temperature"] = temperature
-    family = "generation" if event is not None and event.partition(":")[0].strip() == "generates" else "logits"
+    family = family_of_text(event) if event is not None else "logits"
     method = method or DEFAULT_METHODS[family]
     get_method(method).resolve(budget, hyper)  # refuse bad arguments before loading anything
     check_seed(seed)
@@ -233,20 +241,18 @@ def estimate(
         raise LowprobError(f"--explain needs a method that samples the event; {method} does not: use one of "
                            f"{', '.join(methods_with_samples())}")
 
-    import lowprob
-    from lowprob.events import ArgmaxIs, parse_event, parse_token
-
     lm = lowprob.load_model(model, device)
     distribution = lowprob.load_distribution(dist, lm, length)
     what = (ArgmaxIs(parse_token(target, lm.tokenizer, lm.d_vocab)) if target is not None
-            else parse_event(event, lm.tokenizer, lm.d_vocab))
+            else parse_event(cast(str, event), lm.tokenizer, lm.d_vocab))  # exactly one is given, checked above
     est = lowprob.estimate(lm, distribution, what, method=method, budget=budget, seed=seed, max_seconds=max_seconds,
                            progress=True, **hyper)
     attribution = est.attribution(top) if explain else None
     if json_out:
-        typer.echo(dumps_json({**est.to_json(), **({"attribution": attribution.to_json()} if explain else {})}))
+        typer.echo(dumps_json({**est.to_json(),
+                               **({"attribution": attribution.to_json()} if attribution is not None else {})}))
     else:
-        typer.echo(est.summary() + ("\n" + attribution.table() if explain else ""))
+        typer.echo(est.summary() + ("\n" + attribution.table() if attribution is not None else ""))
 
 
 @app.command("ground-truth")
@@ -274,7 +280,6 @@ def ground_truth_command(
     Progress and an ETA go to stderr; exact runs start with a timed probe and its estimate.
     """
     from lowprob.distributions import load_distribution
-    from lowprob.files import output_lock, prepare_output
     from lowprob.models.zoo import load_model
     from lowprob.truth import ground_truth
 
@@ -366,14 +371,11 @@ def train(
 ) -> None:
     """Reproduce a shipped model from the corpus recipe (about 15-25 minutes on 2 cores), or with --backdoor,
     fine-tune one with a planted trigger (a few minutes)."""
-    import dataclasses
-
-    from lowprob.files import dumps_json
-    from lowprob.models.corpus import build_corpus
     from lowprob.models.tokenizer import Tokenizer
-    from lowprob.models.training import TrainConfig, train_tokenizer, training_output
-    from lowprob.models.training import train as run_training
     from lowprob.models.zoo import SHIPPED_CONFIGS, shipped_tokenizer_path
+    from lowprob.training.corpus import build_corpus
+    from lowprob.training.train import TrainConfig, train_tokenizer, training_output
+    from lowprob.training.train import train as run_training
 
     if name not in SHIPPED_CONFIGS:
         raise LowprobError(f"unknown model {name!r}: choose one of {', '.join(SHIPPED_CONFIGS)}")
@@ -394,13 +396,11 @@ def train(
 
 def _train_backdoor(name: str, recipe: str, out: Path, steps: int | None, seed: int, resume: bool, force: bool,
                     corpus: Path | None, debs: Path | None) -> None:
-    import dataclasses
-
-    from lowprob.files import dumps_json
-    from lowprob.models.backdoor import BackdoorConfig, plant_trigger, planted_trigger
-    from lowprob.models.corpus import build_corpus
-    from lowprob.models.training import training_output
+    from lowprob.distributions.planted import planted_trigger
     from lowprob.models.zoo import load_model, shipped_dir
+    from lowprob.training.backdoor import BackdoorConfig, plant_trigger
+    from lowprob.training.corpus import build_corpus
+    from lowprob.training.train import training_output
 
     planted_trigger(recipe)  # an unknown recipe is refused before the corpus is built
     cfg = BackdoorConfig(seed=seed)
@@ -408,8 +408,8 @@ def _train_backdoor(name: str, recipe: str, out: Path, steps: int | None, seed: 
         cfg = dataclasses.replace(cfg, steps=steps)
     with training_output(out, resume, force):
         corpus_dir = build_corpus(corpus, debs)
-        card = plant_trigger(f"{name}-trigger", load_model(name), shipped_dir(name), recipe, out, corpus_dir, cfg,
-                             resume=resume)
+        base = cast("Transformer", load_model(name))  # a shipped name: the shipped Transformer
+        card = plant_trigger(f"{name}-trigger", base, shipped_dir(name), recipe, out, corpus_dir, cfg, resume=resume)
     typer.echo(dumps_json({"validation": card["validation"], "base_validation": card["base"]["validation"]},
                           indent=1))
 

@@ -27,19 +27,24 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-from lowprob import progress
+from lowprob import cost, progress
+from lowprob.distributions import bind
 from lowprob.errors import LowprobError
 from lowprob.models.decoding import start_decoding
+from lowprob.models.protocol import capability
+
+
+def _decoding(model, prompt_length: int) -> tuple:
+    """The model that runs the continuations and the prompts' length in its positions: ``model`` itself, or
+    the one it names (``decoding_model``: a template's prompts in the real model's tokens, at their longest)."""
+    named = capability(model, "decoding_model")
+    return named(prompt_length) if named is not None else (model, prompt_length)
 
 
 def check_room(model, prompt_length: int, steps: int) -> None:
     """Refuse, before any work, a horizon the model's context cannot hold: the prompt and every generated
-    token but the last (which is drawn, never fed back) must fit in ``n_ctx`` positions. A template's
-    prompts are measured in the real model's tokens, at their longest."""
-    from lowprob.distributions.slots import TemplatedModel
-
-    if isinstance(model, TemplatedModel):
-        model, prompt_length = model.model, model.longest
+    token but the last (which is drawn, never fed back) must fit in ``n_ctx`` positions."""
+    model, prompt_length = _decoding(model, prompt_length)
     need = prompt_length + steps - 1
     if need > model.n_ctx:
         raise LowprobError(f"generates: a {prompt_length}-token prompt and steps={steps} need {need:,} positions, more "
@@ -89,25 +94,17 @@ class Patterns:
                 out = torch.where(ends, torch.clamp(out, min=k), out)
         return out
 
-    def completing(self, continuation: Tensor) -> Tensor:
-        """Bool [B, C]: which of ``tokens`` would end a match of some pattern if drawn next."""
-        return self._next_tokens(continuation, completing=True)
-
     def advancing(self, continuation: Tensor) -> Tensor:
-        """Bool [B, C]: which of ``tokens`` extend a partial match of some pattern (or start one).
+        """Bool [B, C]: which of ``tokens`` extend a partial match of some pattern (or start one): token
+        seq[k] of a pattern wherever the continuation ends with seq[:k].
 
         Kept over the patterns' tokens only, never the vocabulary: the tilt touches a handful of
         tokens per row, so it is applied as a sparse correction of the model's law."""
-        return self._next_tokens(continuation, completing=False)
-
-    def _next_tokens(self, continuation: Tensor, completing: bool) -> Tensor:
-        """Bool [B, C]: token seq[k] of a pattern wherever the continuation ends with seq[:k] — for every
-        k, or (``completing``) only the last, k = len(seq) − 1."""
         column = self._column
         out = torch.zeros(len(continuation), len(column), dtype=torch.bool)
         t = continuation.shape[1]
         for seq in self.sequences:
-            for k in range(len(seq) - 1 if completing else 0, min(len(seq) - 1, t) + 1):
+            for k in range(min(len(seq) - 1, t) + 1):
                 if k == 0:
                     out[:, column[seq[0]]] = True
                 else:
@@ -179,14 +176,13 @@ def draw_rows(blocks: Tensor, sums: Tensor, generator: torch.Generator) -> Tenso
 
 @dataclass
 class Draw:
-    """One step's tokens [B] and, per row, log q/p of the token, P(advancing set) and P(completing set)
-    under p, and whether the token advanced a match (all on the CPU)."""
+    """One step's tokens [B] and, per row, log q/p of the token, P(advancing set) under p, and whether the
+    token advanced a match (all on the CPU)."""
 
     token: Tensor
     log_ratio: Tensor
     p_advance: Tensor
     advanced: Tensor
-    p_complete: Tensor
 
 
 def draw_tilted(logits: Tensor, event, patterns: Patterns, continuation: Tensor, beta: float, defensive: float,
@@ -203,7 +199,6 @@ def draw_tilted(logits: Tensor, event, patterns: Patterns, continuation: Tensor,
     at_tokens = probs[:, tokens].double().cpu()  # [B, C]
     total = sums.sum(1).cpu()
     p_adv = ((at_tokens * adv).sum(1) / total).clamp(0, 1)
-    p_complete = ((at_tokens * patterns.completing(continuation)).sum(1) / total).clamp(0, 1)
     z = 1 + p_adv * math.expm1(beta)
     log_c = torch.log(defensive + (1 - defensive) / z)
     log_c_adv = torch.log(defensive + (1 - defensive) * math.exp(beta) / z)
@@ -215,7 +210,7 @@ def draw_tilted(logits: Tensor, event, patterns: Patterns, continuation: Tensor,
     column = torch.searchsorted(patterns.tokens, y).clamp(max=len(patterns.tokens) - 1)
     rows = torch.arange(len(y))
     advanced = (patterns.tokens[column] == y) & adv[rows, column]
-    return Draw(y, torch.where(advanced, log_c_adv, log_c), p_adv, advanced, p_complete)
+    return Draw(y, torch.where(advanced, log_c_adv, log_c), p_adv, advanced)
 
 
 @dataclass
@@ -224,11 +219,8 @@ class Continuations:
 
     hit: Tensor  # bool [B]
     log_weight: Tensor  # float64 [B]
-    extended_rows: int  # rows extended by a token after the prompts (each gives new next-token logits)
-    extended_positions: int  # positions those extensions computed (one each when the model is cached)
     advance: Tensor  # float64 [B, steps]: p(advancing set) at each step (NaN once stopped), for adapting β
     took: Tensor  # bool [B, steps]: whether the token drawn at each step advanced a match
-    log_summed: Tensor  # float64 [B]: log Σ_t W_{t-1} p(a match ends at step t | the row so far), see below
 
 
 @torch.no_grad()
@@ -242,11 +234,8 @@ def continue_prompts(model, prompts: Tensor, event, generator: torch.Generator, 
     ``defensive``^-(its non-advancing steps). Each draw takes one uniform per row from ``generator``
     (a CPU generator: the same uniforms on any device).
 
-    ``log_summed`` is the Rao–Blackwellised term Σ_t W_{t−1} r_t of each row: W_{t−1} its weight p/q
-    before step t, r_t the probability under p that the token of step t ends a match, summed over the
-    steps the row ran (it stops at its match). Its mean under q is Σ_t P(first match at step t) = P(event)
-    whatever the tilt, and it is positive for every row that could still match, where 1[hit] W is 0 for
-    all rows but the few that drew the match.
+    The decoding is charged to the cost meter (``flops_of``): the prompts as whole forwards, then each
+    extension.
     """
     check_room(model, prompts.shape[1], event.steps)
     state, patterns = start_decoding(model, prompts), Patterns(event.patterns)
@@ -255,7 +244,6 @@ def continue_prompts(model, prompts: Tensor, event, generator: torch.Generator, 
     live = torch.arange(n)  # rows of the batch still running, as indices into the output
     hit = torch.zeros(n, dtype=torch.bool)
     log_w = torch.zeros(n, dtype=torch.float64)
-    log_summed = torch.full((n,), -math.inf, dtype=torch.float64)
     advance = torch.full((n, steps), torch.nan, dtype=torch.float64)
     took = torch.zeros(n, steps, dtype=torch.bool)
     extended_rows = extended_positions = 0
@@ -263,7 +251,6 @@ def continue_prompts(model, prompts: Tensor, event, generator: torch.Generator, 
     for t in range(steps):
         step = draw_tilted(state.logits, event, patterns, continuation, beta, defensive, generator)
         y = step.token
-        log_summed[live] = torch.logaddexp(log_summed[live], log_w[live] + step.p_complete.log())
         log_w[live] -= step.log_ratio
         advance[live, t], took[live, t] = step.p_advance, step.advanced
         continuation = torch.cat([continuation, y[:, None]], 1)
@@ -277,13 +264,14 @@ def continue_prompts(model, prompts: Tensor, event, generator: torch.Generator, 
         extended_positions += len(keep) * state.positions_per_step()
         extended_rows += len(keep)
         state.extend(y[keep])
-    return Continuations(hit, log_w, extended_rows, extended_positions, advance, took, log_summed)
+    cost.charge(flops_of(model, n, prompts.shape[1], event, extended_rows, extended_positions), forwards=n)
+    return Continuations(hit, log_w, advance, took)
 
 
 @torch.no_grad()
-def sample_continuations(model, prompts: Tensor, event, generator: torch.Generator) -> tuple[Tensor, float]:
-    """Continuations [B, ``event.steps``] of ``prompts`` from the model's own law, never stopped early,
-    and their FLOPs: one draw tells, for any number of patterns, whether each occurs (sampled truth)."""
+def sample_continuations(model, prompts: Tensor, event, generator: torch.Generator) -> Tensor:
+    """Continuations [B, ``event.steps``] of ``prompts`` from the model's own law, never stopped early (charged
+    to the cost meter): one draw tells, for any number of patterns, whether each occurs (sampled truth)."""
     check_room(model, prompts.shape[1], event.steps)
     state = start_decoding(model, prompts)
     out = torch.zeros(len(prompts), event.steps, dtype=torch.long)
@@ -292,17 +280,16 @@ def sample_continuations(model, prompts: Tensor, event, generator: torch.Generat
         if t < event.steps - 1:
             state.extend(out[:, t])
     rows = len(prompts) * (event.steps - 1)
-    return out, flops_of(model, len(prompts), prompts.shape[1], event, rows, rows * state.positions_per_step())
+    cost.charge(flops_of(model, len(prompts), prompts.shape[1], event, rows, rows * state.positions_per_step()),
+                forwards=len(prompts))
+    return out
 
 
 def flops_of(model, prompts: int, prompt_length: int, event, extended_rows: int, extended_positions: int
              ) -> float:
     """FLOPs of decoding: the prompts as whole sequences, then each extension's positions at their
     share of a prompt-plus-continuation sequence, plus one unembedding per extended row."""
-    from lowprob.distributions.slots import TemplatedModel
-
-    if isinstance(model, TemplatedModel):  # the real model, at the template's longest prompt
-        model, prompt_length = model.model, model.longest
+    model, prompt_length = _decoding(model, prompt_length)
     length = prompt_length + event.steps
     unembed = 2 * model.W_U.shape[0] * model.W_U.shape[1]
     per_position = (model.flops_per_sequence(length) - unembed) / length
@@ -318,8 +305,6 @@ def exact_generation_probability(model, dist, event, max_rows: int = 1 << 20) ->
     stops, the others branch over their next tokens. Refused when a step would hold more than
     ``max_rows`` rows (vocabulary^steps grows fast: this is for toy models and short horizons).
     """
-    from lowprob.checks import bind
-
     model, dist = bind(model, dist)  # a template: its value ids, read by the templated model
     event.validate(model)
     check_room(model, len(dist), event.steps)

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lowprob.checks import integer
+from lowprob.checks import integer, named
 from lowprob.errors import LowprobError
 
 if TYPE_CHECKING:
@@ -72,8 +72,20 @@ def _rank(logits: Tensor, token: int) -> Tensor:
     return above + (logits[:, :token] == target).sum(-1)
 
 
+def _max_around(logits: Tensor, token: int) -> tuple[Tensor, Tensor]:
+    """[B] each: the largest logit before ``token`` and after it (-inf where there is none). Two reductions
+    over views, no copy: estimators score every row they evaluate, often more rows than they forward."""
+    none = logits.new_full(logits.shape[:1], -math.inf)
+    below = logits[:, :token].amax(-1) if token > 0 else none
+    above = logits[:, token + 1:].amax(-1) if token + 1 < logits.shape[1] else none
+    return below, above
+
+
 def _best_other(logits: Tensor, token: int, k: int = 1) -> Tensor:
     """[B]: the k-th largest logit among the tokens other than ``token``."""
+    if k == 1:
+        below, above = _max_around(logits, token)
+        return below.maximum(above)
     others = logits.clone()
     others[:, token] = -math.inf
     return others.topk(k, dim=-1).values[:, k - 1]
@@ -101,7 +113,10 @@ class ArgmaxIs(Event):
         object.__setattr__(self, "token", _token_id(self.token))
 
     def indicator(self, logits: Tensor) -> Tensor:
-        return logits.argmax(-1) == self.token
+        """``argmax == token`` (the first of tied maxima wins, as ``argmax`` decides) without a full argmax."""
+        below, above = _max_around(logits, self.token)
+        target = logits[:, self.token]
+        return (target > below) & (target >= above)
 
     def score(self, logits: Tensor) -> Tensor:
         """The target logit, the quantity the benchmark's gradient methods tilt by."""
@@ -133,7 +148,7 @@ class ArgmaxIn(Event):
         object.__setattr__(self, "tokens", tokens)
 
     def indicator(self, logits: Tensor) -> Tensor:
-        import torch
+        import torch  # here, not above: the CLI reads this module's event forms without loading torch
 
         return torch.isin(logits.argmax(-1), torch.tensor(self.tokens, device=logits.device))
 
@@ -327,6 +342,16 @@ class _Option:
     value: Any
 
 
+def family(event: Event | Generates) -> str:
+    """The family of an event, what a method declares it estimates: "generation" or "logits"."""
+    return "generation" if isinstance(event, Generates) else "logits"
+
+
+def family_of_text(text: str) -> str:
+    """The family of the event ``text`` names (``EVENT_FORMS``), known before a tokenizer is at hand to parse it."""
+    return "generation" if text.partition(":")[0].strip() == "generates" else "logits"
+
+
 def parse_event(text: str, tokenizer, d_vocab: int) -> Event | Generates:
     """An event from its text form (``EVENT_FORMS``), e.g. ``argmax-in: " yes", " sure"``.
 
@@ -400,7 +425,9 @@ def _generates(text: str, items: list[Any], tokenizer) -> Generates:
 
 def _split_top_level(text: str) -> list[str]:
     """Split at commas outside JSON strings."""
-    items, current, quoted, escaped = [], [], False, False
+    items: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for ch in text:
         if ch == "," and not quoted:
             items.append("".join(current))
@@ -460,13 +487,27 @@ def parse_token(spec: str, tokenizer, d_vocab: int) -> int:
             raise LowprobError(f"{spec!r} is not a JSON string")
     if tokenizer is None:
         raise LowprobError("this model has no tokenizer: give the target as a token id")
-    token = _single_token(text, tokenizer)
-    if token is None:
+    single = _single_token(text, tokenizer)
+    if single is None:
         ids = tokenizer.encode(text)
         raise LowprobError(f"target {text!r} encodes to {len(ids)} tokens {ids}; give one token or its id")
-    return token
+    return single
 
 
 def _single_token(text: str, tokenizer) -> int | None:
     ids = tokenizer.encode(text)
     return ids[0] if len(ids) == 1 else None
+
+
+def check_event(value: Any, generation: bool = True) -> None:
+    """Refuse what is not an event (a token id, the event's text) with the way to make one; with
+    ``generation=False``, refuse a generation event too (what needs the last position's logits)."""
+    if isinstance(value, (Event, Generates) if generation else Event):
+        return
+    if isinstance(value, Generates):
+        raise LowprobError("a generates event is not a predicate on the last position's logits: its exact "
+                           "probability is lowprob.continuations.exact_generation_probability")
+    hint = (f": for the argmax write lowprob.ArgmaxIs({value!r})" if integer(value) is not None
+            else ": parse text with lowprob.parse_event(text, model.tokenizer, model.d_vocab)"
+            if isinstance(value, str) else "")
+    raise LowprobError(f"event must be an event such as lowprob.ArgmaxIs(token_id), got {named(value)}{hint}")

@@ -1,9 +1,8 @@
 """How many torch threads lowprob computes with: one per process unless you say otherwise.
 
-lowprob's models are small, so intra-op threads buy little: an ITGIS estimate at budget 4096 on
-gelu-1l took 0.49 s with one thread and 0.41 s with two on an idle 2-core machine, but 12.9 s instead
-of 1.4 s with torch's default (one thread per core) while another CPU-bound process ran, because
-spinning threads then fight for the cores. Parallel work in lowprob is done by processes
+lowprob's models are small, so intra-op threads buy little on an idle machine and cost several times
+over on a busy one, where spinning threads fight for the cores (figures: ``benchmarks/RESULTS.md``,
+"Start-up, loading, threads"). Parallel work in lowprob is done by processes
 (``--workers``), each with its own thread budget. So every computing entry point (``estimate``,
 ``ground_truth``, the benchmark and its workers) runs with ``thread_count()`` threads:
 ``LOWPROB_THREADS`` if set, else ``OMP_NUM_THREADS`` if set (the usual way to ask for threads), else 1.

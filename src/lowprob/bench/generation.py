@@ -25,18 +25,22 @@ import zlib
 from pathlib import Path
 
 import torch
-from scipy import stats
+from tqdm import tqdm
 
 from lowprob._version import __version__
+from lowprob.bench.rows import claim_output
 from lowprob.bench.scales import GenerationScale
+from lowprob.bench.score import load_rows
 from lowprob.continuations import Patterns, sample_continuations
+from lowprob.distributions import load_distribution
 from lowprob.errors import LowprobError
 from lowprob.estimators import estimate
 from lowprob.estimators.catalog import methods_for
-from lowprob.estimators.naive import clopper_pearson
+from lowprob.estimators.intervals import clopper_pearson, student_half_width
 from lowprob.events import Generates
 from lowprob.files import atomic_write, dumps_json, prepare_output, read_json, read_jsonl
 from lowprob.models.protocol import model_sha256
+from lowprob.models.zoo import load_model
 
 MIN_HITS = 30  # sampled hits from which plain sampling is the reference (relative SE ≤ ~18%)
 REFERENCE_SEED = 1_000_000  # first seed of the tilted reference runs
@@ -44,10 +48,8 @@ SHIPPED = Path(__file__).resolve().parents[1] / "truth" / "reference" / "generat
 
 
 def _problem(scale: GenerationScale, model_name: str):
-    import lowprob
-
-    model = lowprob.load_model(model_name)
-    dist = lowprob.load_distribution(scale.distribution, model, scale.length)
+    model = load_model(model_name)
+    dist = load_distribution(scale.distribution, model, scale.length)
     return model, dist
 
 
@@ -90,7 +92,7 @@ def compute_truth(scale: GenerationScale, model_name: str, path: Path, tick=lamb
         chunk = sampled["n"] // scale.chunk
         generator = torch.Generator().manual_seed(base + chunk)
         prompts = dist.sample(scale.chunk, generator)
-        continuations, _ = sample_continuations(model, prompts, plain, generator)
+        continuations = sample_continuations(model, prompts, plain, generator)
         for t in texts:
             sampled["hits"][t] += int(patterns[t].occurs(continuations).sum())
         sampled["n"] += scale.chunk
@@ -113,7 +115,7 @@ def reference(truth: dict, text: str) -> dict:
     runs = torch.tensor(truth["tilted"][text], dtype=torch.float64)
     budget = truth["definition"]["reference_budget"]
     mean = float(runs.mean())
-    half = float(stats.t.ppf(0.975, len(runs) - 1)) * float(runs.std()) / math.sqrt(len(runs))
+    half = student_half_width(float(runs.std()), len(runs))
     tilted = {"probability": mean, "interval": [max(0.0, mean - half), mean + half], "runs": len(runs),
               "budget": budget}
     sampled = {"hits": hits, "n": n, "interval": list(clopper_pearson(hits, n))}
@@ -145,8 +147,6 @@ def run_generation_bench(scale: GenerationScale, out: Path, methods: list[str] |
     if unknown:
         raise LowprobError(f"method(s) {', '.join(unknown)} cannot estimate generation events: "
                            f"choose from {', '.join(able)}")
-    from lowprob.bench.runner import claim_output
-
     out = Path(out)
     with claim_output(scale, out, resume):
         atomic_write(out / "bench.json", (dumps_json(scale.to_json(), indent=1) + "\n").encode())
@@ -157,8 +157,6 @@ def run_generation_bench(scale: GenerationScale, out: Path, methods: list[str] |
 
 def _run_model(scale: GenerationScale, name: str, out: Path, methods: list[str], progress: bool) -> None:
     """One model's truth, then its rows."""
-    from tqdm import tqdm
-
     (out / "truth").mkdir(exist_ok=True)
     truth_path = out / "truth" / f"{name}.json"
     bar = tqdm(desc=f"truth {name}", unit="step", disable=not progress, dynamic_ncols=True)
@@ -190,8 +188,6 @@ def summarise(directory: Path) -> tuple[list[dict], list[dict]]:
     """Per (model, target, method) over seeds: the truth, mean estimate, relative error (root mean square
     about the truth), interval coverage and the plain-sampling calls that relative error is worth;
     and per (model, target) the cross-check of the two truths."""
-    from lowprob.bench.score import load_rows
-
     directory = Path(directory)
     rows = load_rows(directory)
     cells, checks = [], []
@@ -231,10 +227,7 @@ def _calls(x: float, unit: str = "") -> str:
 
 def write_generation_report(directory: Path, out: Path) -> list[Path]:
     """report.md (the tables) and generation.png (estimate ÷ truth, and calls saved, against p)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from lowprob.bench.plots import plt  # matplotlib only when a report is written: a run needs no plotting
 
     cells, checks = summarise(directory)
     cells.sort(key=lambda c: (c["model"], -c["truth"], c["method"]))

@@ -1,6 +1,6 @@
 """Run a benchmark's estimates as Ray tasks (``lowprob bench --backend ray``; ``pip install 'lowprob[ray]'``).
 
-A task makes the rows of one chunk of a pair's jobs (up to ``CHUNK`` estimates) with ``estimate_row``,
+A task makes the rows of one chunk of a pair's jobs (up to ``CHUNK`` estimates) with ``rows.estimate_row``,
 the function the local path uses, so its rows are the local rows up to ``cost.seconds`` and QLD/GLD's
 ``cache_hit`` diagnostic (what the worker happened to compute before, as after ``--resume``). Chunks
 are consecutive slices of the plan's job list, so within a chunk QLD/GLD meet each seed's targets
@@ -24,23 +24,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from lowprob.bench.runner import PairPlan, append_rows, pair_context, prepare_pair
+from lowprob.bench.rows import PairContext, PairPlan, append_rows, estimate_row, pair_context, prepare_pair
 from lowprob.bench.scales import Scale
 from lowprob.truth.ray_backend import MAX_RETRIES, ray_session, window_size
 
 CHUNK = 32  # estimates per task: seconds to minutes of work, many tasks per pair for a cluster
 
 
-def _remote_rows():
-    import ray
-
-    @ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=True)
-    def rows_task(scale: Scale, pair, jobs: list) -> list[dict]:
-        from lowprob.bench.runner import estimate_row
-
-        return [estimate_row(scale, pair, job) for job in jobs]
-
-    return rows_task
+def rows_task(scale: Scale, pair: PairContext, jobs: list) -> list[dict]:
+    """One task's rows: a chunk of a pair's jobs, made as the local backend makes them."""
+    return [estimate_row(scale, pair, job) for job in jobs]
 
 
 def _chunks(ray, scale: Scale, plans: list[PairPlan], out: Path, ground_truth_dir: Path | None
@@ -59,7 +52,7 @@ def run_on_ray(scale: Scale, plans: list[PairPlan], out: Path, ground_truth_dir:
     if not plans:  # a finished run resumed: no cluster to start
         return
     ray = ray_session(address)
-    task = _remote_rows()
+    task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=True)(rows_task)
     todo = _chunks(ray, scale, plans, out, ground_truth_dir)
     pending: dict = {}  # task -> the rows file its rows go to
 

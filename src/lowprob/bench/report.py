@@ -12,13 +12,12 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
+from lowprob.bench.generation import write_generation_report
+from lowprob.bench.plots import plt, save_plot
 from lowprob.bench.score import CONSTANT, load_rows, score_rows, wnrv_gain
+from lowprob.bench.trigger_report import trigger_sections
 from lowprob.estimators.catalog import INTERVAL_KINDS, METHODS
 from lowprob.evaluation import ZERO_FLOOR
 from lowprob.files import prepare_output, read_json
@@ -88,7 +87,7 @@ def _ranking_lines(records: list[dict], models: list[str], methods: list[str]) -
         for per_pair in tables.values():
             means = {me: np.mean([g.mean() for g in groups])
                      for me in methods if (groups := _groups(per_pair, model, me))}
-            cells.append(" < ".join(sorted(means, key=means.get)))
+            cells.append(" < ".join(sorted(means, key=means.__getitem__)))
         rows.append([model, *cells])
     return ["", "## Ranking by mean IS loss (best first)", "", *_table(["model", "leak-free", "oracle"], rows)]
 
@@ -113,9 +112,7 @@ def write_report(directory: str | Path, out: str | Path | None = None, zero_floo
     out = prepare_output(out if out is not None else directory, kind="directory")
     config_path = directory / "bench.json"
     if config_path.exists() and read_json(config_path).get("name") == "generation":
-        from lowprob.bench.generation import write_generation_report  # text targets: a report of its own
-
-        return write_generation_report(directory, out)
+        return write_generation_report(directory, out)  # text targets: a report of its own
     rows = load_rows(directory)
     config_path = directory / "bench.json"
     config = read_json(config_path) if config_path.exists() else {}
@@ -159,20 +156,19 @@ def write_report(directory: str | Path, out: str | Path | None = None, zero_floo
     lines += ["", "## Unfit accuracy, calibration and cost (at the leak-free temperature)", "",
               "Median |log10 q/p| with zero estimates at the floor; coverage of the estimators' own nominal-95% "
               "intervals, and how often they meet the ground truth's own 95% interval (Clopper–Pearson on its count; "
-              "the same figure for exact truth); model calls = forward + backward passes per estimate (mean); "
+              "the same figure for exact truth); work = executed FLOPs per estimate in forward passes of one input "
+              "(mean; a backward costs one); "
               "seconds per estimate "
               "(median); WNRV gain = plain sampling's work-normalised relative variance over the method's "
               "(median; needs ≥ 2 seeds).", ""]
     lines += _table(["method", "median loss", "median abs log10 error", "zero estimates", "95% coverage",
-                     "meets truth's interval", "interval", "model calls", "seconds", "WNRV gain"],
+                     "meets truth's interval", "interval", "work", "seconds", "WNRV gain"],
                      [_unfit_row(me, scored) for me in estimators])
     lines += ["", "Interval kinds: " + "; ".join(f"*{k}*: {v}" for k, v in INTERVAL_KINDS.items()) + "."]
     lines += _tuned_lines(scored)
     lines += _floor_lines(rows, records, zero_floor, methods, pool)
-    plots = []
+    plots: list[Path] = []
     if pool:
-        from lowprob.bench.trigger_report import trigger_sections
-
         extra, plots = trigger_sections(directory, rows, records, out)
         lines += extra
     if notes:
@@ -251,7 +247,7 @@ def _write_csv(records: list[dict], path: Path) -> None:
 def _bar_values(means: dict[tuple, float], model: str, dists: list[str], method: str) -> list[float]:
     """Per-distribution means of one model and method, then their mean (the "mean" group of bars)."""
     vals = [means.get((model, d, method), np.nan) for d in dists]
-    return [*vals, np.nanmean(vals) if not np.all(np.isnan(vals)) else np.nan]
+    return [*vals, float(np.nanmean(vals)) if not np.all(np.isnan(vals)) else np.nan]
 
 
 def _loss_axis_cap(values: list[float]) -> float:
@@ -260,15 +256,6 @@ def _loss_axis_cap(values: list[float]) -> float:
     if not len(finite):
         return 1.0
     return float(min(finite.max(), 10 ** (np.ceil(np.log10(np.quantile(finite, 0.75))) + 2)))
-
-
-def save_plot(fig: plt.Figure, path: Path) -> Path:
-    """Lay out, write and close ``fig``. The saved area grows to hold what sticks out of the figure (a
-    legend below the axes, a long title), so nothing is clipped."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def _error_vs_p(records: list[dict], estimators: list[str], out: Path, zero_floor: float) -> Path:

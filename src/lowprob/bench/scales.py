@@ -27,12 +27,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lowprob.distributions import PAPER_DISTRIBUTIONS, TRIGGER_DISTRIBUTIONS, TokenDistribution, load_distribution
+from lowprob.distributions.slots import SlotDistribution
 from lowprob.distributions.tiny import tiny_distribution
 from lowprob.errors import LowprobError
-from lowprob.models import Transformer, TransformerConfig, load_model
+from lowprob.models import LanguageModel, Transformer, TransformerConfig, load_model
 from lowprob.models.zoo import SHIPPED_CONFIGS
 from lowprob.truth import GroundTruth, ground_truth
 from lowprob.truth.reference import load_reference
+from lowprob.truth.trigger import load_trigger_problem, load_trigger_table
 
 TEMPERATURES = (0.3, 0.45, 0.67, 1.0, 1.5, 2.24, 3.34, 5.0)  # the paper's grid, ~1.5x steps
 
@@ -112,7 +114,7 @@ GENERATION = GenerationScale(
     reference_budget=1 << 12)
 
 
-SCALES = {
+SCALES: dict[str, Scale | GenerationScale] = {
     "tiny": Scale("tiny", budget=256, n_targets=6, seeds=(0, 1), temperatures=TEMPERATURES,
                   models=tuple(TOY_MODELS), distributions=TINY_DISTRIBUTIONS, length=None),
     "cpu": Scale("cpu", budget=1 << 12, n_targets=32, seeds=(0,), temperatures=TEMPERATURES,
@@ -148,7 +150,7 @@ def target_seed(model_name: str, dist_name: str) -> int:
 
 
 def load_problem(scale: Scale, model_name: str, dist_name: str, ground_truth_dir: Path | None = None
-                 ) -> tuple[object, TokenDistribution, GroundTruth]:
+                 ) -> tuple[LanguageModel, TokenDistribution | SlotDistribution, GroundTruth]:
     """Model, distribution and ground truth of one pair of ``scale``.
 
     ``ground_truth_dir`` holds ``{model}/{dist}.safetensors`` files (from ``lowprob ground-truth``);
@@ -158,8 +160,6 @@ def load_problem(scale: Scale, model_name: str, dist_name: str, ground_truth_dir
     if scale.planted is not None:
         if ground_truth_dir is not None:
             raise LowprobError(f"the {scale.name} scale scores against its shipped exact tables; drop --ground-truth")
-        from lowprob.truth.trigger import load_trigger_problem, load_trigger_table
-
         model, dist, _, _ = load_trigger_problem(model_name, dist_name)
         return model, dist, load_trigger_table(model_name, dist_name, model, dist)
     if scale.length is None:

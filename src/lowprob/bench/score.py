@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lowprob.bench.runner import row_key
+from lowprob.bench.rows import row_key
 from lowprob.bench.scales import hyper_key
 from lowprob.errors import LowprobError
 from lowprob.estimators.catalog import METHODS
-from lowprob.estimators.naive import clopper_pearson
+from lowprob.estimators.intervals import clopper_pearson
 from lowprob.evaluation import (
     ZERO_FLOOR,
     abs_log10_error,
@@ -71,8 +71,9 @@ def tuned_text(row: dict) -> str | None:
     return ", ".join(f"{k}={row['hyper'][k]:g}" for k in names if k in row["hyper"]) or None
 
 
-def _calls(row: dict) -> int:
-    return row["cost"]["forward_passes"] + row["cost"]["backward_passes"]
+def _calls(row: dict) -> float:
+    """A row's executed work in forward passes of one input (``Cost.forward_equivalents``)."""
+    return row["cost"]["forward_equivalents"]
 
 
 def score_rows(rows: Iterable[dict], zero_floor: float = ZERO_FLOOR, pool_distributions: bool = False
@@ -109,7 +110,7 @@ def score_rows(rows: Iterable[dict], zero_floor: float = ZERO_FLOOR, pool_distri
         free, best = select(np.log(p), log_q)
         for i, t in enumerate(targets):
             chosen, top = cell[(grid[free.choice[i]], *t)], cell[(grid[best.choice[i]], *t)]
-            q = chosen["probability"]
+            q, (lo, hi) = chosen["probability"], chosen["interval"]
             records.append({
                 "model": model, "distribution": t[0], "method": method, "seed": seed, "target": t[1],
                 "target_text": chosen["target_text"], "ground_truth": p[i],
@@ -120,7 +121,7 @@ def score_rows(rows: Iterable[dict], zero_floor: float = ZERO_FLOOR, pool_distri
                 "oracle_loss": float(best.losses[i]),
                 "zero": q == 0, "abs_log10_error": float(abs_log10_error(p[i], q, zero_floor)),
                 "covered": bool(covered(p[i], *chosen["interval"])),
-                "meets_truth": meets_truth(*chosen["interval"], *_truth_interval(chosen)),
+                "meets_truth": meets_truth(lo, hi, *_truth_interval(chosen)),
                 "calls": _calls(chosen), "seconds": chosen["cost"]["seconds"], "flops": chosen["cost"]["flops"],
                 "wnrv": _wnrv(repeats[_setting(chosen)]),
             })

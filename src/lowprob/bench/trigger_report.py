@@ -16,10 +16,9 @@ import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-from lowprob.bench.report import save_plot
+from lowprob.bench.plots import plt, save_plot
 from lowprob.bench.score import CONSTANT, tuned_text
 from lowprob.files import read_json
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from lowprob.checks import check_model
+from lowprob.checks import check_model, named
 from lowprob.distributions.base import TokenDistribution
 from lowprob.distributions.paper import LENGTHS, PAPER_DISTRIBUTIONS, paper_distribution
+from lowprob.distributions.slots import SlotDistribution
 from lowprob.distributions.tiny import TINY_FAMILIES, tiny_distribution
 from lowprob.distributions.trigger import TRIGGER_DISTRIBUTIONS, trigger_distribution
 from lowprob.errors import LowprobError
 
-__all__ = ["LENGTHS", "PAPER_DISTRIBUTIONS", "TINY_FAMILIES", "TRIGGER_DISTRIBUTIONS", "TokenDistribution",
-           "distribution_names", "load_distribution", "paper_distribution", "tiny_distribution",
-           "trigger_distribution"]
+__all__ = ["LENGTHS", "PAPER_DISTRIBUTIONS", "TINY_FAMILIES", "TRIGGER_DISTRIBUTIONS", "SlotDistribution",
+           "TokenDistribution", "bind", "distribution_names", "load_distribution", "paper_distribution",
+           "tiny_distribution", "trigger_distribution"]
 
 
 def distribution_names() -> list[str]:
@@ -46,8 +48,6 @@ def load_distribution(name: str | os.PathLike, model, length: str = "cpu"):
         raise LowprobError(f"{name} is a directory: give a template file (.toml or .json) or a distribution "
                            f"file (.safetensors)")
     if name.endswith((".toml", ".json")):
-        from lowprob.distributions.slots import SlotDistribution
-
         return SlotDistribution.load(name, getattr(model, "tokenizer", None))
     if name.endswith(".safetensors") or Path(name).is_file():
         dist = TokenDistribution.load(name)
@@ -55,3 +55,19 @@ def load_distribution(name: str | os.PathLike, model, length: str = "cpu"):
         return dist
     raise LowprobError(f"unknown distribution {name!r}: choose one of {', '.join(distribution_names())}, "
                        f"{', '.join(TRIGGER_DISTRIBUTIONS)} or give a distribution file")
+
+
+def bind(model: Any, dist: Any) -> tuple[Any, TokenDistribution]:
+    """``dist.bind(model)`` checked: the (model, distribution) pair every estimator and table runs on.
+
+    Refuses, by what they should be, a model that is not a loaded language model (its name, say)
+    and a distribution that is not one (its name, say), then checks the two fit each other.
+    """
+    if not isinstance(dist, (TokenDistribution, SlotDistribution)):
+        hint = f": load it with lowprob.load_distribution({str(dist)!r}, model)" if isinstance(dist, str) else ""
+        raise LowprobError(f"dist must be a distribution (a TokenDistribution, or a template from "
+                           f"lowprob.load_distribution), got {named(dist)}{hint}")
+    check_model(model)
+    model, dist = dist.bind(model)
+    dist.check_model(model)
+    return model, dist

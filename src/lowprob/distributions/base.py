@@ -13,10 +13,10 @@ import math
 import numbers
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Union
+from typing import Any, Union, cast
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import Tensor
 
@@ -80,8 +80,8 @@ class TokenDistribution:
                 _check_ids(pos, int(spec), int(spec), vocab_size)  # before torch, which overflows past 2^63
                 ids, probs = torch.tensor([int(spec)]), torch.ones(1, dtype=torch.float64)
             else:
-                try:
-                    raw_ids, raw_probs = spec
+                try:  # a pair: ints were taken above, by numbers.Integral, which mypy does not narrow by
+                    raw_ids, raw_probs = cast("tuple[Any, Any]", spec)
                     ids = torch.as_tensor(raw_ids).reshape(-1)
                     probs = torch.as_tensor(raw_probs, dtype=torch.float64).reshape(-1).clone()
                 except (TypeError, ValueError, RuntimeError):
@@ -140,6 +140,10 @@ class TokenDistribution:
 
     def support_sizes(self) -> list[int]:
         return [len(i) for i in self._ids]
+
+    def support_ids(self) -> list[Tensor]:
+        """Every position's token ids (sorted): the product space, as the models' fast paths take it."""
+        return list(self._ids)
 
     def support_size(self) -> int:
         """Number of sequences with positive probability (an exact Python int)."""
@@ -223,8 +227,6 @@ class TokenDistribution:
 
     @classmethod
     def load(cls, path: str | Path) -> TokenDistribution:
-        from safetensors import safe_open
-
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
@@ -93,8 +94,6 @@ def tables_path() -> Path:
 
 @cache
 def load_tables(path: Path | None = None) -> Tables:
-    from safetensors import safe_open
-
     path = path or tables_path()
     with safe_open(str(path), framework="np") as f:
         meta = f.metadata()
@@ -137,7 +136,7 @@ class _Builder:
 class PaperRecipe:
     description: str
     reps: dict[str, int]  # length variant -> repetition count
-    build: Callable[[_Builder, int], list]
+    build: Callable[[_Builder, int], list[int | tuple[np.ndarray, np.ndarray]]]  # one spec per position
     exact_top_k: int | None = None  # the exact variant keeps this many most likely tokens per position
 
 
@@ -232,10 +231,9 @@ def paper_distribution(name: str, model, length: str = "cpu") -> TokenDistributi
                            "this model uses another one (build tables for it with "
                            "build_tables in the repository's tools/build_tables.py)")
     recipe = PAPER_DISTRIBUTIONS[name]
-    positions = recipe.build(_Builder(tokenizer, tables), recipe.reps[length])
+    specs = recipe.build(_Builder(tokenizer, tables), recipe.reps[length])
     if length == "exact" and recipe.exact_top_k is not None:
-        positions = [p if isinstance(p, int) else _most_likely(*p, recipe.exact_top_k) for p in positions]
-    positions = [p if isinstance(p, int) else (torch.from_numpy(p[0]), torch.from_numpy(p[1]))
-                 for p in positions]
+        specs = [p if isinstance(p, int) else _most_likely(*p, recipe.exact_top_k) for p in specs]
+    positions = [p if isinstance(p, int) else (torch.from_numpy(p[0]), torch.from_numpy(p[1])) for p in specs]
     return TokenDistribution.from_positions(positions, vocab_size=model.d_vocab, n_ctx=model.n_ctx,
                                             name=f"{name}-{length}")

@@ -17,11 +17,11 @@ when the product of the slots' sizes is small.
 **The one idea.** Every estimator and exact ground truth already work on independent categoricals
 over positions. A slot distribution *is* one, over slot values instead of tokens, once the model is
 seen through the template: ``bind(model)`` returns that distribution over *value ids* (one unit per
-slot, template pieces as constant units) and a ``TemplatedModel`` whose input embedding of a value
-is its tokens' embeddings laid end to end. Its ``final_residual`` expands each row into the real
-token sequence (grouping rows whose values have the same lengths) and runs the real model, so
-gradients reach every token of a value: gradient methods tilt slot choices by the first-order effect
-of all of a value's tokens. Values whose length differs from the current one shift later positions,
+slot, template pieces as constant units) and a ``TemplatedModel`` (``models/templated.py``) whose
+input embedding of a value is its tokens' embeddings laid end to end. Its ``final_residual`` expands
+each row into the real token sequence (grouping rows whose values have the same lengths) and runs the
+real model, so gradients reach every token of a value: gradient methods tilt slot choices by the
+first-order effect of all of a value's tokens. Values whose length differs from the current one shift later positions,
 which the linear tilt ignores — that only makes a proposal less sharp, never an estimate biased.
 """
 
@@ -34,11 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
 from lowprob.files import read_bytes, read_json
+from lowprob.models.templated import TemplatedModel
 
 WEIGHT_TOLERANCE = 1e-6
 SLOT_KEYS = ("values", "weights")  # what a [slots.NAME] table may hold
@@ -157,7 +158,7 @@ class SlotDistribution:
         if max((t for u in self.units for seq in _sequences(u) for t in seq), default=0) >= model.d_vocab:
             raise LowprobError("the tokenizer produced ids outside the model's vocabulary")
         sequences: list[tuple[int, ...]] = []
-        positions = []
+        positions: list[int | tuple[Tensor, Tensor]] = []
         for u in self.units:
             start = len(sequences)
             sequences.extend(_sequences(u))
@@ -210,86 +211,3 @@ def _slot(name: str, spec: dict, tokenizer) -> Slot:
 
 def _sequences(unit: Piece | Slot) -> list[tuple[int, ...]]:
     return list(unit.tokens) if isinstance(unit, Slot) else [unit.tokens]
-
-
-class TemplatedModel(nn.Module):
-    """A model whose input ids are template pieces and slot values (see the module docstring).
-
-    Input id v stands for the token sequence ``sequences[v]``; its embedding row is those tokens'
-    embeddings laid end to end, zero-padded to the longest, followed by a one-hot of its length (read,
-    not differentiated, to cut the padding off). Outputs are the real model's.
-    """
-
-    def __init__(self, model, sequences: list[tuple[int, ...]], n_units: int, longest: int) -> None:
-        super().__init__()
-        self.model = model
-        self.k_max = max(map(len, sequences))
-        self.d_model = model.W_E.shape[1]
-        self._n_units, self.longest = n_units, longest
-        w_e = model.W_E.detach()
-        table = torch.zeros(model.d_vocab, self.k_max * self.d_model + self.k_max, dtype=w_e.dtype,
-                            device=w_e.device)
-        for v, seq in enumerate(sequences):
-            table[v, : len(seq) * self.d_model] = w_e[list(seq)].reshape(-1)
-            table[v, self.k_max * self.d_model + len(seq) - 1] = 1.0
-        self.register_buffer("W_E", table)
-        # the expansion itself, so that the model's sha256 (what ground-truth files check) covers it
-        self.register_buffer("sequences", torch.tensor([list(s) + [-1] * (self.k_max - len(s)) for s in sequences],
-                                                     device=w_e.device))
-        self.tokenizer, self.name = getattr(model, "tokenizer", None), getattr(model, "name", "")
-
-    @property
-    def n_ctx(self) -> int:
-        return self._n_units
-
-    @property
-    def d_vocab(self) -> int:
-        return self.model.d_vocab
-
-    @property
-    def device(self) -> torch.device:
-        return self.W_E.device
-
-    @property
-    def W_U(self) -> Tensor:
-        return self.model.W_U
-
-    @property
-    def b_U(self) -> Tensor | None:
-        return self.model.b_U
-
-    def final_residual(self, token_embeddings: Tensor) -> Tensor:
-        """Expand each row's units into real token embeddings, run the model per layout, gather."""
-        b, units, _ = token_embeddings.shape
-        k, d = self.k_max, self.d_model
-        blocks = token_embeddings[..., : k * d].reshape(b, units, k, d)
-        lengths = token_embeddings[..., k * d :].detach().argmax(-1) + 1  # [B, units]
-        layouts, which = torch.unique(lengths, dim=0, return_inverse=True)
-        out = token_embeddings.new_zeros(b, d)
-        for j, layout in enumerate(layouts.tolist()):
-            rows = (which == j).nonzero()[:, 0]
-            seq = torch.cat([blocks[rows, u, :n] for u, n in enumerate(layout)], dim=1)  # [m, T, d]
-            out = out.index_put((rows,), self.model.final_residual(seq))
-        return out
-
-    def unembed(self, resid: Tensor) -> Tensor:
-        return self.model.unembed(resid)
-
-    def expand(self, units: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """The real token sequences of rows of input ids, grouped by length: (rows, tokens [m, T])."""
-        seqs = self.sequences.to(units.device)[units]  # [B, units, k_max], -1 padded
-        lengths = (seqs >= 0).sum(-1)  # [B, units]
-        layouts, which = torch.unique(lengths, dim=0, return_inverse=True)
-        groups = []
-        for j in range(len(layouts)):
-            rows = (which == j).nonzero()[:, 0]
-            picked = seqs[rows]
-            groups.append((rows, picked[picked >= 0].view(len(rows), -1)))
-        return groups
-
-    def logits(self, tokens: Tensor) -> Tensor:
-        return self.unembed(self.final_residual(self.W_E[tokens]))
-
-    def flops_per_sequence(self, seq_len: int) -> float:
-        """Priced at the longest sequence the template can produce (an upper bound), whatever ``seq_len``."""
-        return self.model.flops_per_sequence(self.longest)

@@ -1,7 +1,7 @@
 """Trigger distributions: a planted trigger's template with weights that make the trigger rare.
 
 Every distribution of a family fills the same template from the same slot values (those of a
-``PlantedTrigger``, see ``models/backdoor.py``); only the weights differ. Each slot of the
+``PlantedTrigger``, see ``planted.py``); only the weights differ. Each slot of the
 conjunction gives its trigger values, together, the weight ``q = p ** (1 / k)`` (``k`` slots in the
 conjunction), split evenly among them; the other values share ``1 - q`` evenly; slots outside the
 conjunction are uniform. The trigger's probability is then ``p`` by construction — the product of the
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from lowprob.distributions.planted import PlantedTrigger, planted_trigger
 from lowprob.distributions.slots import SlotDistribution
 from lowprob.errors import LowprobError
 
@@ -22,7 +23,7 @@ TRIGGER_DISTRIBUTIONS: dict[str, tuple[str, float]] = {
 }
 
 
-def trigger_weights(planted, probability: float) -> dict[str, list[float]]:
+def trigger_weights(planted: PlantedTrigger, probability: float) -> dict[str, list[float]]:
     """Slot weights under which ``planted``'s conjunction has probability ``probability``."""
     if not 0 < probability < 1:
         raise LowprobError(f"a trigger probability must lie in (0, 1), got {probability!r}")
@@ -38,7 +39,7 @@ def trigger_weights(planted, probability: float) -> dict[str, list[float]]:
     return weights
 
 
-def trigger_probability(dist: SlotDistribution, planted) -> float:
+def trigger_probability(dist: SlotDistribution, planted: PlantedTrigger) -> float:
     """The trigger's probability under ``dist``: the product over the conjunction's slots of the
     weight its trigger values carry (exact, up to float64 rounding)."""
     by_name = {s.name: s for s in dist.slots}
@@ -54,13 +55,11 @@ def trigger_spec(name: str) -> tuple[str, float]:
 
 def trigger_distribution(name: str, tokenizer) -> SlotDistribution:
     """A member of a trigger family, by name (``trigger-p8``: the trigger has probability 1e-8)."""
-    from lowprob.models.backdoor import planted_trigger
-
     recipe, probability = trigger_spec(name)
     return weighted_template(planted_trigger(recipe), probability, tokenizer, name)
 
 
-def weighted_template(planted, probability: float, tokenizer, name: str = "") -> SlotDistribution:
+def weighted_template(planted: PlantedTrigger, probability: float, tokenizer, name: str = "") -> SlotDistribution:
     """``planted``'s template as a slot distribution under which its trigger has ``probability``."""
     weights = trigger_weights(planted, probability)
     spec = {slot: {"values": list(values), "weights": weights[slot]} for slot, values in planted.slots.items()}

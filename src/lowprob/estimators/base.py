@@ -1,10 +1,11 @@
 """One API for every estimator: ``estimate(model, dist, event, method, budget, seed, **hyper)``.
 
 An estimator is a function declared in ``estimators.catalog`` with its hyper-parameters. It returns
-the estimate, a nominal 95% interval, the model calls it made and diagnostics (a ``RawEstimate``);
-``estimate`` validates the request at the boundary, times the run, prices it in FLOPs and turns it
-into an ``Estimate`` that names what was estimated and lies in [0, 1].
-``budget`` counts samples pushed through the model (one sequence = one call, as in the paper).
+the estimate, a nominal 95% interval and diagnostics (a ``RawEstimate``); ``estimate`` validates the
+request at the boundary, times the run, reads what it executed from the cost meter (``lowprob.cost``,
+charged by the helpers below where they run the model) and turns it into an ``Estimate`` that names
+what was estimated and lies in [0, 1]. ``budget`` counts model calls (one sequence = one call, as in
+the paper); what a call may execute is the method's declared ``work`` (``lowprob.cost``).
 Asked to (``max_seconds``, ``progress``), it first predicts the run's duration from a timed probe,
 refuses a run past the limit and shows a bar for a long one, fed by the forward helpers below.
 """
@@ -19,11 +20,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from scipy import stats
 
-from lowprob import checks
+from lowprob import checks, cost
 from lowprob.attribution import Attribution, Hits, Labels, SampledHits, attribute
-from lowprob.continuations import check_room
+from lowprob.continuations import check_room, continue_prompts
+from lowprob.distributions import bind
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
 from lowprob.estimators.catalog import (
@@ -33,7 +34,8 @@ from lowprob.estimators.catalog import (
     methods_for,
     methods_with_samples,
 )
-from lowprob.events import Event, Generates
+from lowprob.events import Event, Generates, check_event
+from lowprob.events import family as event_family
 from lowprob.models.protocol import LanguageModel
 from lowprob.progress import advance, metered
 from lowprob.threads import torch_threads
@@ -41,10 +43,15 @@ from lowprob.threads import torch_threads
 
 @dataclass(frozen=True)
 class Cost:
+    """What an estimate executed (``lowprob.cost``): whole-sequence forward and backward passes, every FLOP
+    (shared-prefix segments and decoding steps included; a backward priced as a forward), those FLOPs in forward
+    passes of one input sequence (the unit a method's ``work`` per model call is declared in) and wall seconds."""
+
     forward_passes: int
     backward_passes: int
     flops: float
     seconds: float
+    forward_equivalents: float
 
 
 @dataclass(frozen=True)
@@ -106,25 +113,8 @@ class RawEstimate:
 
     probability: float
     interval: tuple[float, float]
-    forward_passes: int
-    backward_passes: int
     diagnostics: dict[str, Any]
-    flops: float | None = None  # when calls are not whole sequences (generation): the FLOPs spent
     hits: Hits | None = None  # the samples that hit, weighted for the input distribution (sampling methods)
-
-
-def effective_sample_size(log_w: torch.Tensor) -> float:
-    """Kish's (Σw)² / Σw² of importance weights given in log space: how many equal weights they are worth."""
-    w = (log_w - log_w.max()).exp()
-    return float(w.sum() ** 2 / (w * w).sum())
-
-
-def poisson_upper(count: float = 0.0, level: float = 0.95) -> float:
-    """Garwood's upper limit for a Poisson mean after ``count`` events (≈ 3.69 for none, at 95%).
-
-    Samplers that saw no hit bound the probability by this many "hits' worth" of their largest weight.
-    """
-    return float(stats.chi2.ppf(1 - (1 - level) / 2, 2 * count + 2) / 2)
 
 
 def score_and_gradient(model: LanguageModel, event: Event, tokens: torch.Tensor,
@@ -142,21 +132,18 @@ def score_and_gradient(model: LanguageModel, event: Event, tokens: torch.Tensor,
         logits = model.unembed(model.final_residual(emb))
         values = (score or event.score)(logits)
         (grad,) = torch.autograd.grad(values.sum(), emb)
-    advance(3 * len(tokens))  # a backward counts as two forwards
+    cost.charge_passes(model.flops_per_sequence(tokens.shape[1]), len(tokens), backward=True)
+    advance(cost.GRADIENT_CALL * len(tokens))
     return values.detach().double().cpu(), event.indicator(logits.detach()).cpu(), grad
 
 
 def happened(model: LanguageModel, event: Event | Generates, tokens: torch.Tensor,
-             generator: torch.Generator) -> tuple[torch.Tensor, float]:
-    """Whether the event happened for each input [B] (CPU), and the FLOPs it took: one forward per
-    input for a logits event; for a generation event, a continuation sampled from the model."""
+             generator: torch.Generator) -> torch.Tensor:
+    """Whether the event happened for each input [B] (CPU): one forward per input for a logits event;
+    for a generation event, a continuation sampled from the model."""
     if isinstance(event, Generates):
-        from lowprob.continuations import continue_prompts, flops_of
-
-        run = continue_prompts(model, tokens, event, generator)
-        return run.hit, flops_of(model, len(tokens), tokens.shape[1], event, run.extended_rows,
-                                   run.extended_positions)
-    return outcomes(model, event, tokens)[1], len(tokens) * model.flops_per_sequence(tokens.shape[1])
+        return continue_prompts(model, tokens, event, generator).hit
+    return outcomes(model, event, tokens)[1]
 
 
 @torch.no_grad()
@@ -164,15 +151,9 @@ def outcomes(model: LanguageModel, event: Event, tokens: torch.Tensor,
              score: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Event score [B] (float64) and indicator [B] on the CPU, for CPU token ids; logits stay on the device."""
     logits = model.logits(tokens.to(model.device))
+    cost.charge_passes(model.flops_per_sequence(tokens.shape[1]), len(tokens))
     advance(len(tokens))
     return (score or event.score)(logits).double().cpu(), event.indicator(logits).cpu()
-
-
-def one_hot_scores(model: LanguageModel, ids: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """``W_E[ids] · grad`` over the embedding axis, float64 on the CPU: the first-order effect on the
-    score of putting each candidate token in place. ``ids`` [..., W] (CPU), ``grad`` [..., d_model]."""
-    emb = model.W_E[ids.to(grad.device)].detach()
-    return torch.einsum("...wd,...d->...w", emb, grad).double().cpu()
 
 
 PROBE_SECONDS = 0.1  # the timed probe grows until it lasts this long (or reaches PROBE_ROWS)
@@ -193,8 +174,8 @@ def estimate(model: LanguageModel, dist: TokenDistribution, event: Event | Gener
     with ``progress``, one predicted past ``PROGRESS_SECONDS`` shows a bar on stderr. Neither
     changes the estimate: the probe draws from a generator of its own.
     """
-    checks.check_event(event)
-    family = "generation" if isinstance(event, Generates) else "logits"
+    check_event(event)
+    family = event_family(event)
     method = method or DEFAULT_METHODS[family]
     spec = get_method(method)
     budget, seed = checks.check_budget(budget), checks.check_seed(seed)
@@ -204,28 +185,27 @@ def estimate(model: LanguageModel, dist: TokenDistribution, event: Event | Gener
         raise LowprobError(f"{method} does not estimate {family} events; methods that do: "
                            f"{', '.join(methods_for(family))}")
     source = dist
-    model, dist = checks.bind(model, dist)
+    model, dist = bind(model, dist)
     event.validate(model)
     if isinstance(event, Generates):
         check_room(model, len(dist), event.steps)
     generator = torch.Generator().manual_seed(seed)
     with torch_threads(), _planned(model, dist, event, spec, budget, max_seconds, progress):
         start = time.perf_counter()
-        raw = spec.function()(model, dist, event, budget, generator, **params)
+        with cost.metered() as spent:
+            raw = spec.function()(model, dist, event, budget, generator, **params)
         seconds = time.perf_counter() - start
     p, (lo, hi) = raw.probability, raw.interval
     if not all(math.isfinite(v) and v >= 0 for v in (p, lo, hi)) or lo > hi:
         raise RuntimeError(f"{method} returned an invalid estimate {p} {raw.interval}: a bug")
     diagnostics = raw.diagnostics if p <= 1 else {**raw.diagnostics, "unclipped_probability": p}
-    per_call = model.flops_per_sequence(len(dist))
-    flops = raw.flops if raw.flops is not None else per_call * (raw.forward_passes + 2 * raw.backward_passes)
-    cost = Cost(raw.forward_passes, raw.backward_passes, flops, seconds)
     tokenizer = getattr(model, "tokenizer", None)
     samples = None if raw.hits is None else SampledHits(raw.hits, dist, Labels(source, tokenizer))
-    return Estimate(method, min(float(p), 1.0), (min(float(lo), 1.0), min(float(hi), 1.0)), budget, seed, cost,
+    executed = Cost(spent.forward_passes, spent.backward_passes, spent.flops, seconds,
+                    spent.flops / model.flops_per_sequence(len(dist)))
+    return Estimate(method, min(float(p), 1.0), (min(float(lo), 1.0), min(float(hi), 1.0)), budget, seed, executed,
                     diagnostics, params, model=getattr(model, "name", "") or "", distribution=dist.name,
-                    event=event.describe(tokenizer), interval_kind=spec.interval,
-                    samples=samples)
+                    event=event.describe(tokenizer), interval_kind=spec.interval, samples=samples)
 
 
 def _planned(model: LanguageModel, dist: TokenDistribution, event: Event | Generates, spec: Method, budget: int,

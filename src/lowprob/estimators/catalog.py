@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lowprob.checks import check_budget, integer
+from lowprob.cost import GRADIENT_CALL
 from lowprob.errors import LowprobError
 
 
@@ -65,16 +66,10 @@ def switch(default: bool, help: str) -> Param:
     return Param(default, lambda v: isinstance(v, bool), "True or False", help)
 
 
-def numbers(default: tuple[float, ...], help: str) -> Param:
-    """A non-empty tuple of positive finite numbers."""
-    return Param(default, lambda v: isinstance(v, (tuple, list)) and len(v) > 0
-                 and all(_is_number(x) and x > 0 for x in v), "a non-empty list of positive numbers", help)
-
-
 # MHIS's, tilted's and smc's intervals are "sampling-only": on the `cpu` scale MHIS's covered 66% (a bias
 # its chains share); on the shipped models' `generation` scale tilted's covered 74% and smc's 83% — a run
 # that draws few of the rare prompts carrying most of the probability is low and narrow, and nothing
-# inside the run shows it (benchmarks/results/generation/README.md, section 3).
+# inside the run shows it (benchmarks/notebook/generation-events/README.md, section 3).
 INTERVAL_KINDS = {
     "exact": "an exact binomial interval: it covers at least at its nominal level",
     "approximate": "an approximate interval from the sampling variability of unbiased terms",
@@ -93,8 +88,8 @@ class Method:
     interval: str = "approximate"  # what the method's 95% interval accounts for: a key of INTERVAL_KINDS
     events: tuple[str, ...] = ("logits",)  # the event families it estimates: "logits", "generation"
     samples: bool = True  # draws weighted samples of the event, so Estimate.attribution() can read its hits
-    # units of work per model call of the budget, what ``estimate``'s timed probe prices a run by: forward
-    # passes of one sequence (a backward counts 2), or for a generation event, continuations of a prompt
+    # what one model call of the budget may execute (``lowprob.cost``), and the unit ``estimate``'s timed probe
+    # prices a run in: forward-equivalents of one sequence (a backward costs one), or continuations of a prompt
     work: int = 1
 
     def resolve(self, budget: Any, hyper: dict[str, Any]) -> dict[str, Any]:
@@ -134,9 +129,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
             "adapt_fraction": fraction(0.25, "share of the budget spent adapting the tilt", open_at_zero=True),
             "defensive": fraction(0.2, "share of each step's law kept untilted (bounds the weights)"),
             "prompt_side": switch(True, "also propose prompts fitted to the pilot's hits (with the defensive share "
-                                        "of the input distribution)"),
-            "rao_blackwell": switch(False, "average each row's summed probability that the next token ends a match, "
-                                           "over the steps it ran, instead of whether it drew one")},
+                                        "of the input distribution)")},
            min_budget=16, events=("generation",), interval="sampling-only"),  # 74% covered: see INTERVAL_KINDS
     Method("smc", "sequential Monte Carlo over partial continuations, resampled toward the patterns "
            "(splitting; generation events)", "lowprob.estimators.smc:smc",
@@ -152,13 +145,13 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("itgis", "importance sampling with gradient-tilted independent tokens", "lowprob.estimators.itgis:itgis",
            {"temperature": positive_number(1.0, _TEMPERATURE, tuned=True),
             "batch_size": positive_count(None, "samples per adaptive round (default: min(256, budget/16))")},
-           work=3),  # a forward and a backward per sample
+           work=GRADIENT_CALL),  # a forward and a backward per sample
     Method("mhis", "Metropolis-Hastings importance sampling with gradient-informed proposals",
            "lowprob.estimators.mhis:mhis",
            {"temperature": positive_number(1.0, _TEMPERATURE, tuned=True),
             "chains": positive_count(None, "independent chains (default: min(32, budget))"),
             "burn_in_fraction": fraction(0.25, "share of each chain's steps discarded as burn-in")},
-           interval="sampling-only", work=3),  # the chains' spread cannot see a bias they all share
+           interval="sampling-only", work=GRADIENT_CALL),  # the chains' spread cannot see a bias they all share
     Method("ceis", "cross-entropy importance sampling over a growing mixture of per-position proposals, the "
            "last position summed out exactly (adapts inside the call, nothing to tune; the default)",
            "lowprob.estimators.ceis:ceis",
@@ -170,19 +163,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (
             "gradient_fraction": fraction(0.0625, "share of the budget for the gradient pilot", open_at_zero=True),
             "stage_fraction": fraction(0.04, "share of the work per cross-entropy stage", open_at_zero=True),
             "adapt_fraction": fraction(0.4, "largest share of the work spent adapting", open_at_zero=True),
-            "reuse": switch(False, "fit each stage to the elites of all stages (experiment)"),
-            "refit_every": count(0, "refit a component to the hits every N batches; 0: never (experiment)"),
-            "temperatures": numbers((0.3, 0.67, 1.5, 3.34), "temperatures of the gradient-tilt components"),
-            "pool": switch(True, "average every sample after the pilot (False: the estimation phase only)"),
             "elite_gradient": count(32, "best samples of a stage whose margin gradient tilts its fit"),
             "rao_blackwell": switch(True, "estimation phase: sum the last variable position out exactly, each "
                                           "sample's prefix scored with every completion"),
             "rb_share": Param(0.5, lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]",
-                              "with rao_blackwell: share of the estimation phase's work for summed-out samples"),
-            "scan_fraction": Param(0.0, lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)",
-                                   "share of the work for exact scans of the last positions (experiment)"),
-            "scan_bases": positive_count(4, "sequences from the input distribution each scan averages over")},
-           min_budget=32, work=3),  # a pilot, stages and an estimation phase need room; 3B forward-equivalents
+                              "with rao_blackwell: share of the estimation phase's work for summed-out samples")},
+           min_budget=32, work=GRADIENT_CALL),  # a pilot, stages and an estimation phase need room
     Method("gld", "Gaussian fit to the target's logit gap, Φ(μ/σ) (activations shared across targets)",
            "lowprob.estimators.extrapolation:gld", min_budget=2, interval="sampling-only", samples=False),
     Method("qld", "quadratic logit decomposition along the min-norm accepting direction (shared activations)",
@@ -201,6 +187,22 @@ def methods_for(family: str) -> list[str]:
 def methods_with_samples() -> list[str]:
     """The methods whose estimates keep weighted hits, so they can attribute the event to inputs, sorted."""
     return sorted(name for name, m in METHODS.items() if m.samples)
+
+
+def register(method: Method) -> None:
+    """Add ``method`` to the catalog, so ``estimate``, ``lowprob methods`` and the benchmark offer it.
+
+    Its implementation is imported on first use, like the shipped methods'.
+    """
+    if not isinstance(method, Method):
+        raise LowprobError(f"register takes a lowprob.estimators.catalog.Method, got {method!r}")
+    if method.name in METHODS:
+        raise LowprobError(f"a method named {method.name!r} is already registered: give yours another name "
+                           f"(taken: {', '.join(sorted(METHODS))})")
+    if method.interval not in INTERVAL_KINDS:
+        raise LowprobError(f"{method.name}: interval must be one of {', '.join(INTERVAL_KINDS)}, "
+                           f"got {method.interval!r}")
+    METHODS[method.name] = method
 
 
 def get_method(name: str) -> Method:

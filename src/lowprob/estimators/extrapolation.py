@@ -26,8 +26,10 @@ import numpy as np
 import torch
 from scipy import optimize, stats
 
+from lowprob import cost
 from lowprob.errors import LowprobError
-from lowprob.estimators.base import RawEstimate, poisson_upper
+from lowprob.estimators.base import RawEstimate
+from lowprob.estimators.intervals import normal_quantile, poisson_upper, student_half_width
 from lowprob.events import ArgmaxIs
 from lowprob.models.protocol import model_sha256
 
@@ -46,7 +48,10 @@ def last_activations(model, dist, n: int, generator: torch.Generator, batch: int
 
 
 def shared_activations(model, dist, n: int, generator: torch.Generator) -> tuple[torch.Tensor, bool]:
-    """Activations for (model, distribution, n, generator state), computed once and cached."""
+    """Activations for (model, distribution, n, generator state), computed once and cached. Every call is
+    charged the ``n`` forwards, cached or not: sharing them across targets is the benchmark's convenience,
+    and an estimate of one target would run them."""
+    cost.charge_passes(model.flops_per_sequence(len(dist)), n)
     key = (model_sha256(model), dist.content_hash(), n, generator.get_state().numpy().tobytes())
     if key in _CACHE:
         _CACHE.move_to_end(key)
@@ -77,7 +82,7 @@ def gld_probability(acts: torch.Tensor, w_u: torch.Tensor, b_u: torch.Tensor, ta
         return p, (p, p), {"mu": mu, "sigma": sigma}
     z = mu / sigma
     se_z = math.sqrt(1 / n + z * z / (2 * (n - 1)))  # delta method for mean/sd
-    lo, hi = (float(np.exp(stats.norm.logcdf(z + k * 1.959963984540054 * se_z))) for k in (-1, 1))
+    lo, hi = (float(np.exp(stats.norm.logcdf(z + k * normal_quantile() * se_z))) for k in (-1, 1))
     return float(np.exp(stats.norm.logcdf(z))), (lo, hi), {"mu": mu, "sigma": sigma}
 
 
@@ -140,7 +145,7 @@ def qld_probability(acts: torch.Tensor, w_u: torch.Tensor, b_u: torch.Tensor, ta
 def gld(model, dist, event, budget: int, generator: torch.Generator) -> RawEstimate:
     acts, hit = shared_activations(model, dist, budget, generator)
     p, interval, diag = gld_probability(acts, *_unembedding(model), _target(event))
-    return RawEstimate(p, interval, budget, 0, {**diag, "activations_shared": True, "cache_hit": hit})
+    return RawEstimate(p, interval, {**diag, "activations_shared": True, "cache_hit": hit})
 
 
 def qld(model, dist, event, budget: int, generator: torch.Generator) -> RawEstimate:
@@ -150,11 +155,11 @@ def qld(model, dist, event, budget: int, generator: torch.Generator) -> RawEstim
     p, diag = qld_probability(acts, w_u, b_u, target)
     groups = [qld_probability(g, w_u, b_u, target)[0] for g in acts.chunk(GROUPS)] if budget >= 8 * GROUPS else []
     if len(groups) >= 2 and p > 0:
-        half = stats.t.ppf(0.975, len(groups) - 1) * float(np.std(groups, ddof=1)) / math.sqrt(len(groups))
+        half = student_half_width(float(np.std(groups, ddof=1)), len(groups))
         interval = (max(0.0, p - half), p + half)
     else:
         interval = (0.0, max(p, poisson_upper() / budget**2))
-    return RawEstimate(p, interval, budget, 0, {**diag, "activations_shared": True, "cache_hit": hit})
+    return RawEstimate(p, interval, {**diag, "activations_shared": True, "cache_hit": hit})
 
 
 def _target(event) -> int:

@@ -20,36 +20,23 @@ from __future__ import annotations
 import math
 
 import torch
-from scipy import stats
 
 from lowprob.attribution import Hits
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
-from lowprob.estimators.base import RawEstimate, one_hot_scores, score_and_gradient
-from lowprob.estimators.naive import clopper_pearson
+from lowprob.estimators.base import RawEstimate, score_and_gradient
+from lowprob.estimators.intervals import clopper_pearson, student_quantile
+from lowprob.estimators.proposals import Supports, log_gradient_tilt, one_hot_scores
 
 CHAINS = 32  # default number of chains, fewer when the budget is smaller
 
 
-class _PaddedSupports:
-    """Supports of all positions padded to one width, so every chain's proposal is one batched op."""
-
-    def __init__(self, dist: TokenDistribution, d_vocab: int) -> None:
-        width = max(dist.support_sizes())
-        self.ids = torch.zeros(len(dist), width, dtype=torch.long)
-        self.log_prior = torch.full((len(dist), width), -math.inf, dtype=torch.float64)
-        self.index_of = torch.zeros(len(dist), d_vocab, dtype=torch.long)  # token -> column
-        for pos in range(len(dist)):
-            ids, probs = dist.support(pos)
-            self.ids[pos, : len(ids)] = ids
-            self.log_prior[pos, : len(ids)] = probs.log()
-            self.index_of[pos, ids] = torch.arange(len(ids))
-
-    def log_proposal(self, model, pos: torch.Tensor, grad: torch.Tensor, temperature: float) -> torch.Tensor:
-        """log q(v | state) over each chain's chosen position [C, width]; grad is [C, T, d]."""
-        g = grad[torch.arange(len(pos)), pos.to(grad.device)]  # [C, d]
-        tilt = one_hot_scores(model, self.ids[pos], g) / temperature
-        return torch.log_softmax(self.log_prior[pos] + tilt, dim=1)
+def _log_proposal(model, supports: Supports, pos: torch.Tensor, grad: torch.Tensor, temperature: float
+                  ) -> torch.Tensor:
+    """log q(v | state) over each chain's chosen position [C, width] (one batched op over padded supports);
+    grad is [C, T, d]."""
+    g = grad[torch.arange(len(pos)), pos.to(grad.device)]  # [C, d]
+    return log_gradient_tilt(supports.log_prior[pos], one_hot_scores(model, supports.ids[pos], g), temperature)
 
 
 @torch.no_grad()
@@ -63,7 +50,7 @@ def mhis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
     steps = max(0, budget // chains - 1)  # the initial states cost one pass per chain
     burn = int(steps * burn_in_fraction)
     variable = torch.tensor(dist.variable_positions(), dtype=torch.long)
-    supports = _PaddedSupports(dist, model.d_vocab)
+    supports = Supports(dist, model.d_vocab)
     rows = torch.arange(chains)
     x = dist.sample(chains, generator)
     s, hit, grad = score_and_gradient(model, event, x)
@@ -72,13 +59,13 @@ def mhis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
     accepted = 0
     for step in range(steps if len(variable) else 0):
         pos = variable[torch.randint(len(variable), (chains,), generator=generator)]
-        log_fwd_all = supports.log_proposal(model, pos, grad, temperature)
+        log_fwd_all = _log_proposal(model, supports, pos, grad, temperature)
         new_col = torch.multinomial(log_fwd_all.exp(), 1, generator=generator)[:, 0]
-        old_col = supports.index_of[pos, x[rows, pos]]
+        old_col = supports.column[pos, x[rows, pos]]
         proposal = x.clone()
         proposal[rows, pos] = supports.ids[pos, new_col]
         s_new, hit_new, grad_new = score_and_gradient(model, event, proposal)
-        log_rev = supports.log_proposal(model, pos, grad_new, temperature)[rows, old_col]
+        log_rev = _log_proposal(model, supports, pos, grad_new, temperature)[rows, old_col]
         log_prior = supports.log_prior[pos, new_col] - supports.log_prior[pos, old_col]
         log_alpha = log_prior + (s_new - s) / temperature + log_rev - log_fwd_all[rows, new_col]
         accept = torch.rand(chains, generator=generator, dtype=torch.float64).log() < log_alpha
@@ -102,7 +89,7 @@ def mhis(model, dist: TokenDistribution, event, budget: int, generator: torch.Ge
     per_chain = (torch.where(hits, log_w, torch.tensor(-math.inf, dtype=torch.float64)).logsumexp(0)
                  - log_w.logsumexp(0)).exp()
     moves = steps * chains if len(variable) else 0
-    return RawEstimate(p, interval, chains * (steps + 1), chains * (steps + 1),
+    return RawEstimate(p, interval,
                        {"acceptance_rate": accepted / moves if moves else 0.0, "hits": int(hits.sum()),
                         "chains": chains, "steps_per_chain": steps, "burn_in": burn,
                         "per_chain": per_chain.tolist(),
@@ -117,7 +104,7 @@ def _chain_hits(parts: list[Hits], width: int) -> Hits:
     if not parts:
         return Hits.cat([], width, note)
     return Hits(torch.cat([p.tokens for p in parts]), torch.cat([p.log_weight for p in parts]),
-                torch.cat([p.unit for p in parts]), note)
+                torch.cat([p.units() for p in parts]), note)
 
 
 def _ratio_estimate(log_w: torch.Tensor, hits: torch.Tensor) -> tuple[float, tuple[float, float]]:
@@ -132,5 +119,5 @@ def _ratio_estimate(log_w: torch.Tensor, hits: torch.Tensor) -> tuple[float, tup
     shift = log_den.max()
     num, den = (log_num - shift).exp(), (log_den - shift).exp()
     se = float((num - p * den).std() / den.mean()) / math.sqrt(chains)
-    half = float(stats.t.ppf(0.975, chains - 1)) * se
+    half = student_quantile(chains) * se
     return p, (max(0.0, p - half), min(1.0, p + half))

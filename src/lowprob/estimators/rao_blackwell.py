@@ -6,18 +6,18 @@ event given x's other positions. Averaging ``w_{-j}(x) h(x)``, ``w_{-j}`` the im
 the other positions only, estimates P(event) without bias and with less variance than averaging
 ``w(x) 1[event(x)]``; it is 0 only when no completion of any drawn prefix is in the event.
 
-Cost. Each prefix needs all n = |support_j| completions. For the shipped ``Transformer`` they share
-the prefix's keys/values (``PrefixTree.completion_residuals``), so a prefix costs its positions
-< j once and each completion only positions j..T-1 through every layer plus the unembedding:
+Cost. Each prefix needs all n = |support_j| completions. Where the model offers prefix sharing (an
+optional capability: the shipped ``Transformer`` on the CPU) they share the prefix's keys/values
+(``PrefixTree.completion_residuals``), so a prefix costs its positions < j once and each completion
+only positions j..T-1 through every layer plus the unembedding (``PrefixTree.completion_flops``):
 
     prefix_flops = L (j c + 4 d Σ_{k<j} (k+1)) + n [L ((T-j) c + 4 d Σ_{k=j}^{T-1} (k+1)) + 2 d V]
 
 with c = 2 (4 d² + 2 d d_mlp) the per-position block cost and 4 d × keys per query the attention
 (scores and values), the convention of ``Transformer.flops_per_sequence``; with n = 1 it is at
-least one forward. Every segment position is charged at every layer, although the last layer
-runs only the last position. The first block's table of Q/K/V per supported (position, token) is
-charged once per call (2 × 3 d² per row). Any other model evaluates the n completions as full
-sequences through ``model.logits`` and is charged n forwards per prefix.
+least one forward. The first block's table of Q/K/V per supported (position, token) is charged once
+per call. Any other model evaluates the n completions as full sequences through ``model.logits`` and
+is charged n forwards per prefix.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from collections.abc import Callable
 
 import torch
 
-from lowprob import progress
+from lowprob import cost, progress
 from lowprob.distributions.base import TokenDistribution
-from lowprob.models.transformer import Transformer
+from lowprob.models.protocol import capability
 
 ROWS_PER_CHUNK = 1024  # completions per unembedding / plain forward chunk
 
@@ -43,20 +43,14 @@ class LastPositionSums:
         ids, probs = dist.support(self.position)
         self.ids, self.probs = ids, probs.double()
         self.n = len(ids)
-        j, n = self.position, self.n
-        if isinstance(model, Transformer) and model.device.type == "cpu":
-            from lowprob.truth.prefix_tree import PrefixTree
-
-            self.tree = PrefixTree(model, dist)
-            d = model.cfg.d_model
-            prefix = model.positions_flops(0, j)
-            segment = model.positions_flops(j, T) + 2 * d * model.cfg.d_vocab
-            self.fixed_flops = float(sum(dist.support_sizes()) * 2 * 3 * d * d)
-            self.prefix_flops = float(prefix + n * segment)
+        offer = capability(model, "prefix_tree")
+        self.tree = offer(dist.support_ids()) if offer is not None else None
+        if self.tree is not None:
+            self.fixed_flops, self.prefix_flops = self.tree.completion_flops()
+            cost.charge(self.fixed_flops)  # the tree's first-block table, built above
         else:
-            self.tree = None
             self.fixed_flops = 0.0
-            self.prefix_flops = float(n * model.flops_per_sequence(T))
+            self.prefix_flops = float(self.n * model.flops_per_sequence(T))
         self._forwards = self.prefix_flops / model.flops_per_sequence(T)  # per prefix, for the progress meter
 
     def completions(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -71,10 +65,12 @@ class LastPositionSums:
         B = len(tokens)
         progress.advance(round(B * self._forwards))
         if self.tree is not None:
+            cost.charge(B * self.prefix_flops)
             rows = self.tree.completion_residuals(tokens).view(B * self.n, -1)
             logits = (self.model.unembed(r) for r in rows.split(ROWS_PER_CHUNK))
         else:
             seqs = self.completions(tokens).view(B * self.n, -1)
+            cost.charge_passes(self.model.flops_per_sequence(tokens.shape[1]), B * self.n)
             logits = (self.model.logits(s.to(self.model.device)) for s in seqs.split(ROWS_PER_CHUNK))
         scores, hits = [], []
         for chunk in logits:

@@ -27,13 +27,13 @@ from __future__ import annotations
 import math
 
 import torch
-from scipy import stats
 
+from lowprob import cost
 from lowprob.attribution import Hits
 from lowprob.continuations import Patterns, draw_tilted, flops_of
-from lowprob.estimators.base import RawEstimate, effective_sample_size
-from lowprob.estimators.naive import clopper_pearson
-from lowprob.estimators.tilted import Drawer, adapt
+from lowprob.estimators.base import RawEstimate
+from lowprob.estimators.intervals import clopper_pearson, student_half_width
+from lowprob.estimators.proposals import Drawer, adapt, effective_sample_size
 from lowprob.models.decoding import start_decoding
 
 
@@ -87,8 +87,8 @@ def smc_run(model, dist, event, n: int, generator: torch.Generator, growth: floa
     terms = torch.where(matched, log_w - growth * top, -math.inf)
     estimate = math.exp(log_z + float(terms.logsumexp(0)) - math.log(n)) if matched.any() else 0.0
     hits = Hits(prompts[root[matched]], log_z + terms[matched] - math.log(n), root[matched])
-    return estimate, {"rows": rows, "positions": positions, "resamplings": resamplings,
-                      "matched": int(matched.sum()), "prompt_length": prompts.shape[1]}, hits
+    cost.charge(flops_of(model, n, prompts.shape[1], event, rows, positions), forwards=n)
+    return estimate, {"resamplings": resamplings, "matched": int(matched.sum())}, hits
 
 
 def smc(model, dist, event, budget: int, generator: torch.Generator, growth: float, resample_below: float,
@@ -108,12 +108,10 @@ def smc(model, dist, event, budget: int, generator: torch.Generator, growth: flo
         interval = (0.0, 1.0)
     else:
         # Student t on log p̂ (the delta method: se(log p̂) = se(p̂) / p̂), so the interval is multiplicative
-        spread = float(stats.t.ppf(0.975, replicates - 1)) * float(values.std()) / math.sqrt(replicates) / p
+        spread = student_half_width(float(values.std()), replicates) / p
         interval = (p * math.exp(-spread), p * math.exp(spread))
-    flops = draw.flops + sum(flops_of(model, n, info["prompt_length"], event, info["rows"], info["positions"])
-                             for n, (_, info, _) in zip(sizes, runs, strict=True))
-    return RawEstimate(p, interval, budget, 0,
+    return RawEstimate(p, interval,
                        {"replicate_estimates": values.tolist(), "matched": sum(i["matched"] for _, i, _ in runs),
-                        "resamplings": sum(i["resamplings"] for _, i, _ in runs), "beta": round(beta, 3)}, flops,
+                        "resamplings": sum(i["resamplings"] for _, i, _ in runs), "beta": round(beta, 3)},
                        hits=Hits.cat([h for _, _, h in runs], len(dist), "matched particles' prompts, each weighing "
                                      "its share of its replicate's estimate, pooled per initial ancestor"))

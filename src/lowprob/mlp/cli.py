@@ -45,7 +45,7 @@ def expect(
     """Estimate the last layer's pre-activation means from the weights alone (no sampling)."""
     import numpy as np
 
-    from lowprob.mlp.montecarlo import mc_moments
+    from lowprob.mlp.montecarlo import kept, mc_moments
     from lowprob.mlp.networks import load_spec, random_mlp
     from lowprob.mlp.propagation import check_memory, estimate_means
 
@@ -59,7 +59,7 @@ def expect(
     typer.echo("E[pre] (first 8): " + np.array2string(est.pre_mean[layer][:8], precision=4))
     if mc_samples:
         mc = mc_moments(spec, mc_samples, seed=1, layers=[layer])
-        err = float(np.mean((est.pre_mean[layer] - mc.pre_mean[layer]) ** 2) / np.mean(mc.pre_var[layer]))
+        err = float(np.mean((est.pre_mean[layer] - kept(mc.pre_mean, layer)) ** 2) / np.mean(kept(mc.pre_var, layer)))
         typer.echo(f"MC N={mc_samples}: {mc.flops:.3e} FLOPs, {mc.seconds * 1e3:.1f} ms; "
                    f"mean SE^2/Var = {1 / mc_samples:.2e}; squared difference / Var = {err:.2e}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from decimal import Decimal
 from numbers import Real
 from typing import Any
@@ -18,10 +19,8 @@ from typing import Any
 from lowprob.checks import MAX_BUDGET, integer_in
 from lowprob.errors import LowprobError
 
-try:
+if sys.platform != "win32":  # Windows has no resource module, so no ulimit -v
     import resource
-except ImportError:  # Windows
-    resource = None
 
 # Every estimator steps through the layers one at a time in Python; 10,000 layers already take minutes.
 MAX_DEPTH = 10_000
@@ -39,7 +38,7 @@ def memory_ceiling() -> tuple[int, str]:
         total, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows): assume a 32 GiB machine
         total, where = 32 << 30, "32 GiB of memory"
-    if resource is not None:
+    if sys.platform != "win32":
         limit = resource.getrlimit(resource.RLIMIT_AS)[0]
         if limit != resource.RLIM_INFINITY and limit < total:
             total, where = limit, "this process's ulimit -v"

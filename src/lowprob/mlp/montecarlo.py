@@ -32,19 +32,27 @@ class MCResult:
 
     n_samples: int
     seed: int
-    pre_mean: list[NDArray]
-    pre_var: list[NDArray]
-    act_mean: list[NDArray]
-    act_var: list[NDArray]
+    pre_mean: list[NDArray | None]
+    pre_var: list[NDArray | None]
+    act_mean: list[NDArray | None]
+    act_var: list[NDArray | None]
     flops: float
     seconds: float
     meta: dict = field(default_factory=dict)
 
     def pre_se(self, layer: int) -> NDArray:
-        return np.sqrt(self.pre_var[layer] / self.n_samples)
+        return np.sqrt(kept(self.pre_var, layer) / self.n_samples)
 
     def act_se(self, layer: int) -> NDArray:
-        return np.sqrt(self.act_var[layer] / self.n_samples)
+        return np.sqrt(kept(self.act_var, layer) / self.n_samples)
+
+
+def kept(values: list[NDArray | None], layer: int) -> NDArray:
+    """``values[layer]`` of an ``MCResult`` field, refused if that layer's statistics were not kept."""
+    value = values[layer]
+    if value is None:
+        raise LowprobError(f"layer {layer}'s statistics were not kept: include it in layers")
+    return value
 
 
 class _Moments:
@@ -104,11 +112,12 @@ def mc_moments(spec: MLPSpec, n_samples: int, seed: int, *, layers: Sequence[int
             h = torch.randn(k, spec.widths[0], generator=gen, dtype=tdtype, device=device)
             for layer, (w, b, f) in enumerate(zip(weights, biases, acts, strict=True)):
                 h = torch.addmm(b, h, w.T)
-                if stats[layer]:
-                    stats[layer][0].add(h)
+                kept = stats[layer]
+                if kept:
+                    kept[0].add(h)
                 h = f(h)
-                if stats[layer]:
-                    stats[layer][1].add(h)
+                if kept:
+                    kept[1].add(h)
             done += k
             if progress is not None:
                 progress(k)
@@ -161,9 +170,9 @@ def ground_truth(spec: MLPSpec, n_samples: int, seed: int, cache_dir: Path | Non
         if path.exists():
             data = np.load(path, allow_pickle=False)
             meta = json.loads(str(data["meta"]))
-            fields = [[data[f"{f}{i}"] if f"{f}{i}" in data.files else None for i in range(spec.depth)]
-                      for f in _FIELDS]
-            return MCResult(n_samples, seed, *fields, flops=float(data["flops"]),
+            pre_mean, pre_var, act_mean, act_var = (
+                [data[f"{f}{i}"] if f"{f}{i}" in data.files else None for i in range(spec.depth)] for f in _FIELDS)
+            return MCResult(n_samples, seed, pre_mean, pre_var, act_mean, act_var, flops=float(data["flops"]),
                             seconds=float(data["seconds"]), meta=meta)
     result = mc_moments(spec, n_samples, seed, layers=layers, **kwargs)
     if path is not None:

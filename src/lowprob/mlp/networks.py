@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -119,7 +120,8 @@ def random_mlp(width: int, depth: int, seed: int, activation: str = "relu", *, i
 
 
 def save_spec(spec: MLPSpec, path: Path) -> None:
-    arrays = {f"W{i}": w for i, w in enumerate(spec.weights)}
+    # values typed Any: numpy's stubs would check a dict of arrays against savez's allow_pickle: bool
+    arrays: dict[str, Any] = {f"W{i}": w for i, w in enumerate(spec.weights)}
     arrays |= {f"b{i}": b for i, b in enumerate(spec.biases)}
     np.savez(path, activations=np.array(spec.activations), **arrays)
 

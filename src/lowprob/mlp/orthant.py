@@ -324,7 +324,8 @@ def orthant_prob(w: NDArray, b: NDArray, method: str = "botev", *, n_samples: in
     w, b = _check(w, b)
     fc = FlopCounter()
     start = time.perf_counter()
-    rel_se, extra = None, {}
+    rel_se: float | None = None
+    extra: dict = {}
     used_seed, used_n = (None, None) if method in MECHANISTIC else (seed, n_samples)
     if method == "adf":
         log_p = adf(w, b, fc)

@@ -221,6 +221,30 @@ def check_memory(widths: list[int], K: int, kappa3: str = "factored", dtype: str
         check_array(f"K={K}'s covariance at width {n:,}", (n, n), 8, fix)
 
 
+@dataclass
+class _Cumulants:
+    """The state after an activation (or of the input): mean, covariance (at K = 1 the scalar c of
+    Cov ~ c I), kappa3 (K = 3) and a4 (kappa4 ~ a4 Sym(I x I))."""
+
+    mean: NDArray
+    cov: NDArray | float
+    k3: DenseKappa3 | FactoredKappa3 | None = None
+    a4: float = 0.0
+
+
+@dataclass
+class _PreActivation:
+    """A linear layer's output, what its activation reads: mean, variances, and from K = 2 the covariance;
+    at K = 3 also kappa3's (3) and (2,1) slices and the metric of kappa4."""
+
+    mu: NDArray
+    var: NDArray
+    sigma: NDArray | None = None
+    d3: NDArray | None = None
+    d21: NDArray | None = None
+    metric: NDArray | None = None
+
+
 def estimate_means(spec: MLPSpec, K: int = 2, *, metric: str = "exact", pair: str = "linear",
                    kappa3: str = "factored", dtype: str = "float64", full_last: bool = True) -> Estimate:
     """Propagate cumulants through ``spec`` and return per-layer estimates of E[pre] and E[act].
@@ -231,6 +255,37 @@ def estimate_means(spec: MLPSpec, K: int = 2, *, metric: str = "exact", pair: st
     linear steps of the covariance and kappa3 (the O(n^3) work) in single precision; means, Wick
     coefficients and the power-cumulant-to-cumulant conversion (where cancellation bites) stay float64.
     """
+    _check_options(spec, K, metric, pair, kappa3, dtype)
+    fc = FlopCounter()
+    start = time.perf_counter()
+    n0 = spec.widths[0]
+    state = _Cumulants(np.zeros(n0), 1.0 if K == 1 else np.eye(n0),
+                       (DenseKappa3 if kappa3 == "dense" else FactoredKappa3)(n0, dtype) if K == 3 else None)
+    out = Estimate(method=f"K{K}", pre_mean=[], pre_var=[], act_mean=[], pre_kappa3=[], pre_kappa4=[],
+                   flops=0.0, flops_by_region={}, seconds=0.0,
+                   options={"K": K, "metric": metric, "pair": pair, "kappa3": kappa3, "dtype": dtype})
+    for layer, (w, b, act) in enumerate(zip(spec.weights, spec.biases, spec.activations, strict=True)):
+        n_out, n_in = w.shape
+        fc.matmul("mean", n_out, n_in, 1)
+        fc.elementwise("mean", n_out)
+        mu = w @ state.mean + b
+        out.pre_mean.append(mu)
+        if layer == spec.depth - 1 and not full_last:
+            break
+        pre = _linear(w, mu, state, metric, dtype, fc)
+        out.pre_var.append(pre.var)
+        out.pre_kappa3.append(pre.d3)
+        out.pre_kappa4.append(None if pre.metric is None else state.a4 * np.diag(pre.metric) ** 2)
+        state = _activation(act, pre, state, pair, fc)
+        out.act_mean.append(state.mean)
+    out.seconds = time.perf_counter() - start
+    out.flops = fc.total
+    out.flops_by_region = dict(fc.by_region)
+    return out
+
+
+def _check_options(spec: MLPSpec, K: int, metric: str, pair: str, kappa3: str, dtype: str) -> None:
+    """Refuse an unknown option, or a network whose state cannot fit, before any work."""
     if K not in (1, 2, 3):
         raise LowprobError(f"K must be 1, 2 or 3 (got {K})")
     for name, value, allowed in (("metric", metric, METRICS), ("pair", pair, PAIRS),
@@ -243,66 +298,47 @@ def estimate_means(spec: MLPSpec, K: int = 2, *, metric: str = "exact", pair: st
         raise LowprobError(f"dtype must be float64 or float32 (got {dtype!r})")
     check_memory(spec.widths, K, kappa3, dtype)
 
-    fc = FlopCounter()
-    start = time.perf_counter()
-    n0 = spec.widths[0]
-    mean = np.zeros(n0)
-    cov: NDArray | float = 1.0 if K == 1 else np.eye(n0)
-    k3 = (DenseKappa3 if kappa3 == "dense" else FactoredKappa3)(n0, dtype) if K == 3 else None
-    a4 = 0.0
-    out = Estimate(method=f"K{K}", pre_mean=[], pre_var=[], act_mean=[], pre_kappa3=[], pre_kappa4=[],
-                   flops=0.0, flops_by_region={}, seconds=0.0,
-                   options={"K": K, "metric": metric, "pair": pair, "kappa3": kappa3, "dtype": dtype})
-    for layer, (w, b, act) in enumerate(zip(spec.weights, spec.biases, spec.activations, strict=True)):
-        n_out, n_in = w.shape
-        fc.matmul("mean", n_out, n_in, 1)
-        fc.elementwise("mean", n_out)
-        mu = w @ mean + b
-        out.pre_mean.append(mu)
-        if layer == spec.depth - 1 and not full_last:
-            break
-        # Linear step on the higher cumulants.
-        if K == 1:
-            var = cov * _metric(w, metric, fc, full=False)
-            fc.elementwise("linear", n_out)
-        else:
-            fc.matmul("linear", n_out, n_in, n_in)
-            fc.matmul("linear", n_out, n_in, n_out)
-            wd = w.astype(dtype)
-            sigma = (wd @ cov.astype(dtype) @ wd.T).astype(np.float64)
-            var = np.diag(sigma).copy()
-        out.pre_var.append(var)
-        if K == 3:
-            k3.linear(w, fc)
-            m_k4 = _metric(w, metric, fc, full=True)
-            d3, d21 = k3.slices(fc)
-            out.pre_kappa3.append(d3)
-            out.pre_kappa4.append(a4 * np.diag(m_k4) ** 2)
-        else:
-            out.pre_kappa3.append(None)
-            out.pre_kappa4.append(None)
-        # Nonlinear step.
-        if K == 1:
-            c = wick_coefficients(act, mu, var, kmax=0, pmax=2, fc=fc)
-            mean, cov = c[0, 1], float(np.mean(c[0, 2] - c[0, 1] ** 2))
-            fc.elementwise("nonlinear", n_out, ops=3)
-        elif K == 2:
-            c = wick_coefficients(act, mu, var, kmax=1, pmax=2, fc=fc)
-            mean = c[0, 1]
-            if pair == "exact":
-                sd = np.sqrt(np.maximum(var, VAR_FLOOR))
-                cov = relu_product_mean(mu[:, None], mu[None, :], var[:, None], var[None, :],
-                                        sigma / np.outer(sd, sd))
-                cov -= np.outer(mean, mean)
-                fc.elementwise("nonlinear", n_out * n_out, ops=RELU_PRODUCT_OPS)
-            else:
-                cov = sigma * np.outer(c[1, 1], c[1, 1])
-                fc.elementwise("nonlinear", n_out * n_out, ops=2)
-            cov[np.diag_indices(n_out)] = c[0, 2] - c[0, 1] ** 2
-        else:
-            mean, cov, a4 = _nonlinear_k3(act, mu, sigma, k3, d3, d21, a4, m_k4, fc)
-        out.act_mean.append(mean)
-    out.seconds = time.perf_counter() - start
-    out.flops = fc.total
-    out.flops_by_region = dict(fc.by_region)
-    return out
+
+def _linear(w: NDArray, mu: NDArray, state: _Cumulants, metric: str, dtype: str, fc: FlopCounter) -> _PreActivation:
+    """The linear step on the cumulants above the mean (``mu``, already computed): each mode contracted with W."""
+    n_out, n_in = w.shape
+    if isinstance(state.cov, float):  # K = 1
+        var = state.cov * _metric(w, metric, fc, full=False)
+        fc.elementwise("linear", n_out)
+        return _PreActivation(mu, var)
+    fc.matmul("linear", n_out, n_in, n_in)
+    fc.matmul("linear", n_out, n_in, n_out)
+    wd = w.astype(dtype)
+    sigma = (wd @ state.cov.astype(dtype) @ wd.T).astype(np.float64)
+    pre = _PreActivation(mu, np.diag(sigma).copy(), sigma)
+    if state.k3 is not None:  # K = 3
+        state.k3.linear(w, fc)
+        pre.metric = _metric(w, metric, fc, full=True)
+        pre.d3, pre.d21 = state.k3.slices(fc)
+    return pre
+
+
+def _activation(act: str, pre: _PreActivation, state: _Cumulants, pair: str, fc: FlopCounter) -> _Cumulants:
+    """The activation step: the cumulants of ``act(pre)`` kept at the state's order K."""
+    n_out = pre.mu.size
+    if pre.sigma is None:  # K = 1
+        c = wick_coefficients(act, pre.mu, pre.var, kmax=0, pmax=2, fc=fc)
+        fc.elementwise("nonlinear", n_out, ops=3)
+        return _Cumulants(c[0, 1], float(np.mean(c[0, 2] - c[0, 1] ** 2)))
+    if state.k3 is not None:  # K = 3
+        assert pre.d3 is not None and pre.d21 is not None and pre.metric is not None
+        mean, cov, a4 = _nonlinear_k3(act, pre.mu, pre.sigma, state.k3, pre.d3, pre.d21, state.a4, pre.metric, fc)
+        return _Cumulants(mean, cov, state.k3, a4)
+    c = wick_coefficients(act, pre.mu, pre.var, kmax=1, pmax=2, fc=fc)
+    mean = c[0, 1]
+    if pair == "exact":
+        sd = np.sqrt(np.maximum(pre.var, VAR_FLOOR))
+        cov = relu_product_mean(pre.mu[:, None], pre.mu[None, :], pre.var[:, None], pre.var[None, :],
+                                pre.sigma / np.outer(sd, sd))
+        cov -= np.outer(mean, mean)
+        fc.elementwise("nonlinear", n_out * n_out, ops=RELU_PRODUCT_OPS)
+    else:
+        cov = pre.sigma * np.outer(c[1, 1], c[1, 1])
+        fc.elementwise("nonlinear", n_out * n_out, ops=2)
+    cov[np.diag_indices(n_out)] = c[0, 2] - c[0, 1] ** 2
+    return _Cumulants(mean, cov)

@@ -29,74 +29,92 @@ def plot_all(rows: list[dict], out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     written = []
     means = _by(rows, "means", "width", "method")
     if means:
-        widths = sorted({w for w, _ in means})
-        methods = sorted({m for _, m in means if not m.startswith("MC")})
-        top = widths[-1]
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        for (w, m), rs in sorted(means.items()):
-            if w != top:
-                continue
-            f = [r["flops"] for r in rs]
-            e = [max(r["mse_over_var"], r["gt_floor"]) for r in rs]
-            ax.scatter(f, e, label=m, marker="x" if m.startswith("MC") else "o")
-        c_fwd = means[(top, methods[0])][0]["c_fwd"]
-        grid = np.logspace(np.log10(c_fwd * 10), np.log10(c_fwd * 1e8), 20)
-        ax.plot(grid, c_fwd / grid, "k--", label="MC (analytic, C_fwd/F)")
-        floor = means[(top, methods[0])][0]["gt_floor"]
-        ax.axhline(floor, color="grey", lw=0.8, ls=":", label="ground-truth floor")
-        ax.set(xscale="log", yscale="log", xlabel="FLOPs", ylabel="MSE / Var",
-               title=f"E[pre{rows[0].get('layer', '')}], width {top}")
-        ax.legend(fontsize=7)
-        written.append(_save(fig, out / "means_vs_flops.png"))
-
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-        for m in methods:
-            e = [_gmean([max(r["mse_over_var"], r["gt_floor"]) for r in means[(w, m)]]) for w in widths]
-            mc = [_gmean([r["mc_equal_flops"] for r in means[(w, m)]]) for w in widths]
-            ratio = [_gmean([r["R"] for r in means[(w, m)]]) for w in widths]
-            (line,) = ax1.plot(widths, e, "o-", label=m)
-            ax1.plot(widths, mc, "--", color=line.get_color(), lw=0.8)
-            ax2.plot(widths, ratio, "o-", label=m)
-        ax1.set(xscale="log", yscale="log", xlabel="width n", ylabel="MSE / Var",
-                title="solid: method; dashed: MC at equal FLOPs")
-        ax2.axhline(1.0, color="k", lw=0.8)
-        ax2.set(xscale="log", yscale="log", xlabel="width n", ylabel="R = MC FLOPs for same MSE / FLOPs",
-                title="sampling-efficiency ratio")
-        ax1.legend(fontsize=7)
-        written.append(_save(fig, out / "means_vs_width.png"))
-
+        written += _plot_means(rows, means, out)
     tails = _by(rows, "tails", "method")
     if tails:
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        for (m,), rs in sorted(tails.items()):
-            r = rs[0]
-            p, ph = np.array(r["p_true"]), np.array(r["p_hat"])
-            ok = p * r["gt_samples"] >= 100
-            ax.scatter(p[ok], np.abs(ph[ok] / p[ok] - 1), s=8, label=m)
-        r = next(iter(tails.values()))[0]
-        grid = np.logspace(np.log10(max(100 / r["gt_samples"], 1e-12)), 0, 50)
-        n_eq = r["flops"] / r["c_fwd"]
-        ax.plot(grid, np.sqrt((1 - grid) / (grid * n_eq)), "k--", label="MC rel. SE at K3's FLOPs")
-        ax.set(xscale="log", yscale="log", xlabel="P(z > t) (ground truth)", ylabel="relative error",
-               title=f"tails: width {r['width']}, {r['hidden']} ReLU layers, t = {r['threshold']}")
-        ax.legend(fontsize=7)
-        written.append(_save(fig, out / "tails_rel_err.png"))
-
+        written.append(_plot_tails(tails, out))
     orth = _by(rows, "orthant", "method")
     if orth:
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        for (m,), rs in sorted(orth.items()):
-            ax.scatter([r["seconds"] for r in rs], [max(r["rel_err"], 1e-6) for r in rs], label=m)
-        ax.set(xscale="log", yscale="log", xlabel="seconds", ylabel="relative error vs reference",
-               title=f"P(Wx + b > 0), m = n = {rows[-1].get('m', '')}")
-        ax.legend(fontsize=7)
-        written.append(_save(fig, out / "orthant.png"))
+        written.append(_plot_orthant(rows, orth, out))
     return written
+
+
+def _plot_means(rows: list[dict], means: dict[tuple, list[dict]], out: Path) -> list[Path]:
+    """Error against FLOPs at the largest width, and error and sampling-efficiency ratio against width."""
+    import matplotlib.pyplot as plt
+
+    widths = sorted({w for w, _ in means})
+    methods = sorted({m for _, m in means if not m.startswith("MC")})
+    top = widths[-1]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for (w, m), rs in sorted(means.items()):
+        if w != top:
+            continue
+        f = [r["flops"] for r in rs]
+        e = [max(r["mse_over_var"], r["gt_floor"]) for r in rs]
+        ax.scatter(f, e, label=m, marker="x" if m.startswith("MC") else "o")
+    c_fwd = means[(top, methods[0])][0]["c_fwd"]
+    grid = np.logspace(np.log10(c_fwd * 10), np.log10(c_fwd * 1e8), 20)
+    ax.plot(grid, c_fwd / grid, "k--", label="MC (analytic, C_fwd/F)")
+    floor = means[(top, methods[0])][0]["gt_floor"]
+    ax.axhline(floor, color="grey", lw=0.8, ls=":", label="ground-truth floor")
+    ax.set(xscale="log", yscale="log", xlabel="FLOPs", ylabel="MSE / Var",
+           title=f"E[pre{rows[0].get('layer', '')}], width {top}")
+    ax.legend(fontsize=7)
+    written = [_save(fig, out / "means_vs_flops.png")]
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for m in methods:
+        e = [_gmean([max(r["mse_over_var"], r["gt_floor"]) for r in means[(w, m)]]) for w in widths]
+        mc = [_gmean([r["mc_equal_flops"] for r in means[(w, m)]]) for w in widths]
+        ratio = [_gmean([r["R"] for r in means[(w, m)]]) for w in widths]
+        (line,) = ax1.plot(widths, e, "o-", label=m)
+        ax1.plot(widths, mc, "--", color=line.get_color(), lw=0.8)
+        ax2.plot(widths, ratio, "o-", label=m)
+    ax1.set(xscale="log", yscale="log", xlabel="width n", ylabel="MSE / Var",
+            title="solid: method; dashed: MC at equal FLOPs")
+    ax2.axhline(1.0, color="k", lw=0.8)
+    ax2.set(xscale="log", yscale="log", xlabel="width n", ylabel="R = MC FLOPs for same MSE / FLOPs",
+            title="sampling-efficiency ratio")
+    ax1.legend(fontsize=7)
+    written.append(_save(fig, out / "means_vs_width.png"))
+    return written
+
+
+def _plot_tails(tails: dict[tuple, list[dict]], out: Path) -> Path:
+    """Relative error of the tail probabilities against the truth, with Monte Carlo's at equal FLOPs."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for (m,), rs in sorted(tails.items()):
+        r = rs[0]
+        p, ph = np.array(r["p_true"]), np.array(r["p_hat"])
+        ok = p * r["gt_samples"] >= 100
+        ax.scatter(p[ok], np.abs(ph[ok] / p[ok] - 1), s=8, label=m)
+    r = next(iter(tails.values()))[0]
+    grid = np.logspace(np.log10(max(100 / r["gt_samples"], 1e-12)), 0, 50)
+    n_eq = r["flops"] / r["c_fwd"]
+    ax.plot(grid, np.sqrt((1 - grid) / (grid * n_eq)), "k--", label="MC rel. SE at K3's FLOPs")
+    ax.set(xscale="log", yscale="log", xlabel="P(z > t) (ground truth)", ylabel="relative error",
+           title=f"tails: width {r['width']}, {r['hidden']} ReLU layers, t = {r['threshold']}")
+    ax.legend(fontsize=7)
+    return _save(fig, out / "tails_rel_err.png")
+
+
+def _plot_orthant(rows: list[dict], orth: dict[tuple, list[dict]], out: Path) -> Path:
+    """Relative error of the orthant methods against their seconds."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for (m,), rs in sorted(orth.items()):
+        ax.scatter([r["seconds"] for r in rs], [max(r["rel_err"], 1e-6) for r in rs], label=m)
+    ax.set(xscale="log", yscale="log", xlabel="seconds", ylabel="relative error vs reference",
+           title=f"P(Wx + b > 0), m = n = {rows[-1].get('m', '')}")
+    ax.legend(fontsize=7)
+    return _save(fig, out / "orthant.png")
 
 
 def _save(fig, path: Path) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 from scipy.special import log_ndtr, ndtr, ndtri, ndtri_exp
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -41,7 +41,7 @@ def _by_region(a: NDArray, b: NDArray, *fns) -> NDArray:
     return out
 
 
-def log_mass(a: NDArray, b: NDArray) -> NDArray:
+def log_mass(a: ArrayLike, b: ArrayLike) -> NDArray:
     """log(Phi(b) - Phi(a)) for a <= b, working in whichever tail the interval lies."""
     a, b = (np.asarray(x, dtype=np.float64) for x in np.broadcast_arrays(a, b))
 
@@ -69,7 +69,7 @@ def mean_var(a: NDArray, b: NDArray) -> tuple[NDArray, NDArray]:
     return mean, var
 
 
-def sample(a: NDArray, b: NDArray, u: NDArray) -> NDArray:
+def sample(a: ArrayLike, b: ArrayLike, u: ArrayLike) -> NDArray:
     """Inverse-CDF draw of N(0, 1) truncated to [a, b] from uniforms ``u``; exact in either tail."""
     a, b, u = (np.asarray(x, dtype=np.float64) for x in np.broadcast_arrays(a, b, u))
 

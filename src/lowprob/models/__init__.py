@@ -1,4 +1,4 @@
-"""Models: the protocol, the transformer, its tokenizer, the shipped zoo, adapters and the training recipe."""
+"""Models: the protocol and its optional capabilities, the transformer, its tokenizer, the shipped zoo and adapters."""
 
 from lowprob.models.adapters import from_hugging_face, from_transformer_lens, load_hugging_face
 from lowprob.models.protocol import LanguageModel, model_sha256, resolve_device

@@ -6,10 +6,11 @@ next-token logits of every row, ``extend(tokens)`` (append one token per row, co
 position against the cached keys and values) and ``select(rows)`` (keep, drop or duplicate rows, as
 resampling does). Both change the state in place, as Hugging Face caches do.
 
-Three implementations, chosen by the model: the shipped ``Transformer`` (per-layer keys and values
-kept here), Hugging Face adapters (the model's own cache), and, for any other model of the protocol,
-recomputation of the whole sequence at every step — correct, and priced honestly by
-``cost_per_step`` (it reports a full sequence per row and step).
+Cached decoding is an optional capability a model offers (``start_decoding``, ``models.protocol``):
+the shipped ``Transformer`` (per-layer keys and values kept here), Hugging Face adapters (the model's
+own cache) and templated models (one cache per prompt length) do. Any other model of the protocol is
+decoded by recomputing the whole sequence at every step — correct, and priced honestly by
+``positions_per_step`` (a full sequence per row and step).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lowprob.errors import LowprobError
+from lowprob.models.protocol import capability
 
 
 class Decoding:
@@ -47,22 +49,12 @@ class Decoding:
 
 
 def start_decoding(model, prompts: Tensor) -> Decoding:
-    """Decoding of ``prompts`` [B, T] (token ids, any device), the cheapest way ``model`` allows."""
-    from lowprob.distributions.slots import TemplatedModel
-    from lowprob.models.adapters.hf import HuggingFaceLM
-    from lowprob.models.transformer import Transformer
-
+    """Decoding of ``prompts`` [B, T] (token ids, any device), cached if ``model`` offers it."""
     if prompts.dim() != 2 or prompts.shape[1] < 1:
         raise LowprobError(f"prompts must have shape [batch, positions >= 1], got {tuple(prompts.shape)}")
     prompts = prompts.to(model.device)
-    if isinstance(model, TemplatedModel):  # prompts of a template's values have different token lengths
-        return GroupedDecoding([(rows, start_decoding(model.model, tokens)) for rows, tokens in model.expand(prompts)],
-                               len(prompts))
-    if isinstance(model, Transformer):
-        return TransformerDecoding(model, prompts)
-    if isinstance(model, HuggingFaceLM):
-        return HuggingFaceDecoding(model, prompts)
-    return RecomputedDecoding(model, prompts)
+    cached = capability(model, "start_decoding")
+    return cached(prompts) if cached is not None else RecomputedDecoding(model, prompts)
 
 
 def _check_room(model, length: int) -> None:
@@ -72,19 +64,7 @@ def _check_room(model, length: int) -> None:
 
 
 class TransformerDecoding(Decoding):
-    """The shipped ``Transformer`` with its per-layer keys and values [B, H, T, d_head] cached.
-
-    ``final`` [B, d_model] holds the last position's final-normed vectors and ``logits`` is computed from
-    it on first use, so a caller that needs only a few tokens' logits (``estimators.position_scan``)
-    does not pay for the whole unembedding.
-    """
-
-    @property
-    def logits(self) -> Tensor:
-        if self._logits is None:
-            with torch.no_grad():
-                self._logits = self.model.unembed(self.final)
-        return self._logits
+    """The shipped ``Transformer`` with its per-layer keys and values [B, H, T, d_head] cached."""
 
     @torch.no_grad()
     def __init__(self, model, prompts: Tensor) -> None:
@@ -94,7 +74,7 @@ class TransformerDecoding(Decoding):
         # keys and values live in buffers [B, H, capacity, d_head] filled up to the current length: a
         # step writes one position instead of copying the cache (torch.cat did); the capacity doubles
         # when full, up to the context
-        self.cache: list[tuple[Tensor, Tensor]] = []
+        self.cache: list[tuple[Tensor, ...]] = []  # per layer: (keys, values)
         n, t = prompts.shape
         capacity = min(model.n_ctx, 2 * t)
         for block in model.blocks:
@@ -106,7 +86,7 @@ class TransformerDecoding(Decoding):
             z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             resid = resid + block.attn.project_out(z.transpose(1, 2))
             resid = resid + block.mlp(block.ln2(resid))
-        self.final, self._logits = model.ln_final(resid[:, -1]), None
+        self.logits = model.unembed(model.ln_final(resid[:, -1]))
 
     @torch.no_grad()
     def extend(self, tokens: Tensor) -> None:
@@ -125,13 +105,12 @@ class TransformerDecoding(Decoding):
             resid = resid + block.attn.project_out(z)
             resid = resid + block.mlp(block.ln2(resid))
         self.tokens = torch.cat([self.tokens, tokens[:, None]], 1)
-        self.final, self._logits = model.ln_final(resid), None
+        self.logits = model.unembed(model.ln_final(resid))
 
     def _select(self, rows: Tensor) -> None:
         rows, t = rows.to(self.tokens.device), self.tokens.shape[1]
         self.cache = [tuple(_gather_filled(c, rows, t) for c in pair) for pair in self.cache]
-        self.tokens, self.final = self.tokens[rows], self.final[rows]
-        self._logits = None if self._logits is None else self._logits[rows]
+        self.tokens, self.logits = self.tokens[rows], self.logits[rows]
 
 
 def _gather_filled(buffer: Tensor, rows: Tensor, t: int, capacity: int | None = None) -> Tensor:

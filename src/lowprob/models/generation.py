@@ -6,14 +6,14 @@ import torch
 
 from lowprob.checks import integer_in
 from lowprob.errors import LowprobError
-from lowprob.models.transformer import Transformer
+from lowprob.models.protocol import LanguageModel
 
 # One forward pass per token, the window sliding past n_ctx: past this a "quick look" runs for hours
 MAX_TOKENS = 1 << 14
 
 
 @torch.no_grad()
-def complete(model: Transformer, prompt: str, n_tokens: int = 20) -> str:
+def complete(model: LanguageModel, prompt: str, n_tokens: int = 20) -> str:
     """Append ``n_tokens`` greedy tokens to ``prompt``; the context is BOS plus the latest tokens."""
     if model.tokenizer is None:
         raise LowprobError("this model has no tokenizer, so it cannot complete text")

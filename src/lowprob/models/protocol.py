@@ -4,6 +4,26 @@ Written once as a ``typing.Protocol`` so that an adapter author reads one place:
 ``Transformer`` implements it, and so do the adapters for Hugging Face and TransformerLens models
 (``lowprob.models.adapters``). Gradient methods differentiate ``final_residual`` with respect to the
 token embeddings, so the protocol starts from embeddings rather than token ids.
+
+**Optional capabilities.** A model may also offer faster ways to do what the protocol already
+allows; code outside ``models/`` asks for one with ``capability(model, name)`` and, when the model
+offers none (or its method returns None), takes the protocol's plain path, which gives the same
+answers for more compute. Nothing outside ``models/`` tests a model's class. The capabilities:
+
+- ``start_decoding(prompts [B, T] on model.device) -> models.decoding.Decoding``: incremental decoding
+  with a cache (the shipped ``Transformer``, Hugging Face adapters, templated models); without it,
+  every step recomputes the whole sequence.
+- ``decoding_model(prompt_length) -> (model, length)``: the model that runs a continuation of this
+  model's prompts and a prompt's length in its positions, at the longest (a templated model: the
+  real model, whose tokens a template's values expand to); without it, the model itself.
+- ``fast_argmax(supports) -> models.argmax.FastArgmax | None``: the last position's argmax of any
+  sequences over a product space (``supports``: each position's token ids, sorted), computing only
+  what the argmax needs.
+- ``prefix_tree(supports) -> models.prefix_tree.PrefixTree | None``: evaluation over a product space
+  that computes each shared prefix once (exact enumeration, completions of the last variable position).
+
+The shipped ``Transformer`` offers the last two on the CPU only (a GPU's plain batched forward is
+already cheap per sequence). Every model prices its own forward pass (``flops_per_sequence``).
 """
 
 from __future__ import annotations
@@ -30,11 +50,17 @@ class LanguageModel(Protocol):
     random draws on the CPU, so a seed gives the same draws on every device).
     """
 
-    W_E: Tensor
-    W_U: Tensor
-    b_U: Tensor | None
     tokenizer: Any
     name: str
+
+    @property  # read-only members: a parameter, a buffer or a view an adapter computes all satisfy them
+    def W_E(self) -> Tensor: ...
+
+    @property
+    def W_U(self) -> Tensor: ...
+
+    @property
+    def b_U(self) -> Tensor | None: ...
 
     @property
     def n_ctx(self) -> int: ...
@@ -56,6 +82,16 @@ class LanguageModel(Protocol):
         ...
 
     def state_dict(self) -> dict[str, Tensor]: ...
+
+
+CAPABILITIES = ("start_decoding", "decoding_model", "fast_argmax", "prefix_tree")
+
+
+def capability(model: Any, name: str) -> Any:
+    """The optional capability ``name`` that ``model`` offers (a bound method; see the module docstring), or None."""
+    if name not in CAPABILITIES:
+        raise ValueError(f"{name!r} is not an optional model capability; they are {', '.join(CAPABILITIES)}")
+    return getattr(model, name, None)
 
 
 def model_sha256(model: LanguageModel) -> str:

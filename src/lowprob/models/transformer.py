@@ -1,7 +1,8 @@
 """A GELU decoder-only transformer with TransformerLens-style weight names.
 
-It implements the model protocol (``lowprob.models.protocol.LanguageModel``) and ``forward`` over
-all positions: pre-LayerNorm blocks,
+It implements the model protocol (``lowprob.models.protocol.LanguageModel``), its optional
+capabilities (cached decoding, fast argmax and prefix sharing over a product space), and ``forward``
+over all positions: pre-LayerNorm blocks,
 causal multi-head attention scaled by 1/sqrt(d_head), a GELU MLP, learned absolute position
 embeddings, a final LayerNorm and an unembedding with an optional bias.
 """
@@ -9,14 +10,18 @@ embeddings, a final LayerNorm and an unembedding with an optional bias.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lowprob.errors import LowprobError
+from lowprob.models.argmax import FastArgmax
+from lowprob.models.decoding import TransformerDecoding
+from lowprob.models.prefix_tree import PrefixTree
 
 ACTIVATIONS = {
     "gelu": F.gelu,
@@ -102,7 +107,8 @@ class Attention(nn.Module):
         weight = torch.cat([self.W_Q, self.W_K, self.W_V]).permute(1, 0, 2).reshape(d, 3 * h * k)
         bias = torch.cat([self.b_Q, self.b_K, self.b_V]).reshape(3 * h * k)
         out = torch.addmm(bias, x.reshape(-1, d), weight).view(*x.shape[:-1], 3, h, k)
-        return out.unbind(-3)
+        queries, keys, values = out.unbind(-3)
+        return queries, keys, values
 
     def project_out(self, z: Tensor) -> Tensor:
         """Head outputs [..., H, d_head] -> residual-stream vectors [..., d] (W_O and b_O)."""
@@ -153,7 +159,8 @@ class Transformer(nn.Module):
         self.name = name  # what results call the model: its shipped name or directory, "" for a toy
         self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model))
         self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model))
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        # a ModuleList, so that the blocks' parameters register, typed as the blocks it holds
+        self.blocks = cast("Sequence[Block]", nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers)))
         self.ln_final = LayerNorm(cfg.d_model, cfg.ln_eps)
         self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab))
         self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab)) if cfg.unembed_bias else None
@@ -245,3 +252,18 @@ class Transformer(nn.Module):
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    # --- optional capabilities (models.protocol) ------------------------------------------------
+    def start_decoding(self, prompts: Tensor) -> TransformerDecoding:
+        """Cached decoding: per-layer keys and values kept, one new position per step."""
+        return TransformerDecoding(self, prompts)
+
+    def fast_argmax(self, supports: Sequence[Tensor]) -> FastArgmax | None:
+        """The last position's argmax over a product space, on the CPU (a GPU's plain batched forward is
+        already cheap per sequence); None on another device."""
+        return FastArgmax(self, supports) if self.device.type == "cpu" else None
+
+    def prefix_tree(self, supports: Sequence[Tensor]) -> PrefixTree | None:
+        """Prefix-shared evaluation of a product space (at least one variable position), on the CPU only,
+        like ``fast_argmax``; None on another device."""
+        return PrefixTree(self, supports) if self.device.type == "cpu" else None

@@ -20,15 +20,16 @@ from safetensors.torch import save as save_safetensors
 
 from lowprob.errors import LowprobError
 from lowprob.files import atomic_write, dumps_json, prepare_output, read_bytes, read_json
+from lowprob.models.adapters.hf import is_hugging_face_dir, load_hugging_face
 from lowprob.models.protocol import LanguageModel, resolve_device
 from lowprob.models.tokenizer import Tokenizer
 from lowprob.models.transformer import Transformer, TransformerConfig
 
-_BASE = dict(d_model=64, n_heads=4, d_mlp=256, n_ctx=64, d_vocab=4096, act_fn="gelu")
+_BASE: dict[str, Any] = dict(d_model=64, n_heads=4, d_mlp=256, n_ctx=64, d_vocab=4096, act_fn="gelu")
 SHIPPED_CONFIGS: dict[str, TransformerConfig] = {
     f"gelu-{n}l": TransformerConfig(n_layers=n, **_BASE) for n in (1, 2, 4)
 }
-# models with a planted trigger (``models/backdoor.py``), by name -> the shipped model they were tuned from.
+# models with a planted trigger (``training/backdoor.py``), by name -> the shipped model they were tuned from.
 # Kept apart from SHIPPED_CONFIGS, which defines the benchmark scales' model lists.
 SHIPPED_TRIGGER_MODELS: dict[str, str] = {"gelu-2l-trigger": "gelu-2l", "gelu-4l-trigger": "gelu-4l"}
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "card.json")
@@ -98,8 +99,6 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
     on ``device`` (the CPU by default; ``"cuda"`` is refused clearly where there is no GPU)."""
     target = resolve_device(device)
     directory = resolve(name_or_path)
-    from lowprob.models.adapters.hf import is_hugging_face_dir, load_hugging_face
-
     if is_hugging_face_dir(directory):
         return load_hugging_face(directory, target)
     card = read_card(directory)

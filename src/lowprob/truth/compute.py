@@ -10,14 +10,14 @@ With a ``checkpoint`` path, the totals so far and the finished shards are writte
 every shard; a rerun with the same arguments continues where the last one stopped, and its result
 is bit-identical to an uninterrupted run's.
 
-Exact mode on the shipped ``Transformer`` evaluates each shard (a range of the enumeration order)
-with prefix sharing (``prefix_tree.py``); other models use plain ``logits``. Every path gives the
-plain model's argmax for every sequence and adds the mass in the same order, so the table — and a
-checkpoint — does not depend on the path. (Up to one caveat: where a sequence's top two logits are
-within float32 rounding, ~1e-6, the plain model's own argmax depends on the batch it is computed in,
-and the paths recompute such near-ties in different batches; see benchmarks/RESULTS.md.) Before
-starting, a timed probe estimates how long the enumeration will take, and a run past
-``max_seconds`` is refused.
+Exact mode evaluates each shard (a range of the enumeration order) with prefix sharing where the
+model offers it (the shipped ``Transformer`` on the CPU, ``models/prefix_tree.py``); other models
+use plain ``logits``. Every path gives the plain model's argmax for every sequence and adds the mass
+in the same order, so the table — and a checkpoint — does not depend on the path. (Up to one caveat:
+where a sequence's top two logits are within float32 rounding, ~1e-6, the plain model's own argmax
+depends on the batch it is computed in, and the paths recompute such near-ties in different batches;
+see benchmarks/RESULTS.md.) Before starting, a timed probe estimates how long the enumeration will
+take, and a run past ``max_seconds`` is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -37,12 +38,13 @@ from tqdm import tqdm
 
 from lowprob import checks
 from lowprob._version import __version__
-from lowprob.distributions.base import TokenDistribution
+from lowprob.distributions import TokenDistribution, bind
 from lowprob.errors import LowprobError
 from lowprob.files import atomic_write, dumps_json
-from lowprob.models.protocol import LanguageModel, model_sha256
-from lowprob.models.transformer import Transformer
+from lowprob.models.argmax import TieBreaker
+from lowprob.models.protocol import LanguageModel, capability, model_sha256
 from lowprob.threads import torch_threads
+from lowprob.truth.ray_backend import ray_map
 from lowprob.truth.result import GroundTruth
 
 EnumerationArgmax = Callable[[int, torch.Tensor], torch.Tensor]
@@ -59,20 +61,23 @@ def shard_seed(seed: int, shard: int) -> int:
     return int.from_bytes(hashlib.sha256(f"lowprob-gt:{seed}:{shard}".encode()).digest()[:8], "little") >> 1
 
 
-def _fast_path(model, fast: bool) -> bool:
-    """The fast and prefix-shared paths are written for the shipped ``Transformer`` on the CPU (a GPU
-    gains little from them: its plain batched forward is already cheap per sequence)."""
-    return fast and isinstance(model, Transformer) and model.device.type == "cpu"
+def _offered(model, dist: TokenDistribution, name: str, fast: bool):
+    """The fast path ``name`` that ``model`` offers over ``dist``'s space (``fast_argmax`` or ``prefix_tree``,
+    optional capabilities of ``models.protocol``), or None: not offered, or ``fast`` is False."""
+    offer = capability(model, name) if fast else None
+    if offer is None:
+        return None
+    dist.check_model(model)
+    return offer(dist.support_ids())
 
 
 def argmax_function(model, dist: TokenDistribution, fast: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Last-position argmax: the fast path for the shipped ``Transformer`` on the CPU, plain ``logits``
-    otherwise (on the model's device, CPU ids in and out); near-ties settled in float64 on both
-    (``fast.TieBreaker``), so they agree row for row."""
-    from lowprob.truth.fast import FastArgmax, TieBreaker
-
-    if _fast_path(model, fast):
-        return FastArgmax(model, dist).argmax
+    """Last-position argmax: the model's fast path if it offers one (the shipped ``Transformer`` on the CPU),
+    plain ``logits`` otherwise (on the model's device, CPU ids in and out); near-ties settled in float64 on
+    both (``models.argmax.TieBreaker``), so they agree row for row."""
+    fast_argmax = _offered(model, dist, "fast_argmax", fast)
+    if fast_argmax is not None:
+        return fast_argmax.argmax
     ties = TieBreaker(model)
 
     @torch.no_grad()
@@ -86,13 +91,11 @@ def argmax_function(model, dist: TokenDistribution, fast: bool = True) -> Callab
 def enumeration_argmax(model, dist: TokenDistribution, fast: bool = True) -> EnumerationArgmax:
     """``f(start, tokens)``: the argmax of the enumerated sequences ``start ..`` (``tokens``, in order).
 
-    Prefix-shared for the shipped ``Transformer`` (one variable position or more), else
-    ``argmax_function`` on the tokens; the same argmax for every sequence either way.
+    Prefix-shared when the model offers it (one variable position or more), else ``argmax_function`` on
+    the tokens; the same argmax for every sequence either way.
     """
-    if _fast_path(model, fast) and dist.variable_positions():
-        from lowprob.truth.prefix_tree import PrefixTree
-
-        tree = PrefixTree(model, dist)
+    tree = _offered(model, dist, "prefix_tree", fast) if dist.variable_positions() else None
+    if tree is not None:
         return lambda start, tokens: tree.argmax(start, start + len(tokens), tokens)
     argmax = argmax_function(model, dist, fast)
     return lambda start, tokens: argmax(tokens)
@@ -133,8 +136,15 @@ def shard_totals(argmax, dist: TokenDistribution, d_vocab: int, spec: JobSpec, s
         tokens, logp = next(dist.enumerate(spec.shard_size, start_chunk=shard))
         winners = argmax(shard * spec.shard_size, tokens)
         return torch.zeros(d_vocab, dtype=torch.float64).index_add_(0, winners, logp.exp())
+    assert spec.seed is not None  # a sampled job always has its seed
     tokens = dist.sample(spec.shard_len(shard), torch.Generator().manual_seed(shard_seed(spec.seed, shard)))
     return torch.bincount(argmax(tokens), minlength=d_vocab)
+
+
+def shard_task(model, dist: TokenDistribution, spec: JobSpec, fast: bool, shard: int) -> torch.Tensor:
+    """One shard from its arguments alone, in one thread: what a Ray task runs (Ray gives it one CPU)."""
+    torch.set_num_threads(1)
+    return shard_totals(shard_argmax(model, dist, spec, fast), dist, model.d_vocab, spec, shard)
 
 
 def exact_rate(argmax: EnumerationArgmax, dist: TokenDistribution, d_vocab: int) -> tuple[float, int]:
@@ -198,7 +208,7 @@ def ground_truth(model: LanguageModel, dist: TokenDistribution, *, exact: bool =
     limit, as the cluster's rate is unknown until it runs); shard results are added in shard order,
     so every backend gives the same bits.
     """
-    model, dist = checks.bind(model, dist)
+    model, dist = bind(model, dist)
     if not isinstance(exact, bool) or exact == (samples is not None):
         raise LowprobError("choose exactly one of exact=True or samples=N")
     shard_size = checks.integer_in(shard_size, "shard_size")
@@ -215,7 +225,8 @@ def ground_truth(model: LanguageModel, dist: TokenDistribution, *, exact: bool =
     if backend == "ray" and model.device.type != "cpu":
         raise LowprobError(f"Ray tasks run on CPUs, but the model is on {model.device}: load it on the CPU "
                            f"for backend='ray'")
-    spec = JobSpec(model_sha256(model), dist.content_hash(), exact, dist.support_size() if exact else samples,
+    spec = JobSpec(model_sha256(model), dist.content_hash(), exact,
+                   dist.support_size() if exact else cast(int, samples),  # exactly one of the two, checked above
                    None if exact else seed, shard_size)
     totals = torch.zeros(model.d_vocab, dtype=torch.float64 if exact else torch.long)
     done = 0
@@ -227,9 +238,7 @@ def ground_truth(model: LanguageModel, dist: TokenDistribution, *, exact: bool =
     estimate = ""
     with torch_threads():  # the probe and the work alike
         if backend == "ray":
-            from lowprob.truth.ray_backend import ray_shards
-
-            results = ray_shards(model, dist, spec, shards, fast, address)
+            results = ray_map(shard_task, (model, dist, spec, fast), shards, address)
         else:
             argmax = shard_argmax(model, dist, spec, fast)
             if exact and remaining > PROBE_FREE:

@@ -1,9 +1,9 @@
 """Run ground-truth shards as Ray tasks (``pip install 'lowprob[ray]'``).
 
 Each task computes one shard from (model, distribution, spec, shard index) alone — see
-``shard_totals`` — so a retried or rescheduled task returns the same numbers. Results are consumed
-in shard order through a bounded window of tasks in flight, which keeps checkpoints a simple prefix
-and exact-mode float sums in the same order as the local backend's.
+``compute.shard_task`` — so a retried or rescheduled task returns the same numbers. Results are
+consumed in shard order through a bounded window of tasks in flight (``ray_map``), which keeps
+checkpoints a simple prefix and exact-mode float sums in the same order as the local backend's.
 
 Paper scale on a cluster: start Ray on every node (``ray start --head`` on one,
 ``ray start --address HEAD:6379`` on the others), then on the head
@@ -16,32 +16,18 @@ lost node only loses its shards in flight (Ray retries them) and the driver chec
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
-
-import torch
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from lowprob.errors import LowprobError
 
 MAX_RETRIES = 3
 
 
-def _remote_shard():
-    import ray
-
-    @ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=True)
-    def shard_task(model, dist, spec, shard: int, fast: bool) -> torch.Tensor:
-        from lowprob.truth.compute import shard_argmax, shard_totals
-
-        torch.set_num_threads(1)
-        return shard_totals(shard_argmax(model, dist, spec, fast), dist, model.d_vocab, spec, shard)
-
-    return shard_task
-
-
 def ray_session(address: str | None = None):
     """The ``ray`` module, initialised (a local instance unless ``address``) if the caller has not done it."""
     try:
-        import ray
+        import ray  # an optional extra, heavy to import: only when a Ray backend is asked for
     except ImportError:
         raise LowprobError("the Ray backend needs Ray: pip install 'lowprob[ray]'") from None
     if not ray.is_initialized():
@@ -54,21 +40,22 @@ def window_size(ray) -> int:
     return max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
 
 
-def ray_shards(model, dist, spec, shards: range, fast: bool, address: str | None = None) -> Iterator[torch.Tensor]:
-    """Shard results in shard order, computed by Ray tasks (a local Ray instance unless ``address``)."""
+def ray_map(function: Callable, shared: tuple, items: Iterable, address: str | None = None) -> Iterator[Any]:
+    """``function(*shared, item)`` for each item, as Ray tasks of one CPU each (a local Ray instance unless
+    ``address``), yielded in the items' order; ``shared`` goes to the object store once, not once per task."""
     ray = ray_session(address)
-    task = _remote_shard()
-    model_ref, dist_ref, spec_ref = ray.put(model), ray.put(dist), ray.put(spec)
+    task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=True)(function)
+    refs = [ray.put(value) for value in shared]
     window = window_size(ray)
     pending: deque = deque()
-    todo = iter(shards)
-    for shard in todo:
-        pending.append(task.remote(model_ref, dist_ref, spec_ref, shard, fast))
+    todo = iter(items)
+    for item in todo:
+        pending.append(task.remote(*refs, item))
         if len(pending) >= window:
             break
     while pending:
         result = ray.get(pending.popleft())
         nxt = next(todo, None)
         if nxt is not None:
-            pending.append(task.remote(model_ref, dist_ref, spec_ref, nxt, fast))
+            pending.append(task.remote(*refs, nxt))
         yield result

@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch import Tensor
@@ -20,7 +19,7 @@ from torch import Tensor
 from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
 from lowprob.files import atomic_write, dumps_json
-from lowprob.models.protocol import model_sha256
+from lowprob.models.protocol import LanguageModel, model_sha256
 
 FORMAT = "lowprob.GroundTruth/1"
 
@@ -55,7 +54,7 @@ class GroundTruth:
         atomic_write(path, save(tensors, metadata=meta))  # a failed write is a LowprobError naming path
 
     @classmethod
-    def load(cls, path: str | Path, model: torch.nn.Module | None = None, dist=None) -> GroundTruth:
+    def load(cls, path: str | Path, model: LanguageModel | None = None, dist=None) -> GroundTruth:
         """Read a ground-truth file; with ``model``/``dist``, refuse one computed for others.
 
         ``dist`` may be a template: with ``model`` it is bound as ``ground_truth`` bound it, so the

@@ -22,11 +22,15 @@ import numpy as np
 import torch
 
 from lowprob._version import __version__
+from lowprob.distributions.planted import planted_trigger
+from lowprob.distributions.trigger import trigger_distribution, trigger_probability, trigger_spec
 from lowprob.errors import LowprobError
+from lowprob.events import ArgmaxIs
 from lowprob.files import atomic_write, dumps_json, read_json
+from lowprob.models.argmax import TieBreaker
 from lowprob.models.protocol import model_sha256
+from lowprob.models.zoo import load_model
 from lowprob.threads import torch_threads
-from lowprob.truth.fast import TieBreaker
 from lowprob.truth.result import GroundTruth
 
 TRIGGER_REFERENCE_DIR = Path(__file__).parent / "reference" / "trigger"
@@ -60,7 +64,7 @@ class SlotScan:
 def scan_slots(model, dist, target: int, chunk_size: int = 4096) -> SlotScan:
     """Run ``model`` on every prompt of the slot distribution ``dist`` (its weights do not matter).
 
-    Near-ties are settled in float64 as exact ground truth settles them (``fast.TieBreaker``): the float32
+    Near-ties are settled in float64 as exact ground truth settles them (``models.argmax.TieBreaker``): the float32
     top two logits of a few prompts lie within rounding of each other (1e-6 apart in gelu-2l-trigger's
     space), and which wins would otherwise depend on the batch, the thread count and the machine.
     """
@@ -86,8 +90,6 @@ def scan_slots(model, dist, target: int, chunk_size: int = 4096) -> SlotScan:
 
 def trigger_figures(scan: SlotScan, dist, planted) -> dict[str, float | None]:
     """Exact figures of one trigger distribution from a scan of its space."""
-    from lowprob.distributions.trigger import trigger_probability
-
     w = scan.weights(dist)
     mask = planted.trigger_mask()
     on = scan.mask([mask[s.name] if s.name in planted.trigger else np.ones(len(s.values), dtype=bool)
@@ -154,9 +156,6 @@ def scan_summary(scan: SlotScan, planted, slots) -> dict[str, Any]:
 def trigger_reference(model, model_name: str, dist_names: list[str], base=None) -> dict[str, Any]:
     """The reference of one backdoored model over the named distributions (one family, one scan);
     with ``base``, the original model's scan summary and figures too."""
-    from lowprob.distributions.trigger import trigger_distribution, trigger_spec
-    from lowprob.models.backdoor import planted_trigger
-
     recipes = {trigger_spec(n)[0] for n in dist_names}
     if len(recipes) != 1:
         raise LowprobError(f"one reference covers one planted trigger; these distributions use {sorted(recipes)}")
@@ -220,10 +219,6 @@ def trigger_problems(directory: Path = TRIGGER_REFERENCE_DIR) -> list[TriggerPro
 
 def load_trigger_problem(model_name: str, dist_name: str, directory: Path = TRIGGER_REFERENCE_DIR):
     """Model, slot distribution, the event and its exact reference figures — checked against each other."""
-    from lowprob.distributions.trigger import trigger_distribution
-    from lowprob.events import ArgmaxIs
-    from lowprob.models.zoo import load_model
-
     ref = load_trigger_reference(model_name, directory)
     if dist_name not in ref["distributions"]:
         raise LowprobError(f"the {model_name} trigger reference has no {dist_name!r}; it has "

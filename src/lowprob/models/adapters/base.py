@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,16 @@ class AdaptedLM(nn.Module):
                                f"give the model's own tokenizer")
         self._n_ctx, self._d_vocab, self.d_model = int(n_ctx), int(d_vocab), int(d_model)
         self.tokenizer, self.name = tokenizer, name
+
+    if TYPE_CHECKING:  # each subclass defines these; declared here only so the shared methods type-check
+        @property
+        def W_E(self) -> Tensor: ...
+
+        @property
+        def W_U(self) -> Tensor: ...
+
+        @property
+        def b_U(self) -> Tensor | None: ...
 
     @property
     def n_ctx(self) -> int:

@@ -9,7 +9,7 @@ embedding (``get_output_embeddings()``) is the unembedding. Nothing is downloade
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -18,7 +18,9 @@ from torch import Tensor
 from lowprob.errors import LowprobError
 from lowprob.files import read_json
 from lowprob.models.adapters.base import AdaptedLM
+from lowprob.models.decoding import HuggingFaceDecoding
 from lowprob.models.protocol import resolve_device
+from lowprob.models.tokenizer import Tokenizer
 
 
 class HuggingFaceLM(AdaptedLM):
@@ -49,6 +51,10 @@ class HuggingFaceLM(AdaptedLM):
     def hidden(self, token_embeddings: Tensor) -> Tensor:
         return self.hf.base_model(inputs_embeds=token_embeddings, use_cache=False).last_hidden_state
 
+    def start_decoding(self, prompts: Tensor) -> HuggingFaceDecoding:
+        """Cached decoding with the model's own key/value cache (an optional capability, ``models.protocol``)."""
+        return HuggingFaceDecoding(self, prompts)
+
 
 def from_hugging_face(model: Any, tokenizer: Any = None, name: str = "") -> HuggingFaceLM:
     """Wrap a loaded ``transformers`` causal LM (and optionally a lowprob ``Tokenizer``)."""
@@ -65,8 +71,6 @@ def is_hugging_face_dir(path: Path) -> bool:
 
 def load_hugging_face(path: str | Path, device: str | torch.device | None = None) -> HuggingFaceLM:
     """A causal LM from a local directory as ``save_pretrained`` writes it; ``tokenizer.json`` if present."""
-    from lowprob.models.tokenizer import Tokenizer
-
     path = Path(path)
     _check_safetensors(path)
     model = _build(path).to(resolve_device(device))
@@ -81,7 +85,7 @@ def _build(path: Path) -> Any:
     a layer count changed) would load silently, missing weights drawn at random: both are refused here.
     """
     try:
-        import transformers
+        import transformers  # an optional extra, heavy to import: only when a Hugging Face model is read
     except ImportError:
         raise LowprobError("reading a Hugging Face model needs transformers: pip install 'lowprob[hf]'") from None
     config = read_json(path / "config.json", missing="a Hugging Face directory is what save_pretrained writes")
@@ -90,9 +94,9 @@ def _build(path: Path) -> Any:
     if not isinstance(kind, str) or kind not in transformers.CONFIG_MAPPING:
         raise LowprobError(f"{cannot} (it knows no such model type): fix config.json's model_type, or install a "
                            f"transformers that has it")
-    try:
-        model, loaded = transformers.AutoModelForCausalLM.from_pretrained(
-            path, local_files_only=True, use_safetensors=True, dtype=torch.float32, output_loading_info=True)
+    try:  # output_loading_info makes it a pair (model, info); transformers' annotation gives the model alone
+        model, loaded = cast(tuple[Any, dict[str, list[str]]], transformers.AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, use_safetensors=True, dtype=torch.float32, output_loading_info=True))
     except OSError as exc:  # files missing or unreadable
         raise LowprobError(f"cannot load a Hugging Face causal LM from {path}: {_one_line(exc)}") from None
     except Exception as exc:  # a config it cannot build raises ValueError, TypeError, huggingface_hub's

@@ -26,10 +26,10 @@ from tqdm import tqdm
 
 from lowprob.errors import LowprobError
 from lowprob.files import atomic_path, atomic_write, output_lock, prepare_output
-from lowprob.models.corpus import EOT, KINDS, manifest_summary
-from lowprob.models.tokenizer import Tokenizer, balanced_documents
+from lowprob.models.tokenizer import BOS, Tokenizer, balanced_documents
 from lowprob.models.transformer import Transformer, TransformerConfig
 from lowprob.models.zoo import FILES, save_model, sha256_bytes
+from lowprob.training.corpus import EOT, KINDS, manifest_summary
 
 TOKENIZER_CHARS_PER_KIND = 5_000_000
 CHECKPOINT = "checkpoint.pt"  # in the model directory while a run is unfinished
@@ -69,6 +69,13 @@ def train_tokenizer(corpus: Path, vocab_size: int = 4096) -> Tokenizer:
     return Tokenizer.train(balanced_documents(corpus, KINDS, TOKENIZER_CHARS_PER_KIND), vocab_size)
 
 
+def _bos(tokenizer: Tokenizer) -> int:
+    """BOS separates the corpus's documents and starts every training sequence: a tokenizer needs one."""
+    if tokenizer.bos_id is None:
+        raise LowprobError(f"training needs a tokenizer with {BOS}, which starts every sequence; this one has none")
+    return tokenizer.bos_id
+
+
 def corpus_tokens(corpus: Path, tokenizer: Tokenizer, kind: str, split: str) -> np.ndarray:
     """The kind's text as one token stream (documents separated by BOS), cached beside the corpus."""
     tag = sha256_bytes(tokenizer.to_str().encode())[:12]
@@ -79,7 +86,7 @@ def corpus_tokens(corpus: Path, tokenizer: Tokenizer, kind: str, split: str) -> 
     ids: list[int] = []
     for encoded in tokenizer.encode_batch(docs):
         ids.extend(encoded)
-        ids.append(tokenizer.bos_id)
+        ids.append(_bos(tokenizer))
     arr = np.asarray(ids, dtype=np.uint16 if tokenizer.vocab_size <= 65536 else np.int32)
     with atomic_path(cache) as tmp, tmp.open("wb") as f:  # a file object: np.save would append ".npy" to a name
         np.save(f, arr)
@@ -108,7 +115,7 @@ def evaluate(model: Transformer, corpus: Path, tokenizer: Tokenizer, n_windows: 
         starts = np.linspace(0, len(val) - model.n_ctx, n).astype(np.int64)
         total, unigram, count = 0.0, 0.0, 0
         for i in range(0, n, batch_size):
-            inp, tgt = windows(val, starts[i:i + batch_size], model.n_ctx, tokenizer.bos_id)
+            inp, tgt = windows(val, starts[i:i + batch_size], model.n_ctx, _bos(tokenizer))
             logits = model(inp)
             total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
                                      reduction="sum").item()
@@ -204,7 +211,7 @@ def train(name: str, cfg: TransformerConfig, out: Path, corpus: Path, tokenizer:
     t0 = time.perf_counter() - elapsed
     while step < train_cfg.steps:
         rng = np.random.default_rng([train_cfg.seed, step])
-        inp, tgt = corpus_batch(rng, streams, weights, train_cfg.batch_size, cfg.n_ctx, tokenizer.bos_id)
+        inp, tgt = corpus_batch(rng, streams, weights, train_cfg.batch_size, cfg.n_ctx, _bos(tokenizer))
         for group in opt.param_groups:
             group["lr"] = train_cfg.lr_at(step)
         logits = model(inp)

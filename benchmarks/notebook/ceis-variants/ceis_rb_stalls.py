@@ -1,6 +1,6 @@
 """CEIS with and without ``rao_blackwell`` on the targets where plain CEIS's levels stalled (issue 13).
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/ceis_rb_stalls.py --seeds 0 1
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/notebook/ceis-variants/ceis_rb_stalls.py --seeds 0 1
 
 Prints per (pair, target, seed): the truth, each variant's estimate, q/p, hits (RB: prefixes with a
 completion in the event, and completions), the interval's coverage, the CE levels and seconds.

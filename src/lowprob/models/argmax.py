@@ -1,8 +1,9 @@
-"""Fast "argmax of the last position" for the shipped ``Transformer`` under one distribution.
+"""The last position's argmax: fast for the shipped ``Transformer`` over a product space, the same on every path.
 
-Ground truth only needs the last position's argmax, so:
+Ground truth only needs the last position's argmax, so over one product space (``supports``: each
+position's token ids, as ``TokenDistribution.support_ids`` gives them):
 - the first block's LayerNorm and Q/K/V projections depend on (position, token) alone and are
-  precomputed once per distribution support (``FirstBlockTable``: a lookup replaces them);
+  precomputed once per support (``FirstBlockTable``: a lookup replaces them);
 - the last block computes keys and values at every position but the query, attention output, MLP,
   final LayerNorm and unembedding only at the last position;
 - the unembedding runs in row chunks and keeps only each row's winner and its margin over the
@@ -11,23 +12,26 @@ Batches are processed in chunks that keep the per-position activations cache-res
 sequences when blocks run at every position; measured ~2x faster on gelu-4l than 16k-sequence
 batches). Floating-point order differs between paths — and, for the plain model itself, between batch
 sizes — so "the argmax" of a row whose top-two float32 logits are within ``tie_tol`` is defined as the
-argmax of a float64 copy of the model (``TieBreaker``): every path, batching and process then gives
-the same answer (tested), which exact tables resolving 1e-12 need. Exact enumeration shares these
-pieces and adds prefix sharing (``prefix_tree.py``).
+argmax of a float64 copy of the model (``TieBreaker``, for any model of the protocol): every path,
+batching and process then gives the same answer (tested), which exact tables resolving 1e-12 need.
+Exact enumeration shares these pieces and adds prefix sharing (``prefix_tree.py``). ``FastArgmax``
+is what ``Transformer.fast_argmax`` offers (an optional capability, ``models.protocol``).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lowprob.distributions.base import TokenDistribution
-from lowprob.models.transformer import Block, Transformer
+if TYPE_CHECKING:  # types only: transformer.py imports this module to offer the fast path
+    from lowprob.models.protocol import LanguageModel
+    from lowprob.models.transformer import Block, Transformer
 
 UNEMBED_CHUNK = 512
 DEEP_CHUNK, SHALLOW_CHUNK = 256, 4096  # sequences per pass: with / without full-length blocks
@@ -38,24 +42,21 @@ VOCAB_BLOCK = 128  # vocabulary block of the top-two search
 class FirstBlockTable:
     """The first block's input vector and its Q/K/V for every (position, supported token)."""
 
-    def __init__(self, model: Transformer, dist: TokenDistribution) -> None:
-        T, first = len(dist), model.blocks[0]
-        sizes = torch.tensor(dist.support_sizes())
+    def __init__(self, model: Transformer, supports: Sequence[Tensor]) -> None:
+        T, first = len(supports), model.blocks[0]
+        sizes = torch.tensor([len(support) for support in supports])
         self.offsets = torch.cumsum(sizes, 0) - sizes  # first table row of each position
         self.row_of = torch.zeros(T, model.d_vocab, dtype=torch.long)  # (position, token) -> table row
-        ids = []
         with torch.no_grad():
-            for pos in range(T):
-                support = dist.support(pos)[0]
+            for pos, support in enumerate(supports):
                 self.row_of[pos, support] = torch.arange(len(support))
-                ids.append(support)
-            all_ids = torch.cat(ids)
+            all_ids = torch.cat(list(supports))
             positions = torch.repeat_interleave(torch.arange(T), sizes)
             self.x0 = model.W_E[all_ids] + model.W_pos[positions]  # [rows, d]
             self.q0, self.k0, self.v0 = first.attn.qkv(first.ln1(self.x0))  # [rows, H, d_head] each
 
     def rows(self, tokens: Tensor) -> Tensor:
-        """Table rows of a batch of sequences of the distribution, [B, T]."""
+        """Table rows of a batch of sequences of the product space, [B, T]."""
         return self.offsets + self.row_of.gather(1, tokens.T).T
 
 
@@ -100,7 +101,7 @@ class TieBreaker:
     def __init__(self, model, tol: float = TIE_TOL) -> None:
         self.model, self.tol = model, tol
         self.n_recomputed = 0
-        self._double = None
+        self._double: LanguageModel | None = None
 
     @torch.no_grad()
     def settle(self, winners: Tensor, margins: Tensor, tokens_of: Callable[[Tensor], Tensor]) -> Tensor:
@@ -133,12 +134,11 @@ def last_position_argmax(ties: TieBreaker, resid: Tensor, tokens_of: Callable[[T
 
 
 class FastArgmax:
-    """``argmax(tokens)`` equal to ``model.logits(tokens).argmax(-1)`` for tokens of ``dist``."""
+    """``argmax(tokens)`` equal to ``model.logits(tokens).argmax(-1)`` for tokens of the product space ``supports``."""
 
-    def __init__(self, model: Transformer, dist: TokenDistribution, tie_tol: float = TIE_TOL) -> None:
-        dist.check_model(model)
+    def __init__(self, model: Transformer, supports: Sequence[Tensor], tie_tol: float = TIE_TOL) -> None:
         self.model, self.ties = model, TieBreaker(model, tie_tol)
-        self.table = FirstBlockTable(model, dist)
+        self.table = FirstBlockTable(model, supports)
 
     @property
     def n_recomputed(self) -> int:

@@ -9,8 +9,8 @@ where ``--smc`` asks for it. Then one estimate per method at ``--time-budget`` i
 Rows go to ``--out`` (JSON lines, appended; a finished (model, target, method, seed) is skipped),
 the table to stdout.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/generation.py --model gelu-1l --dist english \\
-        --targets ' Spain' ' import' ' the' --out benchmarks/results/generation/gelu-1l.jsonl
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/notebook/generation-events/first-measurements/generation.py \\
+        --model gelu-1l --dist english --targets ' Spain' ' import' ' the' --out gelu-1l.jsonl
 """
 
 from __future__ import annotations

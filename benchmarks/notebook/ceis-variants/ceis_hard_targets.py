@@ -1,13 +1,13 @@
 """CEIS settings on the `cpu` targets the default misses by decades, at seeds it was not selected on.
 
 The ten targets are those whose leak-free loss exceeded 10 for the default (prior strength 1) at seed 0
-(the `cpu` benchmark's rows) or seed 1 (``results/issue13/ceis_ps1_cpu_seed1.jsonl``). They decide the
+(the `cpu` benchmark's rows) or seed 1 (``benchmarks/results/cpu-seeds/ceis_seed1.jsonl``). They decide the
 per-model means, and a 191-target screen rarely contains them. Rerunning them at other seeds (2, 3, 4
 by default) avoids the selection bias of judging a remedy on the very runs that failed: any re-roll of
 a failed run looks better. Prints, per setting, the median log10 q/p, how many estimates are more than
 one / two decades low, zeros and interval coverage, then the log10 q/p of each estimate.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/ceis_hard_targets.py '{}' '{"rho": 0.05}'
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/notebook/ceis-variants/ceis_hard_targets.py '{}' '{"rho": 0.05}'
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ variant has: median |log10 q/p|, the mean Itakura-Saito loss of the raw estimate
 single target dominates), estimates more than one / two decades off, zeros, and interval coverage.
 ``ceis_rb_half_cpu_*seed0.jsonl`` are the seed-0 rows of CEIS before its prior strength went to 1:
 
-    PYTHONPATH=src python benchmarks/ceis_screen_compare.py \\
-        --base benchmarks/results/issue13/ceis_rb_half_cpu_*seed0.jsonl \\
-        --variant benchmarks/results/issue13/screens/ceis_ps1_screen_seed0.jsonl
+    PYTHONPATH=src python benchmarks/notebook/ceis-variants/ceis_screen_compare.py \\
+        --base benchmarks/notebook/ceis-variants/ceis_rb_half_cpu_*seed0.jsonl \\
+        --variant benchmarks/notebook/ceis-variants/screens/ceis_ps1_screen_seed0.jsonl
 """
 
 from __future__ import annotations

@@ -232,7 +232,7 @@ def build_corpus(out: Path | None = None, debs: Path | None = None) -> Path:
     if manifest_path.exists() and read_json(manifest_path).get("recipe") == recipe:
         return out
     out.mkdir(parents=True, exist_ok=True)
-    splits = {(k, s): [] for k in KINDS for s in ("train", "val")}
+    splits: dict[tuple[str, str], list[str]] = {(k, s): [] for k in KINDS for s in ("train", "val")}
     sources = []
     with tempfile.TemporaryDirectory() as tmp:
         for source in RECIPE:

@@ -1,33 +1,39 @@
-"""Prefix-shared exact enumeration for the shipped ``Transformer``.
+"""Prefix-shared evaluation of a product space for the shipped ``Transformer`` (``Transformer.prefix_tree``).
 
-A product distribution's support is a tree: level ``j`` fixes the token of the ``j``-th variable
-position, and a node's children differ only from that position on. Causal attention makes every
-position's keys and values a function of its prefix alone, so each node's per-layer keys/values are
-computed once and shared by all its descendants; a leaf (a whole sequence) costs only its own
-segment — its last variable position and the constant positions after it — through every layer,
-plus the unembedding. Constant positions before the first variable one are computed once in all.
+A product space (each position's supported token ids, as ``TokenDistribution.support_ids`` gives
+them) is a tree: level ``j`` fixes the token of the ``j``-th variable position, and a node's children
+differ only from that position on. Causal attention makes every position's keys and values a function
+of its prefix alone, so each node's per-layer keys/values are computed once and shared by all its
+descendants; a leaf (a whole sequence) costs only its own segment — its last variable position and
+the constant positions after it — through every layer, plus the unembedding. Constant positions
+before the first variable one are computed once in all.
 
 Sequences come out in ``TokenDistribution.enumerate`` order (mixed radix, last position fastest),
 and any flat index range ``[start, stop)`` can be evaluated on its own, computing only the nodes
 above it, so exact ground truth keeps its shards — a pure function of the shard index — and its
 checkpoints unchanged. The tree is walked depth first in node batches, which bounds memory.
 Arithmetic is float32 like the model's but in another order, so the winners come from
-``fast.last_position_argmax``: rows with a runner-up within ``tie_tol`` are settled in float64
-(``fast.TieBreaker``) as on every path, so every sequence gets the same argmax whatever the path.
+``argmax.last_position_argmax``: rows with a runner-up within ``tie_tol`` are settled in float64
+(``argmax.TieBreaker``) as on every path, so every sequence gets the same argmax whatever the path.
+The same tree gives the completions of the last variable position (``completion_residuals``), which
+Rao–Blackwellised estimation sums over.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from lowprob.distributions.base import TokenDistribution
 from lowprob.errors import LowprobError
-from lowprob.models.transformer import Block, Transformer
-from lowprob.truth.fast import TIE_TOL, FirstBlockTable, TieBreaker, last_position_argmax
+from lowprob.models.argmax import TIE_TOL, FirstBlockTable, TieBreaker, last_position_argmax
+
+if TYPE_CHECKING:  # types only: transformer.py imports this module to offer prefix sharing
+    from lowprob.models.transformer import Block, Transformer
 
 LEAF_BATCH = 2048  # leaf positions per pass (sequences x segment length): keeps activations in cache
 NODE_BATCH = 256  # inner-node positions per pass; bounds memory (a node holds every layer's keys/values)
@@ -90,18 +96,19 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 class PrefixTree:
-    """Last-position argmax of every sequence of ``dist``, in enumeration order, sharing prefixes."""
+    """Last-position argmax of every sequence of the product space ``supports``, in enumeration order, sharing
+    prefixes."""
 
-    def __init__(self, model: Transformer, dist: TokenDistribution, tie_tol: float = TIE_TOL) -> None:
-        dist.check_model(model)
-        variable = dist.variable_positions()
+    def __init__(self, model: Transformer, supports: Sequence[Tensor], tie_tol: float = TIE_TOL) -> None:
+        variable = [p for p, support in enumerate(supports) if len(support) > 1]
         if not variable:
             raise LowprobError("prefix sharing needs at least one variable position")
-        self.model, self.dist, self.ties = model, dist, TieBreaker(model, tie_tol)
-        self.table = FirstBlockTable(model, dist)
-        T = len(dist)
+        self.model, self.supports, self.variable = model, list(supports), variable
+        self.ties = TieBreaker(model, tie_tol)
+        self.table = FirstBlockTable(model, supports)
+        T = len(supports)
         bounds = [*variable, T]
-        self.sizes = [dist.support_sizes()[p] for p in variable]  # children per node, level by level
+        self.sizes = [len(supports[p]) for p in variable]  # children per node, level by level
         # leaves below one node of each level (level 0 is the root, level m a sequence)
         self.strides = [math.prod(self.sizes[j:]) for j in range(len(self.sizes) + 1)]
         # table rows of each level's segment [n_j, s_j]: the variable position's every token, then constants
@@ -125,7 +132,7 @@ class PrefixTree:
         m = self.model
         last = len(m.blocks) - 1
         x = self.table.x0[rows][None]  # [1, n, s, d]: the same for every parent
-        first_qkv = tuple(t[rows][None] for t in (self.table.q0, self.table.k0, self.table.v0))
+        first_qkv = (self.table.q0[rows][None], self.table.k0[rows][None], self.table.v0[rows][None])
         new_cache: Cache = []
         for i, block in enumerate(m.blocks):
             prefix = cache[i] if cache is not None else None
@@ -141,10 +148,12 @@ class PrefixTree:
         n, s, H, dk = k.shape[1:]
         own = [t.expand(N, -1, -1, -1, -1).permute(0, 1, 3, 2, 4) for t in (k, v)]  # [N, n, H, s, d_head]
         if prefix is None:
-            return tuple(t.reshape(N * n, H, s, dk) for t in own)
+            keys, values = (t.reshape(N * n, H, s, dk) for t in own)
+            return keys, values
         a = prefix[0].shape[2]
-        return tuple(torch.cat([p[:, None].expand(-1, n, -1, -1, -1), o], 3).reshape(N * n, H, a + s, dk)
-                     for p, o in zip(prefix, own, strict=True))
+        keys, values = (torch.cat([p[:, None].expand(-1, n, -1, -1, -1), o], 3).reshape(N * n, H, a + s, dk)
+                        for p, o in zip(prefix, own, strict=True))
+        return keys, values
 
     @torch.no_grad()
     def argmax(self, start: int, stop: int, tokens: Tensor | None = None) -> Tensor:
@@ -163,12 +172,12 @@ class PrefixTree:
         """Final-normed last-position vectors of every completion of each row's prefix, [B, n, d].
 
         A row's prefix is its tokens before the last variable position (``tokens`` [B, T] are sequences
-        of the distribution; the rest of each row is ignored); its completions set that position to each
-        of its n supported tokens, in support order, followed by the distribution's constants. Each
+        of the product space; the rest of each row is ignored); its completions set that position to each
+        of its n supported tokens, in support order, followed by the space's constants. Each
         prefix's keys/values are computed once and shared by its n completions, which cost only their own
         segment through every layer; ``model.unembed`` of the result gives their last-position logits.
         """
-        j, n, seg = self.dist.variable_positions()[-1], self.sizes[-1], self.segment_rows[-1]
+        j, n, seg = self.variable[-1], self.sizes[-1], self.segment_rows[-1]
         positions = 1 if len(self.model.blocks) == 1 else seg.shape[1]
         batch = max(1, LEAF_BATCH // (n * positions))
         rows = self.table.rows(tokens)[:, :j]
@@ -180,12 +189,25 @@ class PrefixTree:
         d = self.model.cfg.d_model
         return torch.cat(out).view(len(tokens), n, d) if out else torch.zeros(0, n, d)
 
+    def completion_flops(self) -> tuple[float, float]:
+        """FLOPs of ``completion_residuals`` and the unembedding of its output: (once, the first block's table
+        of Q/K/V per supported (position, token), 2 × 3 d² a row; per row of ``tokens``, its prefix's positions
+        once, then each of the n completions' segment through every layer and the unembedding). Every segment
+        position is charged at every layer, although the last layer runs only the last position
+        (``Transformer.positions_flops``); with n = 1 it is at least one forward."""
+        m, T, j, n = self.model, len(self.supports), self.variable[-1], self.sizes[-1]
+        d = m.cfg.d_model
+        table = float(sum(len(support) for support in self.supports) * 2 * 3 * d * d)
+        segment = m.positions_flops(j, T) + 2 * d * m.cfg.d_vocab
+        return table, float(m.positions_flops(0, j) + n * segment)
+
     def _tokens(self, flat: Tensor) -> Tensor:
         """Sequences at flat enumeration indices (mixed radix, last position fastest)."""
-        sizes = torch.tensor(self.dist.support_sizes())
-        strides = torch.tensor([math.prod(self.dist.support_sizes()[p + 1:]) for p in range(len(sizes))])
+        support_sizes = [len(support) for support in self.supports]
+        sizes = torch.tensor(support_sizes)
+        strides = torch.tensor([math.prod(support_sizes[p + 1:]) for p in range(len(sizes))])
         digits = (flat[:, None] // strides) % sizes
-        return torch.stack([self.dist.support(p)[0][digits[:, p]] for p in range(len(sizes))], dim=1)
+        return torch.stack([self.supports[p][digits[:, p]] for p in range(len(sizes))], dim=1)
 
     def _descend(self, j: int, lo: int, hi: int, cache: Cache | None, start: int, stop: int, tokens: Tensor,
                  out: list[Tensor]) -> None:
@@ -206,7 +228,7 @@ class PrefixTree:
                 c0, c1 = max(p0 * n, start), min(p1 * n, stop)
                 resid = resid[c0 - p0 * n:c1 - p0 * n]
                 span = tokens[c0 - start:c1 - start]
-                winners = last_position_argmax(self.ties, resid, lambda rows, t=span: t[rows])
+                winners = last_position_argmax(self.ties, resid, span.__getitem__)
                 out.append(winners)
             else:
                 self._descend(j + 1, p0 * n, p1 * n, children, start, stop, tokens, out)
