@@ -212,3 +212,16 @@ def test_a_generation_report_without_its_truth_files_says_so(tmp_path):
     fake_rows(tmp_path, [json.dumps({"model": "toy-1l", "method": "naive", "hyper": {}, "target": " x", "seed": 0})])
     with pytest.raises(LowprobError, match=r"truth/toy-1l\.json is missing"):
         summarise(tmp_path)
+
+
+def test_rows_written_before_the_cost_meter_are_refused_with_what_to_do():
+    """Rows without ``cost.forward_equivalents`` priced a backward pass as two forwards: scoring them next to
+    today's would compare unequal compute, so the report refuses them in one line instead of a KeyError."""
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "results", "cpu", "rows", "gelu-1l", "hex.jsonl")
+    with open(path) as f:
+        rows = [json.loads(line) for line in f]
+    assert score_rows(rows)[0]  # today's rows score
+    for row in rows:
+        del row["cost"]["forward_equivalents"]
+    with pytest.raises(LowprobError, match="written before lowprob priced what estimates execute"):
+        score_rows(rows)

@@ -18,9 +18,9 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from lowprob.files import atomic_path, prepare_output
-from lowprob.models.corpus import KINDS, build_corpus, manifest_summary
 from lowprob.models.tokenizer import Tokenizer
 from lowprob.models.zoo import shipped_tokenizer_path
+from lowprob.training.corpus import KINDS, build_corpus, manifest_summary
 
 HEX_CHARS = 1 << 22
 HEX_CHUNK = 1 << 12
@@ -39,7 +39,7 @@ def hex_token_frequencies(tokenizer: Tokenizer, n_chars: int = HEX_CHARS, seed: 
 
 
 def build_tables(corpus: Path, tokenizer: Tokenizer, out: Path) -> dict:
-    from lowprob.models.training import corpus_tokens
+    from lowprob.training.train import corpus_tokens
 
     arrays = {f"counts_{k}": np.bincount(corpus_tokens(corpus, tokenizer, k, "train"),
                                           minlength=tokenizer.vocab_size).astype(np.int64) for k in KINDS}

@@ -73,6 +73,11 @@ def tuned_text(row: dict) -> str | None:
 
 def _calls(row: dict) -> float:
     """A row's executed work in forward passes of one input (``Cost.forward_equivalents``)."""
+    if "forward_equivalents" not in row["cost"]:
+        raise LowprobError(f"a {row['method']} row of {row['model']}/{row['distribution']} has no "
+                           f"cost.forward_equivalents: it was written before lowprob priced what estimates execute "
+                           f"(a backward pass as one forward), so its costs do not compare with today's; rerun the "
+                           f"benchmark into an empty directory")
     return row["cost"]["forward_equivalents"]
 
 
