@@ -1,4 +1,5 @@
-"""The benchmark reports' figures: ``plt`` (pyplot on the file-only backend, chosen here once) and ``save_plot``."""
+"""How the benchmark reports draw: ``plt`` (pyplot on the file-only backend, chosen here once), ``save_plot``, and
+``markdown_table`` for their tables."""
 
 from __future__ import annotations
 
@@ -17,3 +18,8 @@ def save_plot(fig: plt.Figure, path: Path) -> Path:
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a Markdown table with ``header`` and ``rows`` (cells already formatted)."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]

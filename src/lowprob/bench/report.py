@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lowprob.bench.generation import write_generation_report
-from lowprob.bench.plots import plt, save_plot
+from lowprob.bench.plots import markdown_table, plt, save_plot
 from lowprob.bench.score import CONSTANT, load_rows, score_rows, wnrv_gain
 from lowprob.bench.trigger_report import trigger_sections
 from lowprob.estimators.catalog import INTERVAL_KINDS, METHODS
@@ -89,11 +89,7 @@ def _ranking_lines(records: list[dict], models: list[str], methods: list[str]) -
                      for me in methods if (groups := _groups(per_pair, model, me))}
             cells.append(" < ".join(sorted(means, key=means.__getitem__)))
         rows.append([model, *cells])
-    return ["", "## Ranking by mean IS loss (best first)", "", *_table(["model", "leak-free", "oracle"], rows)]
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+    return ["", "## Ranking by mean IS loss (best first)", "", *markdown_table(["model", "leak-free", "oracle"], rows)]
 
 
 PLANTED = ("> **One target per pair.** Each (planted-trigger model, trigger distribution) pair has a single "
@@ -134,10 +130,10 @@ def write_report(directory: str | Path, out: str | Path | None = None, zero_floo
               "a temperature, a temperature) chosen on the *other* targets of its (model, distribution). "
               "Brackets: 95% bootstrap interval over targets.", ""]
     cells = _model_means(records, "loss", models, methods, with_ci=True)
-    lines += _table(["model", *methods], [[m, *(cells[(m, me)] for me in methods)] for m in [*models, "all"]])
+    lines += markdown_table(["model", *methods], [[m, *(cells[(m, me)] for me in methods)] for m in [*models, "all"]])
     lines += ["", "## Mean IS loss, oracle temperatures (the paper's protocol: tuned on the scored targets)", ""]
     cells = _model_means(records, "oracle_loss", models, methods, with_ci=False)
-    lines += _table(["model", *methods], [[m, *(cells[(m, me)] for me in methods)] for m in [*models, "all"]])
+    lines += markdown_table(["model", *methods], [[m, *(cells[(m, me)] for me in methods)] for m in [*models, "all"]])
     lines += _ranking_lines(records, models, methods)
     lines += ["", "## Per distribution (leak-free; oracle in parentheses where it differs)", ""]
     free, top = _pair_means(records, "loss"), _pair_means(records, "oracle_loss")
@@ -152,7 +148,7 @@ def write_report(directory: str | Path, out: str | Path | None = None, zero_floo
             f, o = free.get((model, dist, me)), top.get((model, dist, me))
             cell.append(_fmt(f) + (f" ({_fmt(o)})" if o is not None and f is not None and _fmt(o) != _fmt(f) else ""))
         table.append([model, dist, str(n), *cell])
-    lines += _table(["model", "distribution", "targets", *methods], table)
+    lines += markdown_table(["model", "distribution", "targets", *methods], table)
     lines += ["", "## Unfit accuracy, calibration and cost (at the leak-free temperature)", "",
               "Median |log10 q/p| with zero estimates at the floor; coverage of the estimators' own nominal-95% "
               "intervals, and how often they meet the ground truth's own 95% interval (Clopper–Pearson on its count; "
@@ -161,7 +157,7 @@ def write_report(directory: str | Path, out: str | Path | None = None, zero_floo
               "seconds per estimate "
               "(median); WNRV gain = plain sampling's work-normalised relative variance over the method's "
               "(median; needs ≥ 2 seeds).", ""]
-    lines += _table(["method", "median loss", "median abs log10 error", "zero estimates", "95% coverage",
+    lines += markdown_table(["method", "median loss", "median abs log10 error", "zero estimates", "95% coverage",
                      "meets truth's interval", "interval", "work", "seconds", "WNRV gain"],
                      [_unfit_row(me, scored) for me in estimators])
     lines += ["", "Interval kinds: " + "; ".join(f"*{k}*: {v}" for k, v in INTERVAL_KINDS.items()) + "."]
@@ -217,7 +213,8 @@ def _tuned_lines(scored: list[dict]) -> list[str]:
             chosen[(r["model"], r["distribution"], r["method"])].add(r["oracle_tuned"])
     pairs = sorted({(m, d) for m, d, _ in chosen})
     rows = [[m, d, *("; ".join(sorted(chosen[(m, d, me)])) for me in tuned)] for m, d in pairs]
-    return ["", "## Oracle choices of the tuned hyper-parameters", "", *_table(["model", "distribution", *tuned], rows)]
+    return ["", "## Oracle choices of the tuned hyper-parameters", "",
+            *markdown_table(["model", "distribution", *tuned], rows)]
 
 
 def _floor_lines(rows: list[dict], records: list[dict], zero_floor: float, methods: list[str], pool: bool
@@ -233,7 +230,7 @@ def _floor_lines(rows: list[dict], records: list[dict], zero_floor: float, metho
             "Mean leak-free loss over all pairs when zero estimates are scored at other values. A low floor "
             "is near the paper's q = 0 ⇒ infinite loss, and zeros also flatten the fit for the method's other "
             "estimates; a floor near the targets treats a zero as a mild underestimate.", "",
-            *_table(["zero floor", *methods], table)]
+            *markdown_table(["zero floor", *methods], table)]
 
 
 def _write_csv(records: list[dict], path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lowprob.bench.plots import plt, save_plot
+from lowprob.bench.plots import markdown_table, plt, save_plot
 from lowprob.bench.score import CONSTANT, tuned_text
 from lowprob.files import read_json
 
@@ -28,10 +28,6 @@ FOUND_FACTOR = 3.0
 def found_it(p: float, q: float) -> bool:
     """Whether the estimate ``q`` lies within a factor ``FOUND_FACTOR`` of the truth ``p`` (never for q = 0)."""
     return q > 0 and abs(math.log10(q / p)) <= math.log10(FOUND_FACTOR)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def _share(flags: list[bool]) -> str:
@@ -68,7 +64,7 @@ def trigger_sections(directory: Path, rows: list[dict], records: list[dict], out
                                                                                           r["distribution"])] == p])
                  for p in levels]
         rows_out.append([me, *cells, _share([found[id(r)] for r in scored if r["method"] == me])])
-    lines += _table(["method", *(f"trigger p = {p:.0e}" for p in levels), "all"], rows_out)
+    lines += markdown_table(["method", *(f"trigger p = {p:.0e}" for p in levels), "all"], rows_out)
     for me in methods:
         chosen = Counter(r["tuned"] for r in scored if r["method"] == me and r["tuned"])
         if chosen:
@@ -84,7 +80,7 @@ def trigger_sections(directory: Path, rows: list[dict], records: list[dict], out
             table.append([r["model"], f"{trigger_p[(r['model'], r['distribution'])]:.0e}", str(r["seed"]),
                           r["tuned"] or "–", f"{q:.3g}", error, "yes" if found[id(r)] else "no"])
         lines += ["", f"### {me}", ""]
-        lines += _table(["model", "trigger probability", "seed", "leak-free temperature", "estimate",
+        lines += markdown_table(["model", "trigger probability", "seed", "leak-free temperature", "estimate",
                          "abs log10 q/p", "found it"], table)
     lines += _attribution_lines(rows, scored, trigger_p, levels)
     return lines, [_found_plot(scored, found, trigger_p, methods, levels, out)]
@@ -123,10 +119,10 @@ def _attribution_lines(rows: list[dict], scored: list[dict], trigger_p: dict, le
             "the first is a trigger value (" + ", ".join(f"`{s}`" for s in slots) + "). No hits: nothing ranks "
             "first, so it does not hold. *Both*: every slot of the conjunction. Pairs: a (model, distribution) pair "
             "counts when both hold at the leak-free temperature for every seed.", "",
-            *_table(["method", "estimates (every temperature)", "with hits", *(f"`{s}` first" for s in slots),
+            *markdown_table(["method", "estimates (every temperature)", "with hits", *(f"`{s}` first" for s in slots),
                      "both first", "both first, leak-free temperature", "pairs, leak-free temperature"], table),
             "", "Both first, by trigger probability (every temperature, both models, every seed):", "",
-            *_table(["method", *(f"trigger p = {p:.0e}" for p in levels)], per_level)]
+            *markdown_table(["method", *(f"trigger p = {p:.0e}" for p in levels)], per_level)]
 
 
 def _found_plot(scored: list[dict], found: dict, trigger_p: dict, methods: list[str], levels: list[float],
