@@ -27,7 +27,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-from lowprob import cost, progress
+from lowprob import cost
 from lowprob.distributions import bind
 from lowprob.errors import LowprobError
 from lowprob.models.decoding import start_decoding
@@ -240,7 +240,6 @@ def continue_prompts(model, prompts: Tensor, event, generator: torch.Generator, 
     check_room(model, prompts.shape[1], event.steps)
     state, patterns = start_decoding(model, prompts), Patterns(event.patterns)
     n, steps = len(prompts), event.steps
-    progress.advance(n)  # continuations: the unit a generation run is priced in
     live = torch.arange(n)  # rows of the batch still running, as indices into the output
     hit = torch.zeros(n, dtype=torch.bool)
     log_w = torch.zeros(n, dtype=torch.float64)

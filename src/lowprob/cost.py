@@ -21,10 +21,10 @@ ITGIS, MHIS and CEIS execute equal FLOPs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 BACKWARD_FORWARDS = 1  # a backward pass w.r.t. the inputs, in forwards of the same sequences
 GRADIENT_CALL = 1 + BACKWARD_FORWARDS  # forward-equivalents of one gradient-method model call
@@ -37,6 +37,7 @@ class Meter:
     forward_passes: int = 0
     backward_passes: int = 0
     flops: float = 0.0
+    watch: Callable[[Meter], None] | None = field(default=None, repr=False)  # told after every charge (a progress bar)
 
 
 _METER: ContextVar[Meter | None] = ContextVar("lowprob_cost", default=None)
@@ -49,6 +50,8 @@ def charge(flops: float, forwards: int = 0, backwards: int = 0) -> None:
         meter.forward_passes += forwards
         meter.backward_passes += backwards
         meter.flops += flops
+        if meter.watch is not None:
+            meter.watch(meter)
 
 
 def charge_passes(per_sequence: float, n: int, backward: bool = False) -> None:
@@ -57,9 +60,10 @@ def charge_passes(per_sequence: float, n: int, backward: bool = False) -> None:
 
 
 @contextmanager
-def metered() -> Iterator[Meter]:
-    """A fresh meter charged by everything the body runs (nested meters do not charge the outer one)."""
-    meter = Meter()
+def metered(watch: Callable[[Meter], None] | None = None) -> Iterator[Meter]:
+    """A fresh meter charged by everything the body runs (nested meters do not charge the outer one);
+    ``watch`` is called with it after every charge."""
+    meter = Meter(watch=watch)
     token = _METER.set(meter)
     try:
         yield meter

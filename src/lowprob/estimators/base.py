@@ -7,15 +7,15 @@ charged by the helpers below where they run the model) and turns it into an ``Es
 what was estimated and lies in [0, 1]. ``budget`` counts model calls (one sequence = one call, as in
 the paper); what a call may execute is the method's declared ``work`` (``lowprob.cost``).
 Asked to (``max_seconds``, ``progress``), it first predicts the run's duration from a timed probe,
-refuses a run past the limit and shows a bar for a long one, fed by the forward helpers below.
+refuses a run past the limit and shows a bar for a long one, moved by the cost meter.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ from lowprob.estimators.catalog import (
 from lowprob.events import Event, Generates, check_event
 from lowprob.events import family as event_family
 from lowprob.models.protocol import LanguageModel
-from lowprob.progress import advance, metered
+from lowprob.progress import progress_bar
 from lowprob.threads import torch_threads
 
 
@@ -133,7 +133,6 @@ def score_and_gradient(model: LanguageModel, event: Event, tokens: torch.Tensor,
         values = (score or event.score)(logits)
         (grad,) = torch.autograd.grad(values.sum(), emb)
     cost.charge_passes(model.flops_per_sequence(tokens.shape[1]), len(tokens), backward=True)
-    advance(cost.GRADIENT_CALL * len(tokens))
     return values.detach().double().cpu(), event.indicator(logits.detach()).cpu(), grad
 
 
@@ -152,7 +151,6 @@ def outcomes(model: LanguageModel, event: Event, tokens: torch.Tensor,
     """Event score [B] (float64) and indicator [B] on the CPU, for CPU token ids; logits stay on the device."""
     logits = model.logits(tokens.to(model.device))
     cost.charge_passes(model.flops_per_sequence(tokens.shape[1]), len(tokens))
-    advance(len(tokens))
     return (score or event.score)(logits).double().cpu(), event.indicator(logits).cpu()
 
 
@@ -190,9 +188,9 @@ def estimate(model: LanguageModel, dist: TokenDistribution, event: Event | Gener
     if isinstance(event, Generates):
         check_room(model, len(dist), event.steps)
     generator = torch.Generator().manual_seed(seed)
-    with torch_threads(), _planned(model, dist, event, spec, budget, max_seconds, progress):
+    with torch_threads(), _planned(model, dist, event, spec, budget, max_seconds, progress) as watch:
         start = time.perf_counter()
-        with cost.metered() as spent:
+        with cost.metered(watch) as spent:
             raw = spec.function()(model, dist, event, budget, generator, **params)
         seconds = time.perf_counter() - start
     p, (lo, hi) = raw.probability, raw.interval
@@ -209,10 +207,12 @@ def estimate(model: LanguageModel, dist: TokenDistribution, event: Event | Gener
 
 
 def _planned(model: LanguageModel, dist: TokenDistribution, event: Event | Generates, spec: Method, budget: int,
-             max_seconds: float | None, progress: bool) -> AbstractContextManager:
+             max_seconds: float | None, progress: bool
+             ) -> AbstractContextManager[Callable[[cost.Meter], None] | None]:
     """What to run the estimate inside: nothing, unless a limit or a bar was asked for; then a timed probe
     predicts the run's seconds from its work (``spec.work`` units per model call), a run past
-    ``max_seconds`` is refused, and a long one gets a progress meter."""
+    ``max_seconds`` is refused, and a long one gets a progress bar, yielding the cost meter's watcher that
+    moves it (forward passes' worth of FLOPs, or continuations: what each started prompt is charged as)."""
     if max_seconds is None and not progress:
         return nullcontext()
     from lowprob.truth.compute import duration
@@ -228,8 +228,20 @@ def _planned(model: LanguageModel, dist: TokenDistribution, event: Event | Gener
             f"lower the budget, or raise the limit (--max-hours H; max_seconds=None in Python) if you mean it")
     if not progress or seconds <= PROGRESS_SECONDS:
         return nullcontext()
-    return metered(total, "cont" if isinstance(event, Generates) else "seq", spec.name,
-                   f"probe estimate {duration(seconds)}")
+    return _watched(progress_bar(total, "cont" if isinstance(event, Generates) else "seq", spec.name,
+                                 f"probe estimate {duration(seconds)}"),
+                    None if isinstance(event, Generates) else model.flops_per_sequence(len(dist)))
+
+
+@contextmanager
+def _watched(bar: AbstractContextManager[Callable[[float], None]], per_unit_flops: float | None
+             ) -> Iterator[Callable[[cost.Meter], None]]:
+    """The bar's ``show`` as a cost-meter watcher: FLOPs in forward passes, or (None) the continuations started."""
+    with bar as show:
+        if per_unit_flops is None:
+            yield lambda m: show(m.forward_passes)
+        else:
+            yield lambda m: show(m.flops / per_unit_flops)
 
 
 def _seconds_per_unit(model: LanguageModel, dist: TokenDistribution, event: Event | Generates, total: int) -> float:

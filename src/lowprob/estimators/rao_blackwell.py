@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import torch
 
-from lowprob import cost, progress
+from lowprob import cost
 from lowprob.distributions.base import TokenDistribution
 from lowprob.models.protocol import capability
 
@@ -51,7 +51,6 @@ class LastPositionSums:
         else:
             self.fixed_flops = 0.0
             self.prefix_flops = float(self.n * model.flops_per_sequence(T))
-        self._forwards = self.prefix_flops / model.flops_per_sequence(T)  # per prefix, for the progress meter
 
     def completions(self, tokens: torch.Tensor) -> torch.Tensor:
         """[B, n, T]: each row with position j set to every supported token."""
@@ -63,7 +62,6 @@ class LastPositionSums:
     def __call__(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Score (float64) and indicator of every completion of each row of ``tokens``, [B, n] each."""
         B = len(tokens)
-        progress.advance(round(B * self._forwards))
         if self.tree is not None:
             cost.charge(B * self.prefix_flops)
             rows = self.tree.completion_residuals(tokens).view(B * self.n, -1)
