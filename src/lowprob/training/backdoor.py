@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import platform
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,16 +35,16 @@ from tqdm import tqdm
 from lowprob.distributions.planted import PlantedTrigger, planted_trigger
 from lowprob.errors import LowprobError
 from lowprob.models.transformer import Transformer
-from lowprob.models.zoo import read_card, save_model
-from lowprob.training.corpus import KINDS, manifest_summary
+from lowprob.models.zoo import read_card
+from lowprob.training.corpus import KINDS
 from lowprob.training.train import (
     CHECKPOINT,
     adamw,
     corpus_batch,
     corpus_tokens,
-    evaluate,
     restore_checkpoint,
     save_checkpoint,
+    save_trained,
 )
 
 
@@ -204,19 +202,10 @@ def plant_trigger(name: str, base: Transformer, base_dir: Path, recipe: str | Pl
 
     model.eval().requires_grad_(False)
     base_card = read_card(base_dir)
-    card = {
-        "name": name,
-        "n_params": model.n_params(),
-        "base": {"name": base_card["name"], "weights_sha256": base_card["weights_sha256"],
-                 "validation": base_card["validation"]},
-        "backdoor": {"recipe": recipe, **planted.to_json(), "target_id": prompts.target},
-        "training": {**asdict(cfg), "tokens_seen": cfg.steps * cfg.corpus_batch * n_ctx,
-                     "template_prompts_seen": cfg.steps * cfg.template_batch,
-                     "wall_time_s": round(wall, 1), "torch": torch.__version__,
-                     "machine": f"{platform.machine()}, {os.cpu_count()} cpus"},
-        "validation": evaluate(model, corpus, tokenizer, cfg.eval_windows),
-        "corpus": manifest_summary(corpus),
-    }
-    card = save_model(model, out, card)
-    ckpt.unlink(missing_ok=True)
-    return card
+    card = {"name": name, "n_params": model.n_params(),
+            "base": {"name": base_card["name"], "weights_sha256": base_card["weights_sha256"],
+                     "validation": base_card["validation"]},
+            "backdoor": {"recipe": recipe, **planted.to_json(), "target_id": prompts.target}}
+    training = {**asdict(cfg), "tokens_seen": cfg.steps * cfg.corpus_batch * n_ctx,
+                "template_prompts_seen": cfg.steps * cfg.template_batch}
+    return save_trained(model, out, ckpt, card, training, wall, corpus, tokenizer, cfg.eval_windows)

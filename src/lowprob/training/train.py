@@ -165,6 +165,20 @@ def save_checkpoint(path: Path, model: Transformer, opt: torch.optim.Optimizer, 
     atomic_write(path, buffer.getvalue())
 
 
+def save_trained(model: Transformer, out: Path, checkpoint: Path, card: dict[str, Any], training: dict[str, Any],
+                 wall: float, corpus: Path, tokenizer: Tokenizer, eval_windows: int) -> dict[str, Any]:
+    """Write a trained model with its card — ``card``, then the run (``training`` with its seconds, torch version
+    and machine), the held-out losses and the corpus — and drop the checkpoint the run resumed from."""
+    card = {**card,
+            "training": {**training, "wall_time_s": round(wall, 1), "torch": torch.__version__,
+                         "machine": f"{platform.machine()}, {os.cpu_count()} cpus"},
+            "validation": evaluate(model, corpus, tokenizer, eval_windows),
+            "corpus": manifest_summary(corpus)}
+    card = save_model(model, out, card)
+    checkpoint.unlink(missing_ok=True)
+    return card
+
+
 @contextmanager
 def training_output(out: str | Path, resume: bool, force: bool) -> Iterator[None]:
     """Claim the model directory ``out`` for a training run, before any work (the corpus) starts.
@@ -229,15 +243,6 @@ def train(name: str, cfg: TransformerConfig, out: Path, corpus: Path, tokenizer:
     wall = time.perf_counter() - t0
 
     model.eval()
-    card = {
-        "name": name,
-        "n_params": model.n_params(),
-        "training": {**asdict(train_cfg), "tokens_seen": train_cfg.steps * train_cfg.batch_size * cfg.n_ctx,
-                     "wall_time_s": round(wall, 1), "torch": torch.__version__,
-                     "machine": f"{platform.machine()}, {os.cpu_count()} cpus"},
-        "validation": evaluate(model, corpus, tokenizer, train_cfg.eval_windows),
-        "corpus": manifest_summary(corpus),
-    }
-    card = save_model(model, out, card)
-    ckpt.unlink(missing_ok=True)
-    return card
+    return save_trained(model, out, ckpt, {"name": name, "n_params": model.n_params()},
+                        {**asdict(train_cfg), "tokens_seen": train_cfg.steps * train_cfg.batch_size * cfg.n_ctx},
+                        wall, corpus, tokenizer, train_cfg.eval_windows)
