@@ -276,7 +276,7 @@ def _tilted_by_elites(s: _Setting, fit: Tensor, elite_cols: Tensor) -> Tensor:
     where they are toward the event. Without it the levels stalled a few logits short on some targets."""
     grad = _margin_gradient(s, s.sup.tokens(elite_cols)).mean(0)
     g = one_hot_scores(s.model, s.sup.ids, grad)
-    return gradient_tilt(torch.where(s.sup.mask, fit.clamp_min(1e-300).log(), _NEG_INF64), g)
+    return gradient_tilt(s.sup.log(fit), g)
 
 
 # --- 3. estimation --------------------------------------------------------------------------------------------

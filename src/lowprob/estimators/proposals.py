@@ -75,6 +75,10 @@ class Supports:
         self.mask = self.prior > 0
         self.log_prior = torch.where(self.mask, self.prior.log(), torch.tensor(NEG_INF, dtype=torch.float64))
 
+    def log(self, table: Tensor) -> Tensor:
+        """log of a [T, width] table on the supports (-inf on padding; a probability 0 on a support as ~-690)."""
+        return torch.where(self.mask, table.clamp_min(1e-300).log(), torch.tensor(NEG_INF, dtype=torch.float64))
+
     def tokens(self, cols: Tensor) -> Tensor:
         """[B, T] token ids of [B, T] columns."""
         return self.ids.gather(1, cols.T.contiguous()).T.contiguous()
@@ -102,8 +106,7 @@ class Mixture:
         table = torch.where(self.sup.mask, table, torch.zeros_like(table))
         table = table / table.sum(1, keepdim=True)
         self.tables.append(table)
-        self.log_tables.append(torch.where(self.sup.mask, table.clamp_min(1e-300).log(),
-                                           torch.tensor(NEG_INF, dtype=torch.float64)))
+        self.log_tables.append(self.sup.log(table))
 
     def __len__(self) -> int:
         return len(self.tables)
