@@ -198,7 +198,7 @@ def _unfit_row(method: str, scored: list[dict]) -> list[str]:
             _fmt(float(np.median([r["abs_log10_error"] for r in rs]))),
             f"{np.mean([r['zero'] for r in rs]):.0%}", f"{np.mean([r['covered'] for r in rs]):.0%}",
             f"{np.mean([r['meets_truth'] for r in rs]):.0%}", METHODS[method].interval if method in METHODS else "–",
-            _fmt(float(np.mean([r["calls"] for r in rs]))), _fmt(float(np.median([r["seconds"] for r in rs]))),
+            _fmt(float(np.mean([r["work"] for r in rs]))), _fmt(float(np.median([r["seconds"] for r in rs]))),
             _fmt(float(np.median(gains))) if gains else "–"]
 
 

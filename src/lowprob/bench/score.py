@@ -71,7 +71,7 @@ def tuned_text(row: dict) -> str | None:
     return ", ".join(f"{k}={row['hyper'][k]:g}" for k in names if k in row["hyper"]) or None
 
 
-def _calls(row: dict) -> float:
+def _work(row: dict) -> float:
     """A row's executed work in forward passes of one input (``Cost.forward_equivalents``)."""
     if "forward_equivalents" not in row["cost"]:
         raise LowprobError(f"a {row['method']} row of {row['model']}/{row['distribution']} has no "
@@ -127,7 +127,7 @@ def score_rows(rows: Iterable[dict], zero_floor: float = ZERO_FLOOR, pool_distri
                 "zero": q == 0, "abs_log10_error": float(abs_log10_error(p[i], q, zero_floor)),
                 "covered": bool(covered(p[i], *chosen["interval"])),
                 "meets_truth": meets_truth(lo, hi, *_truth_interval(chosen)),
-                "calls": _calls(chosen), "seconds": chosen["cost"]["seconds"], "flops": chosen["cost"]["flops"],
+                "work": _work(chosen), "seconds": chosen["cost"]["seconds"], "flops": chosen["cost"]["flops"],
                 "wnrv": _wnrv(repeats[_setting(chosen)]),
             })
     for (model, _), by_target in sorted(truths.items()):
@@ -160,7 +160,7 @@ def _wnrv(repeats: list[dict]) -> float | None:
     if len(repeats) < 2:
         return None
     return work_normalised_variance(repeats[0]["ground_truth"], [r["probability"] for r in repeats],
-                                    [_calls(r) for r in repeats])
+                                    [_work(r) for r in repeats])
 
 
 def wnrv_gain(record: dict) -> float | None:

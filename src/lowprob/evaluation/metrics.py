@@ -32,12 +32,13 @@ def meets_truth(lo: float, hi: float, truth_lo: float, truth_hi: float) -> bool:
     return lo <= truth_hi and truth_lo <= hi
 
 
-def work_normalised_variance(p: float, estimates, calls) -> float:
-    """WNRV of repeated independent estimates (≥ 2) of one probability ``p`` at mean cost ``calls``."""
+def work_normalised_variance(p: float, estimates, work) -> float:
+    """WNRV of repeated independent estimates (≥ 2) of one probability ``p`` at mean cost ``work``, in forward
+    passes of one input (what plain sampling spends per sample)."""
     estimates = np.asarray(estimates, np.float64)
     if len(estimates) < 2:
         raise ValueError("work-normalised variance needs at least 2 repeated estimates")
-    return float(estimates.var(ddof=1) / p**2 * np.mean(calls))
+    return float(estimates.var(ddof=1) / p**2 * np.mean(work))
 
 
 def plain_sampling_wnrv(p) -> np.ndarray:
