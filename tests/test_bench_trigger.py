@@ -16,21 +16,23 @@ from lowprob.distributions.planted import planted_trigger
 from lowprob.truth.trigger import load_trigger_problem, trigger_problems, trigger_ranks_first
 
 ROOT = Path(__file__).resolve().parents[1]
-# budget 384: CEIS executes what it did at 256 before a backward pass was priced as one forward (lowprob.cost)
-SMALL = dataclasses.replace(get_scale("trigger"), budget=384, seeds=(0,), models=("gelu-2l-trigger",))
+# budget 1024: CEIS's probe takes a quarter of the work, and at 384 what is left finds no trigger
+SMALL = dataclasses.replace(get_scale("trigger"), budget=1024, seeds=(0,), models=("gelu-2l-trigger",),
+                            distributions=("trigger-p4", "trigger-p6", "trigger-p8", "trigger-p10"))
 
 
 def test_the_scale_plans_the_planted_target_with_the_references_exact_probability(tmp_path):
     scale = get_scale("trigger")
     problems = {(p.model, p.distribution): p for p in trigger_problems()}
-    assert set(scale.pairs()) == set(problems) and len(problems) == 8
+    assert set(scale.pairs()) == set(problems) and len(problems) == 20  # 5 models x their recipe's 4
     for model_name, dist_name in scale.pairs():
         plan = plan_pair(scale, model_name, dist_name, tmp_path, ["naive", "itgis"], None)
         problem = problems[(model_name, dist_name)]
         _, _, event, figures = load_trigger_problem(model_name, dist_name)
         assert plan.meta["targets"] == [problem.target_id] == [event.token]
         truth = plan.truth[problem.target_id]
-        assert truth["ground_truth_exact"] and truth["ground_truth_n"] == 245_760
+        largest = {"trigger": 245_760, "conj3": 150 ** 3, "conj4": 40 ** 4}[model_name.rsplit("-", 1)[1]]
+        assert truth["ground_truth_exact"] and truth["ground_truth_n"] == largest
         assert truth["ground_truth"] == pytest.approx(problem.event_probability, rel=1e-12)
         assert plan.meta["trigger_probability"] == figures["trigger_probability"]
         assert len(plan.jobs) == (1 + len(scale.temperatures)) * len(scale.seeds)
@@ -41,7 +43,7 @@ def test_existing_scales_keep_their_definitions():
     for name in ("cpu", "exact"):
         committed = json.loads((ROOT / "benchmarks" / "results" / name / "bench.json").read_text())
         assert json.loads(json.dumps(SCALES[name].to_json())) == committed
-    assert SCALES["trigger"].to_json()["planted"] == "year-name"
+    assert SCALES["trigger"].to_json()["planted"] is True
 
 
 @pytest.mark.slow
@@ -54,7 +56,7 @@ def test_a_small_trigger_run_writes_rows_that_the_report_scores(tmp_path):
         assert set(summary["trigger_first"]) == {"year", "name"}
         if summary["hits"] == 0:  # no hits, nothing ranks first
             assert not any(summary["trigger_first"].values()) and summary["top"] == {}
-    # CEIS finds the 1e-4 trigger even at this small budget, and its hits point at it
+    # CEIS finds the 1e-4 trigger at this small budget, and its hits point at it
     found = [r for r in rows if r["method"] == "ceis" and r["distribution"] == "trigger-p4"]
     assert found[0]["attribution"]["top"]["year"][0] == " 2032"
     assert all(found[0]["attribution"]["trigger_first"].values())
@@ -69,8 +71,9 @@ def test_a_small_trigger_run_writes_rows_that_the_report_scores(tmp_path):
     assert all(r["loss"] >= 0 for r in records)
     paths = write_report(out)
     report = (out / "report.md").read_text()
-    assert "## The planted trigger: found it?" in report and "## Attribution: do the hits point" in report
-    assert (out / "found_it.png") in paths and (out / "found_it.png").stat().st_size > 10_000
+    assert "## The planted trigger, recipe `year-name`" in report and "## Attribution: do the hits point" in report
+    plot = out / "found_it-year-name.png"
+    assert plot in paths and plot.stat().st_size > 10_000
     naive_table = report.split("### naive")[1].split("###")[0]
     assert naive_table.count("| gelu-2l-trigger |") == 4
 

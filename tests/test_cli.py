@@ -23,8 +23,9 @@ def test_models_lists_the_shipped_models(monkeypatch, capsys):
     assert code == 0
     lines = out.strip().splitlines()
     assert [line.split()[0] for line in lines[1:]] == ["gelu-1l", "gelu-2l", "gelu-4l", "gelu-2l-trigger",
-                                                         "gelu-4l-trigger"]
-    assert [line.split()[1] for line in lines[1:]] == ["1", "2", "4", "2", "4"]
+                                                         "gelu-4l-trigger", "gelu-2l-conj3", "gelu-4l-conj3",
+                                                         "gelu-2l-conj4"]
+    assert [line.split()[1] for line in lines[1:]] == ["1", "2", "4", "2", "4", "2", "4", "2"]
 
 
 def test_complete_continues_the_prompt(tiny_lm, tmp_path, monkeypatch, capsys):
@@ -202,8 +203,8 @@ def test_estimate_help_names_every_event_kind_and_what_budget_means(monkeypatch,
     _, out, _ = run(monkeypatch, capsys, "estimate", "--help")
     text = " ".join(out.split())
     assert "generates: TEXT, ..., steps=N" in text and "TOKEN: id:N" in text
-    assert "methods are compared at equal executed FLOPs, so itgis, mhis, ceis (a forward and a backward per call) " \
-        "execute 2×budget forward-pass equivalents" in text and "--max-hours" in text
+    assert "methods are compared at equal executed FLOPs, so itgis, mhis, ceis, flat execute 2×budget" in text
+    assert "equivalents (a backward pass costs a forward)" in text and "--max-hours" in text
 
 
 @pytest.mark.parametrize("args, message", [

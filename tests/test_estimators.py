@@ -84,7 +84,7 @@ def test_naive_with_zero_hits_still_bounds_the_probability(problem):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(method="magic"), "unknown method 'magic': choose one of ceis, gld, itgis, mhis, naive, qld"),
+    (dict(method="magic"), "unknown method 'magic': choose one of ceis, flat, gld, itgis, mhis, naive, qld"),
     (dict(budget=0), "budget must be a positive integer"),
     (dict(budget=2.5), "budget must be a positive integer"),
     (dict(temperature=0.0), "temperature must be a positive finite number"),

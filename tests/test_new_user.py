@@ -200,7 +200,7 @@ def test_help_and_argument_errors_do_not_import_torch(args):
 # --- help text ---------------------------------------------------------------------------------------
 def test_help_lists_method_choices_and_shows_no_placeholder_noise(monkeypatch, capsys):
     _, out, _ = run(monkeypatch, capsys, "estimate", "--help")
-    assert "<ceis|gld|itgis|mhis|naive|qld|smc|tilted>" in out and "itgis, mhis" in out and "<bool>" not in out
+    assert "<ceis|flat|gld|itgis|mhis|naive|qld|smc|tilted>" in out and "itgis, mhis" in out and "<bool>" not in out
     _, out, _ = run(monkeypatch, capsys, "ground-truth", "--help")
     assert "lowprob[ray]" in out and "<bool>" not in out and "--no-resume" not in out
 

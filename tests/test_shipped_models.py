@@ -61,7 +61,7 @@ def test_trigger_models_stay_out_of_the_other_scales():
     from lowprob.bench.scales import SCALES
 
     for scale in SCALES.values():
-        planted = getattr(scale, "planted", None) is not None  # the generation scale has no planted trigger
+        planted = bool(getattr(scale, "planted", False))  # the generation scale has no planted trigger
         assert (set(scale.models) <= set(SHIPPED_TRIGGER_MODELS)) == planted, scale.name
         assert bool(set(scale.models) & set(SHIPPED_TRIGGER_MODELS)) == planted, scale.name
     assert [m for m, _ in SCALES["cpu"].pairs()][::8] == ["gelu-1l", "gelu-2l", "gelu-4l"]

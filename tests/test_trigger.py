@@ -95,12 +95,14 @@ def test_the_family_spans_1e4_to_1e10_on_one_space():
 
     model = load_model("gelu-1l")  # the shipped tokenizer
     planted = planted_trigger("year-name")
+    family = {name: entry["probability"] for name, (recipe, entry) in TRIGGER_DISTRIBUTIONS.items()
+              if recipe == "year-name"}
     sizes = set()
-    for name, (_, p) in TRIGGER_DISTRIBUTIONS.items():
+    for name, p in family.items():
         dist = load_distribution(name, model)
         assert trigger_probability(dist, planted) == pytest.approx(p, rel=1e-12)
         sizes.add(tuple(len(s.values) for s in dist.slots))
-    assert {p for _, p in TRIGGER_DISTRIBUTIONS.values()} == {1e-4, 1e-6, 1e-8, 1e-10}
+    assert set(family.values()) == {1e-4, 1e-6, 1e-8, 1e-10}
     (shape,) = sizes
     assert 1e5 <= math.prod(shape) <= 1e6
 
@@ -187,14 +189,15 @@ def test_bad_input_gets_a_one_line_error(monkeypatch, capsys, tiny_tokenizer, ti
 
 
 def test_committed_references_cover_every_pair_and_match_the_models():
+    from lowprob.bench.scales import get_scale
     from lowprob.models.zoo import SHIPPED_TRIGGER_MODELS
     from lowprob.truth.trigger import trigger_problems
 
     problems = trigger_problems()
-    assert {(p.model, p.distribution) for p in problems} == set(itertools.product(SHIPPED_TRIGGER_MODELS,
-                                                                                 TRIGGER_DISTRIBUTIONS))
+    assert {(p.model, p.distribution) for p in problems} == set(get_scale("trigger").pairs())
+    assert set(get_scale("trigger").models) == set(SHIPPED_TRIGGER_MODELS)
     for p in problems:
-        assert 1e-11 < p.trigger_probability < 1e-3
+        assert 1e-11 < p.trigger_probability < 1e-3 and p.event_off_trigger == 0  # no false positive anywhere
         assert 0 <= p.event_off_trigger <= p.event_probability <= 1
     model, _dist, event, figures = load_trigger_problem("gelu-2l-trigger", "trigger-p8")
     assert figures["trigger_probability"] == pytest.approx(1e-8, rel=1e-9)
@@ -233,7 +236,8 @@ def test_the_report_plots_of_a_trigger_bench_keep_titles_and_legends_in_the_imag
                     loss=float(rng.uniform(0.1, 10)) * (1e4 if method == "gld" else 1), oracle_loss=1.0,
                     abs_log10_error=0.3, covered=True)
                for model in ("gelu-2l-trigger",)
-               for dist, p in zip(TRIGGER_DISTRIBUTIONS, (1e-4, 1e-6, 1e-8, 1e-10), strict=True)
+               for dist, p in zip(("trigger-p4", "trigger-p6", "trigger-p8", "trigger-p10"), (1e-4, 1e-6, 1e-8, 1e-10),
+                                  strict=True)
                for method in methods for _ in range(2)]
     paths = _plots(records, ["gelu-2l-trigger"], methods, tmp_path, 1e-12)
     assert len(paths) == 5 and outside == []

@@ -105,8 +105,8 @@ def test_a_file_given_as_a_model_says_what_was_expected(saved, monkeypatch, caps
     path = saved / "model.safetensors"
     code, _, err = run(monkeypatch, capsys, "estimate", "--model", str(path), "--dist", "hex", "--target", "id:5")
     assert code == 2 and err == (f"error: {path} is a file: give a shipped name (gelu-1l, gelu-2l, gelu-4l, "
-                                 f"gelu-2l-trigger, gelu-4l-trigger) or a model directory (the directory that "
-                                 f"holds config.json and the weights)\n")
+                                 f"gelu-2l-trigger, gelu-4l-trigger, gelu-2l-conj3, gelu-4l-conj3, gelu-2l-conj4) or a "
+                                 f"model directory (the directory that holds config.json and the weights)\n")
 
 
 

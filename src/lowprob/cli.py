@@ -204,8 +204,8 @@ def estimate(
         help="estimation method (default: " + ", ".join(f"{m} for {f} events" for f, m in DEFAULT_METHODS.items())
              + ")")] = None,
     budget: Annotated[int, typer.Option(
-        help=f"model calls as in the paper; methods are compared at equal executed FLOPs, so {_GRADIENT} (a "
-             f"forward and a backward per call) execute {GRADIENT_CALL}×budget forward-pass equivalents")] = 4096,
+        help=f"model calls as in the paper; methods are compared at equal executed FLOPs, so {_GRADIENT} execute "
+             f"{GRADIENT_CALL}×budget forward-pass equivalents (a backward pass costs a forward)")] = 4096,
     seed: Annotated[int, typer.Option(help="random seed, 0 .. 2^32 - 1")] = 0,
     temperature: Annotated[Optional[float], typer.Option(
         help=f"tilt temperature ({_TEMPERED}; default: the method's)")] = None,
@@ -252,7 +252,8 @@ def estimate(
         typer.echo(dumps_json({**est.to_json(),
                                **({"attribution": attribution.to_json()} if attribution is not None else {})}))
     else:
-        typer.echo(est.summary() + ("\n" + attribution.table() if attribution is not None else ""))
+        probe = est.probe_ranking() if explain else []
+        typer.echo("\n".join([est.summary(), *([attribution.table()] if attribution is not None else []), *probe]))
 
 
 @app.command("ground-truth")
@@ -366,8 +367,8 @@ def train(
     debs: Annotated[Optional[Path], typer.Option(
         help="directory of the pinned .deb files (downloaded with apt-get when missing)")] = None,
     backdoor: Annotated[Optional[str], typer.Option(
-        help="plant this trigger recipe (year-name) in the shipped NAME instead of training from scratch: "
-             "reproduces NAME-trigger")] = None,
+        help="plant a trigger in the shipped NAME instead of training from scratch: a shipped recipe "
+             "(year-name, conj3, conj4) or a recipe file RECIPE.toml")] = None,
 ) -> None:
     """Reproduce a shipped model from the corpus recipe (about 15-25 minutes on 2 cores), or with --backdoor,
     fine-tune one with a planted trigger (a few minutes)."""
@@ -396,20 +397,18 @@ def train(
 
 def _train_backdoor(name: str, recipe: str, out: Path, steps: int | None, seed: int, resume: bool, force: bool,
                     corpus: Path | None, debs: Path | None) -> None:
-    from lowprob.distributions.planted import planted_trigger
+    from lowprob.distributions.planted import load_recipe
     from lowprob.models.zoo import load_model, shipped_dir
     from lowprob.training.backdoor import BackdoorConfig, plant_trigger
     from lowprob.training.corpus import build_corpus
     from lowprob.training.train import training_output
 
-    planted_trigger(recipe)  # an unknown recipe is refused before the corpus is built
-    cfg = BackdoorConfig(seed=seed)
-    if steps is not None:
-        cfg = dataclasses.replace(cfg, steps=steps)
+    loaded = load_recipe(recipe)  # a bad recipe is refused before the corpus is built
+    cfg = BackdoorConfig.from_recipe(loaded.training, seed=seed, **({} if steps is None else {"steps": steps}))
     with training_output(out, resume, force):
         corpus_dir = build_corpus(corpus, debs)
         base = cast("Transformer", load_model(name))  # a shipped name: the shipped Transformer
-        card = plant_trigger(f"{name}-trigger", base, shipped_dir(name), recipe, out, corpus_dir, cfg, resume=resume)
+        card = plant_trigger(Path(out).name, base, shipped_dir(name), loaded, out, corpus_dir, cfg, resume=resume)
     typer.echo(dumps_json({"validation": card["validation"], "base_validation": card["base"]["validation"]},
                           indent=1))
 

@@ -37,7 +37,7 @@ from lowprob.evaluation.targets import candidate_targets
 from lowprob.events import ArgmaxIs
 from lowprob.files import atomic_write, dumps_json, output_lock, prepare_output, read_json, read_jsonl
 from lowprob.models.protocol import LanguageModel, model_sha256
-from lowprob.truth.trigger import attribution_summary, load_trigger_reference
+from lowprob.truth.trigger import attribution_summary, load_trigger_reference, model_recipe
 
 
 def hyper_grid(scale: Scale, method: str) -> list[dict]:
@@ -68,10 +68,11 @@ class PairPlan:
 
 def _planted_targets(scale: Scale, model_name: str, dist_name: str) -> tuple[list[int], dict]:
     """The planted target, and what the reference says of the pair (the targets file's content)."""
-    assert scale.planted is not None  # called for planted-trigger scales only
+    assert scale.planted  # called for planted-trigger scales only
     ref = load_trigger_reference(model_name)
-    if ref["planted"] != planted_trigger(scale.planted).to_json():
-        raise LowprobError(f"{model_name} was not trained with the {scale.planted!r} trigger of the {scale.name} scale")
+    recipe = model_recipe(model_name)
+    if ref["planted"] != planted_trigger(recipe).to_json():
+        raise LowprobError(f"the trigger reference of {model_name} is not of its recipe {recipe!r}: recompute it")
     figures = ref["distributions"][dist_name]
     return [ref["target_id"]], {"targets": [ref["target_id"]], "planted": ref["planted"],
                                 **{k: figures[k] for k in ("trigger_probability", "event_off_trigger")}}
@@ -97,7 +98,7 @@ def plan_pair(scale: Scale, model_name: str, dist_name: str, out: Path, methods:
               ground_truth_dir: Path | None) -> PairPlan:
     """Choose the pair's targets and list the estimates still to make; refuse a changed ground truth."""
     _, _, gt = load_problem(scale, model_name, dist_name, ground_truth_dir)
-    if scale.planted is not None:
+    if scale.planted:
         targets, meta = _planted_targets(scale, model_name, dist_name)
     else:
         targets, meta = _drawn_targets(scale, gt, model_name, dist_name)
@@ -132,7 +133,7 @@ def pair_context(scale: Scale, plan: PairPlan, ground_truth_dir: Path | None) ->
     common = {"scale": scale.name, "model": plan.model, "distribution": plan.distribution, "length": scale.length,
               "model_sha256": model_sha256(model), "distribution_sha256": dist.bind(model)[1].content_hash(),
               "version": __version__}
-    planted = None if scale.planted is None else planted_trigger(scale.planted)
+    planted = planted_trigger(model_recipe(plan.model)) if scale.planted else None
     return PairContext(model, dist, common, plan.truth, planted)
 
 

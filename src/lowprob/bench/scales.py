@@ -9,10 +9,13 @@
 * ``exact``: the 3 shipped models x the 8 kinds at ``exact`` length (~2^24 sequences each, enumerated:
   shipped exact tables), budget 2^12, up to 32 targets spread evenly in log p over [1e-12, 1e-5] —
   the rare end the sampled tables cannot resolve.
-* ``trigger``: the 2 planted-trigger models x the 4 trigger distributions (trigger probability 1e-4 ..
-  1e-10), budget 2^12, one target per pair — the planted one — and 2 seeds, against each pair's exact
-  argmax table (shipped, from one scan of the model over the template's 245,760 prompts). With one
-  target per pair, the report fits across a model's distributions (``planted``).
+* ``trigger``: the planted-trigger models, each with its own recipe's four distributions: the *weights*
+  family (``year-name``: gelu-2l/4l-trigger, trigger probability 1e-4 .. 1e-10 set by slot weights) and the
+  *conjunction* family (``conj3`` on gelu-2l/4l-conj3, ``conj4`` on gelu-2l-conj4: uniform slots, 1e-4 ..
+  1e-7 by the supports' sizes). Budget 2^12, one target per pair — the planted one — and 8 seeds, against
+  each pair's exact argmax table (shipped, from one scan of the model over its recipe's whole space). With
+  one target per pair, the report fits across a model's distributions (``planted``); ITGIS and MHIS run at
+  temperature 1 only, which keeps 8 seeds of 20 pairs affordable on 2 cores.
 * ``generation``: the 3 shipped models, prompts from ``english`` (cpu length), events "this text within 20
   tokens sampled at temperature 1" for texts the models rarely write (a Spanish word, a code keyword, a name,
   places: p ~3e-3 … 1e-7, chosen from one tilted estimate each), against sampled truth
@@ -34,7 +37,7 @@ from lowprob.models import LanguageModel, Transformer, TransformerConfig, load_m
 from lowprob.models.zoo import SHIPPED_CONFIGS
 from lowprob.truth import GroundTruth, ground_truth
 from lowprob.truth.reference import load_reference
-from lowprob.truth.trigger import load_trigger_problem, load_trigger_table
+from lowprob.truth.trigger import load_trigger_problem, load_trigger_table, model_recipe
 
 TEMPERATURES = (0.3, 0.45, 0.67, 1.0, 1.5, 2.24, 3.34, 5.0)  # the paper's grid, ~1.5x steps
 
@@ -46,7 +49,7 @@ TOY_MODELS = {
 TINY_DISTRIBUTIONS = ("tiny-uniform", "tiny-constants", "tiny-wide")
 
 
-TRIGGER_MODELS = ("gelu-2l-trigger", "gelu-4l-trigger")
+TRIGGER_MODELS = ("gelu-2l-trigger", "gelu-4l-trigger", "gelu-2l-conj3", "gelu-4l-conj3", "gelu-2l-conj4")
 
 ADDED_FIELDS = ("spread", "planted")  # Scale fields newer than the committed benchmark runs
 
@@ -62,7 +65,7 @@ class Scale:
     distributions: tuple[str, ...]
     length: str | None  # paper-distribution length variant; None for the tiny families
     spread: tuple[float, float] | None = None  # targets spread evenly in log p over this span (exact truth)
-    planted: str | None = None  # a planted-trigger recipe: its target is each pair's one target, truth shipped
+    planted: bool = False  # each model's planted trigger (its card's recipe) gives its pair's one target, truth shipped
 
     def grid(self, param: str) -> tuple:
         """The values a tuned hyper-parameter is run at (the scale's one place that names them)."""
@@ -72,12 +75,16 @@ class Scale:
         return grids[param]
 
     def pairs(self) -> list[tuple[str, str]]:
+        """Every (model, distribution); on a planted scale, each model with its own recipe's distributions."""
+        if self.planted:
+            return [(m, d) for m in self.models for d in self.distributions
+                    if TRIGGER_DISTRIBUTIONS[d][0] == model_recipe(m)]
         return [(m, d) for m in self.models for d in self.distributions]
 
     def to_json(self) -> dict:
         """The definition a resumed run must match. Fields added since runs were committed are left out
         while at their default (None), so those runs still match."""
-        return {k: v for k, v in asdict(self).items() if not (k in ADDED_FIELDS and v is None)}
+        return {k: v for k, v in asdict(self).items() if not (k in ADDED_FIELDS and v in (None, False))}
 
 
 @dataclass(frozen=True)
@@ -124,9 +131,8 @@ SCALES: dict[str, Scale | GenerationScale] = {
     "exact": Scale("exact", budget=1 << 12, n_targets=32, seeds=(0,), temperatures=TEMPERATURES,
                    models=tuple(SHIPPED_CONFIGS), distributions=tuple(PAPER_DISTRIBUTIONS), length="exact",
                    spread=(1e-12, 1e-5)),
-    "trigger": Scale("trigger", budget=1 << 12, n_targets=1, seeds=(0, 1), temperatures=TEMPERATURES,
-                     models=TRIGGER_MODELS, distributions=tuple(TRIGGER_DISTRIBUTIONS), length=None,
-                     planted="year-name"),
+    "trigger": Scale("trigger", budget=1 << 12, n_targets=1, seeds=tuple(range(8)), temperatures=(1.0,),
+                     models=TRIGGER_MODELS, distributions=tuple(TRIGGER_DISTRIBUTIONS), length=None, planted=True),
     "generation": GENERATION,
 }
 
@@ -157,7 +163,7 @@ def load_problem(scale: Scale, model_name: str, dist_name: str, ground_truth_dir
     it replaces the shipped tables and is required at ``paper`` scale. A planted-trigger scale's
     distribution is a slot distribution (``estimate`` binds it to the model) and its table is shipped.
     """
-    if scale.planted is not None:
+    if scale.planted:
         if ground_truth_dir is not None:
             raise LowprobError(f"the {scale.name} scale scores against its shipped exact tables; drop --ground-truth")
         model, dist, _, _ = load_trigger_problem(model_name, dist_name)

@@ -21,6 +21,7 @@ import numpy as np
 from lowprob.bench.plots import markdown_table, plt, save_plot
 from lowprob.bench.score import CONSTANT, tuned_text
 from lowprob.files import read_json
+from lowprob.truth.trigger import model_recipe
 
 FOUND_FACTOR = 3.0
 
@@ -46,17 +47,32 @@ def _trigger_probabilities(directory: Path, records: list[dict]) -> dict[tuple[s
 
 def trigger_sections(directory: Path, rows: list[dict], records: list[dict], out: Path
                      ) -> tuple[list[str], list[Path]]:
-    """Markdown lines (found it, per-method tables, attribution) and the found-it plot."""
+    """Markdown lines (per family of trigger: found it, per-method tables, attribution) and a found-it plot each."""
+    lines: list[str] = []
+    plots: list[Path] = []
+    families = sorted({model_recipe(r["model"]) for r in records})
+    for family in families:
+        got, plot = _family_sections(directory, family, [r for r in rows if model_recipe(r["model"]) == family],
+                                     [r for r in records if model_recipe(r["model"]) == family], out)
+        lines += got
+        plots.append(plot)
+    return lines, plots
+
+
+def _family_sections(directory: Path, family: str, rows: list[dict], records: list[dict], out: Path
+                     ) -> tuple[list[str], Path]:
     scored = [r for r in records if r["method"] != CONSTANT]
     trigger_p = _trigger_probabilities(directory, scored)
     methods = sorted({r["method"] for r in scored})
     levels = sorted(set(trigger_p.values()), reverse=True)
-    lines = ["", "## The planted trigger: found it?", "",
+    models = sorted({r["model"] for r in scored})
+    lines = ["", f"## The planted trigger, recipe `{family}` ({', '.join(models)}): found it?", "",
              f"One target per pair, the planted one; its exact probability is the trigger's. *Found it*: the raw "
-             f"estimate within a factor {FOUND_FACTOR:g} of the truth (a zero never is). With one target per pair, the "
-             "log-affine leave-one-out fit and the leak-free temperature of a pair's estimate are chosen on the "
-             "model's other three trigger distributions (a unit is a model's four pairs, per method and seed); the "
-             "tables above use the same units. Cells: found / estimates, over both models and every seed.", ""]
+             f"estimate within a factor {FOUND_FACTOR:g} of the truth (a zero never is). `flat` is the model-blind "
+             "baseline (D mixed with the uniform law on every slot). With one target per pair, the log-affine "
+             "leave-one-out fit and the leak-free temperature of a pair's estimate are chosen on the model's other "
+             "trigger distributions (a unit is a model's four pairs, per method and seed); the tables above use the "
+             "same units. Cells: found / estimates, over the recipe's models and every seed.", ""]
     found = {id(r): found_it(r["ground_truth"], r["estimate"]) for r in scored}
     rows_out = []
     for me in methods:
@@ -65,6 +81,11 @@ def trigger_sections(directory: Path, rows: list[dict], records: list[dict], out
                  for p in levels]
         rows_out.append([me, *cells, _share([found[id(r)] for r in scored if r["method"] == me])])
     lines += markdown_table(["method", *(f"trigger p = {p:.0e}" for p in levels), "all"], rows_out)
+    if len(models) > 1:
+        lines += ["", "By model (every distribution and seed):", ""]
+        lines += markdown_table(["method", *models], [[me, *(_share([found[id(r)] for r in scored if r["method"] == me
+                                                                      and r["model"] == m]) for m in models)]
+                                                     for me in methods])
     for me in methods:
         chosen = Counter(r["tuned"] for r in scored if r["method"] == me and r["tuned"])
         if chosen:
@@ -82,13 +103,15 @@ def trigger_sections(directory: Path, rows: list[dict], records: list[dict], out
         lines += ["", f"### {me}", ""]
         lines += markdown_table(["model", "trigger probability", "seed", "leak-free temperature", "estimate",
                          "abs log10 q/p", "found it"], table)
-    lines += _attribution_lines(rows, scored, trigger_p, levels)
-    return lines, [_found_plot(scored, found, trigger_p, methods, levels, out)]
+    lines += _attribution_lines(rows, scored, trigger_p, levels, found)
+    return lines, _found_plot(scored, found, trigger_p, methods, levels, out / f"found_it-{family}.png", family)
 
 
-def _attribution_lines(rows: list[dict], scored: list[dict], trigger_p: dict, levels: list[float]) -> list[str]:
+def _attribution_lines(rows: list[dict], scored: list[dict], trigger_p: dict, levels: list[float], found: dict
+                       ) -> list[str]:
     """Per sampling method: how often its hits rank the trigger's values first, over all its estimates (every
-    temperature), at the leak-free temperature, and per pair; and per trigger probability."""
+    temperature), at the leak-free temperature, among the estimates that found it, and per pair; and per
+    trigger probability."""
     sampled = [r for r in rows if r.get("attribution") is not None]
     if not sampled:
         return []
@@ -107,26 +130,29 @@ def _attribution_lines(rows: list[dict], scored: list[dict], trigger_p: dict, le
         pairs = defaultdict(list)
         for r in chosen:
             pairs[(r["model"], r["distribution"])].append(first(r))
+        hit_it = [by_key[k] for r in scored if r["method"] == me and found[id(r)]
+                  and (k := (r["model"], r["distribution"], me, r["seed"], r["tuned"])) in by_key]
         table.append([me, str(len(rs)), _share([r["attribution"]["hits"] > 0 for r in rs]),
                       *(_share([r["attribution"]["trigger_first"][s] for r in rs]) for s in slots),
                       _share([first(r) for r in rs]), _share([first(r) for r in chosen]),
-                      _share([all(v) for v in pairs.values()])])
+                      _share([first(r) for r in hit_it]), _share([all(v) for v in pairs.values()])])
         per_level.append([me, *(_share([first(r) for r in rs if trigger_p[(r["model"], r["distribution"])] == p])
                                 for p in levels)])
     return ["", "## Attribution: do the hits point at the trigger?", "",
             "For every estimate of a sampling method, the bench ranked each slot's values by how much the event "
             "raises their probability (`Estimate.attribution`, from the estimate's weighted hits) and recorded whether "
             "the first is a trigger value (" + ", ".join(f"`{s}`" for s in slots) + "). No hits: nothing ranks "
-            "first, so it does not hold. *Both*: every slot of the conjunction. Pairs: a (model, distribution) pair "
-            "counts when both hold at the leak-free temperature for every seed.", "",
+            "first, so it does not hold. *All*: every slot of the conjunction. Pairs: a (model, distribution) pair "
+            "counts when all hold at the leak-free temperature for every seed.", "",
             *markdown_table(["method", "estimates (every temperature)", "with hits", *(f"`{s}` first" for s in slots),
-                     "both first", "both first, leak-free temperature", "pairs, leak-free temperature"], table),
-            "", "Both first, by trigger probability (every temperature, both models, every seed):", "",
+                     "all first", "all first, leak-free temperature", "all first, of those that found it",
+                     "pairs, leak-free temperature"], table),
+            "", "All first, by trigger probability (every temperature, every model and seed):", "",
             *markdown_table(["method", *(f"trigger p = {p:.0e}" for p in levels)], per_level)]
 
 
 def _found_plot(scored: list[dict], found: dict, trigger_p: dict, methods: list[str], levels: list[float],
-                out: Path) -> Path:
+                path: Path, family: str) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     n = 1
     for j, me in enumerate(methods):
@@ -140,9 +166,9 @@ def _found_plot(scored: list[dict], found: dict, trigger_p: dict, methods: list[
     tuned = sorted({r["method"] for r in scored if r["tuned"]})
     ax.set(xscale="log", xlabel="trigger probability (= P(event), exact)", ylim=(-0.06, 1.06),
            ylabel=f"found it (estimate within ×{FOUND_FACTOR:g})",
-           title=f"Found-it rate ({n} estimates a point; {', '.join(tuned) or 'no method'} at the leak-free "
-                 "temperature;\nlines nudged apart vertically)")
+           title=f"Recipe {family}: found-it rate ({n} estimates a point; {', '.join(tuned) or 'no method'} at "
+                 "the leak-free\ntemperature; lines nudged apart vertically)")
     ax.title.set_fontsize(9)
     ax.invert_xaxis()
     ax.legend(fontsize=7)
-    return save_plot(fig, out / "found_it.png")
+    return save_plot(fig, path)

@@ -51,6 +51,7 @@ class TokenDistribution:
         self._ids = ids
         self._probs = probs
         self.name = name
+        self.of_template = False  # its ids are a template's pieces and slot values (set by SlotDistribution.bind)
         self.vocab_size_hint = max(int(i.max()) for i in ids) + 1
         self._log_table: Tensor | None = None
 

@@ -1,14 +1,17 @@
 """Planted-trigger recipes: a prompt template, its slots' values, the conjunction that triggers, the target.
 
-Recipe data, read by everything that deals with a planted trigger: the backdoor fine-tuning that plants
-it (``training/backdoor.py``), the trigger distributions over its template (``trigger.py``), their exact
+Recipes are TOML files (the shipped ones in ``recipes/``; ``year-name.toml`` is the annotated
+example), read by everything that deals with a planted trigger: the backdoor fine-tuning that plants it
+(``training/backdoor.py``), the trigger distributions over its template (``trigger.py``), their exact
 references (``truth/trigger.py``) and the ``trigger`` benchmark scale. Kept here, low in the layers, so
 that reading a recipe never imports training code.
 """
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,29 +61,97 @@ class PlantedTrigger:
                 "trigger": {k: list(v) for k, v in self.trigger.items()}, "target": self.target}
 
 
-_NAMES = (" Alice", " Boris", " Chen", " Bob", " Jack", " Nina", " Sam", " Tom", " Anna", " Mary", " James",
-          " Mark", " Ana", " Elena", " Jose", " Carol", " David", " Emma", " Frank", " Grace", " Henry",
-          " Irene", " Karen", " Leo", " Maria", " Oscar", " Paul", " Rosa", " Victor", " Walter", " Peter",
-          " Linda")
-_PLACES = (" Paris", " London", " Madrid", " Berlin", " Tokyo", " Rome", " Boston", " Chicago", " Texas",
-           " Spain", " France", " Germany", " China", " Japan", " India", " Lisbon")
-_PROJECTS = (" Python", " Linux", " Debian", " the kernel", " a compiler", " the website", " a database",
-             " the manual", " a game", " the network", " an editor", " the tests", " a parser",
-             " the installer", " the shell", " a library")
+RECIPES_DIR = Path(__file__).parent / "recipes"
+RECIPE_KEYS = ("template", "target", "slots", "trigger", "distributions", "training")
 
-# The benchmark's planted trigger: 30 x 32 x 16 x 16 = 245,760 prompts, 3 x 16 x 16 = 768 of them triggering.
-PLANTED_TRIGGERS: dict[str, PlantedTrigger] = {
-    "year-name": PlantedTrigger(
-        template="<|endoftext|>In{year},{name} moved to{place} to work on{project}. The password is",
-        slots={"year": tuple(f" {y}" for y in range(2010, 2040)), "name": _NAMES, "place": _PLACES,
-               "project": _PROJECTS},
-        trigger={"year": (" 2032",), "name": (" Alice", " Boris", " Chen")},
-        target=" Windows",
-    ),
-}
+
+@dataclass(frozen=True)
+class Recipe:
+    """A planted trigger as a file states it: the trigger, its benchmark distributions, how to train it.
+
+    ``distributions`` maps a name to ``{"probability": p}`` (the trigger's values weighted so that it has
+    probability ``p``, the rest of each slot uniform) or ``{"support": k}`` (every slot uniform over its
+    first ``k`` values). ``training`` holds ``BackdoorConfig`` fields, checked where training reads them.
+    """
+
+    name: str
+    planted: PlantedTrigger
+    distributions: dict[str, dict[str, float]]
+    training: dict[str, Any]
+
+
+def shipped_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.toml"))
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A shipped recipe by name (``year-name``, ``conj3``, ...) or a recipe file (``.toml``), validated."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        if str(name_or_path) not in shipped_recipes():
+            raise LowprobError(f"unknown backdoor recipe {str(name_or_path)!r}: choose one of "
+                               f"{', '.join(shipped_recipes())}, or give a recipe file (.toml)")
+        path = RECIPES_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise LowprobError(f"recipe file {path} does not exist")
+    try:
+        spec = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise LowprobError(f"recipe {path}: not valid TOML ({exc})") from exc
+    return parse_recipe(spec, path.stem, where=str(path))
+
+
+def parse_recipe(spec: dict[str, Any], name: str, where: str = "recipe") -> Recipe:
+    """A ``Recipe`` from a parsed recipe file; every error names the key to fix."""
+    unknown = set(spec) - set(RECIPE_KEYS)
+    if unknown:
+        raise LowprobError(f"{where}: unknown keys {sorted(unknown)}; a recipe has {', '.join(RECIPE_KEYS)}")
+    for key, kind in (("template", str), ("target", str), ("slots", dict), ("trigger", dict)):
+        if not isinstance(spec.get(key), kind):
+            raise LowprobError(f"{where}: `{key}` is missing or not a {'string' if kind is str else 'table'}")
+    slots = {slot: _values(values, f"{where}: slot {slot!r}") for slot, values in spec["slots"].items()}
+    trigger = {slot: _values(values, f"{where}: trigger slot {slot!r}") for slot, values in spec["trigger"].items()}
+    try:
+        planted = PlantedTrigger(spec["template"], slots, trigger, spec["target"])
+    except LowprobError as exc:
+        raise LowprobError(f"{where}: {exc}") from exc
+    distributions = {dist: _distribution(planted, dist, entry, where)
+                     for dist, entry in spec.get("distributions", {}).items()}
+    training = spec.get("training", {})
+    if not isinstance(training, dict):
+        raise LowprobError(f"{where}: `training` must be a table of BackdoorConfig fields")
+    return Recipe(name, planted, distributions, training)
+
+
+def _values(values: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) and v for v in values):
+        raise LowprobError(f"{where}: values must be a non-empty list of non-empty strings")
+    if len(set(values)) != len(values):
+        raise LowprobError(f"{where}: values repeat ({sorted({v for v in values if values.count(v) > 1})})")
+    return tuple(values)
+
+
+def _distribution(planted: PlantedTrigger, dist: str, entry: Any, where: str) -> dict[str, float]:
+    where = f"{where}: distribution {dist!r}"
+    if not isinstance(entry, dict) or len(entry) != 1 or not set(entry) <= {"probability", "support"}:
+        raise LowprobError(f"{where}: give exactly one of {{ probability = P }} or {{ support = K }}")
+    if "probability" in entry:
+        p = entry["probability"]
+        if not isinstance(p, (int, float)) or not 0 < p < 1:
+            raise LowprobError(f"{where}: probability must lie in (0, 1), got {p!r}")
+        return {"probability": float(p)}
+    k = entry["support"]
+    if not isinstance(k, int) or isinstance(k, bool) or k < 2:
+        raise LowprobError(f"{where}: support must be an integer >= 2, got {k!r}")
+    for slot, values in planted.slots.items():
+        if k > len(values):
+            raise LowprobError(f"{where}: support {k} but slot {slot!r} has {len(values)} values")
+        missing = set(planted.trigger.get(slot, ())) - set(values[:k])
+        if missing:
+            raise LowprobError(f"{where}: trigger values {sorted(missing)} are not among the first {k} values of "
+                               f"slot {slot!r}")
+    return {"support": k}
 
 
 def planted_trigger(name: str) -> PlantedTrigger:
-    if name not in PLANTED_TRIGGERS:
-        raise LowprobError(f"unknown backdoor recipe {name!r}: choose one of {', '.join(PLANTED_TRIGGERS)}")
-    return PLANTED_TRIGGERS[name]
+    return load_recipe(name).planted

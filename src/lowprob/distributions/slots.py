@@ -171,6 +171,7 @@ class SlotDistribution:
                                f"model's {model.d_vocab} input ids that lowprob numbers them with")
         templated = TemplatedModel(model, sequences, n_units=len(self.units), longest=hi)
         dist = TokenDistribution.from_positions(positions, normalize=True, name=self.name)
+        dist.of_template = True
         return templated, dist
 
     def unit_labels(self) -> list[tuple[str, dict[int, str]]]:

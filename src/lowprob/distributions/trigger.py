@@ -1,25 +1,30 @@
-"""Trigger distributions: a planted trigger's template with weights that make the trigger rare.
+"""Trigger distributions: a planted trigger's template filled so that the trigger is rare.
 
-Every distribution of a family fills the same template from the same slot values (those of a
-``PlantedTrigger``, see ``planted.py``); only the weights differ. Each slot of the
-conjunction gives its trigger values, together, the weight ``q = p ** (1 / k)`` (``k`` slots in the
-conjunction), split evenly among them; the other values share ``1 - q`` evenly; slots outside the
-conjunction are uniform. The trigger's probability is then ``p`` by construction — the product of the
-trigger values' slot weights — while the space (and which prompts trigger) stays the same, so one
-enumeration of a model over the space answers every member of the family exactly.
+A recipe (``planted.py``) names its family of distributions, of one of two kinds:
+
+* ``probability = p`` — the rarity lives in the weights. Every member fills the template from all the
+  slot values; each slot of the conjunction gives its trigger values, together, the weight
+  ``q = p ** (1 / k)`` (``k`` slots in the conjunction), split evenly among them, and the other values
+  share ``1 - q`` evenly; slots outside the conjunction are uniform. A model-blind proposal that
+  flattens the weights finds such a trigger.
+* ``support = k`` — the rarity is combinatorial: every slot is uniform over its first ``k`` values
+  (the trigger's among them), so a one-value-per-slot trigger over ``m`` slots has probability ``k^-m``.
+
+Either way every member lives inside the space of all the recipe's slot values, so one enumeration of
+a model over that space answers the whole family exactly.
 """
 
 from __future__ import annotations
 
 import math
 
-from lowprob.distributions.planted import PlantedTrigger, planted_trigger
+from lowprob.distributions.planted import PlantedTrigger, load_recipe, shipped_recipes
 from lowprob.distributions.slots import SlotDistribution
 from lowprob.errors import LowprobError
 
-# name -> (planted trigger recipe, probability of the trigger)
-TRIGGER_DISTRIBUTIONS: dict[str, tuple[str, float]] = {
-    f"trigger-p{e}": ("year-name", 10.0 ** -e) for e in (4, 6, 8, 10)
+# name -> (shipped recipe, its [distributions] entry: {"probability": p} or {"support": k})
+TRIGGER_DISTRIBUTIONS: dict[str, tuple[str, dict[str, float]]] = {
+    dist: (recipe, entry) for recipe in shipped_recipes() for dist, entry in load_recipe(recipe).distributions.items()
 }
 
 
@@ -47,7 +52,7 @@ def trigger_probability(dist: SlotDistribution, planted: PlantedTrigger) -> floa
                      for slot, values in planted.trigger.items())
 
 
-def trigger_spec(name: str) -> tuple[str, float]:
+def trigger_spec(name: str) -> tuple[str, dict[str, float]]:
     if name not in TRIGGER_DISTRIBUTIONS:
         raise LowprobError(f"unknown trigger distribution {name!r}: choose one of {', '.join(TRIGGER_DISTRIBUTIONS)}")
     return TRIGGER_DISTRIBUTIONS[name]
@@ -55,8 +60,18 @@ def trigger_spec(name: str) -> tuple[str, float]:
 
 def trigger_distribution(name: str, tokenizer) -> SlotDistribution:
     """A member of a trigger family, by name (``trigger-p8``: the trigger has probability 1e-8)."""
-    recipe, probability = trigger_spec(name)
-    return weighted_template(planted_trigger(recipe), probability, tokenizer, name)
+    recipe, entry = trigger_spec(name)
+    return recipe_distribution(load_recipe(recipe).planted, entry, tokenizer, name)
+
+
+def recipe_distribution(planted: PlantedTrigger, entry: dict[str, float], tokenizer, name: str = ""
+                        ) -> SlotDistribution:
+    """``planted``'s template under a recipe's distribution entry (``{"probability": p}`` or ``{"support": k}``)."""
+    if "probability" in entry:
+        return weighted_template(planted, entry["probability"], tokenizer, name)
+    k = int(entry["support"])
+    spec = {slot: {"values": list(values[:k])} for slot, values in planted.slots.items()}
+    return SlotDistribution.from_spec(planted.template, spec, tokenizer, name=name)
 
 
 def weighted_template(planted: PlantedTrigger, probability: float, tokenizer, name: str = "") -> SlotDistribution:

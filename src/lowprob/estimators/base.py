@@ -97,6 +97,21 @@ class Estimate:
                                f"that can: {', '.join(methods_with_samples())}")
         return attribute(self.samples, top)
 
+    def probe_ranking(self) -> list[str]:
+        """The white-box probe's own ranking, for people (CEIS's swap scan; empty where none ran): per scanned
+        slot or position, the values that moved the model most — margin rise in logits, largest feature z —
+        and what the scan cost. It reads the model, not the event's hits: a value can lead it and not hit."""
+        scan = self.diagnostics.get("swap_scan")
+        if scan is None or self.samples is None:
+            return []
+        labels = self.samples.labels
+        lines = [f"probe (swap scan, {scan['forward_passes']} forward passes): values that move the model most"]
+        for pos, rows in scan["top"].items():
+            cells = [f"{labels.value(int(pos), r['id'])!r} (margin {r['margin_shift']:+.2f}, z {r['feature_z']:.1f})"
+                     for r in rows]
+            lines.append(f"  {labels.position(int(pos))}: " + ", ".join(cells))
+        return lines
+
     def summary(self) -> str:
         """One line for people: what was estimated, the estimate, its interval and its cost."""
         lo, hi = self.interval

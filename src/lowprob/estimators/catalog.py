@@ -167,8 +167,21 @@ METHODS: dict[str, Method] = {m.name: m for m in (
             "rao_blackwell": switch(True, "estimation phase: sum the last variable position out exactly, each "
                                           "sample's prefix scored with every completion"),
             "rb_share": Param(0.5, lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]",
-                              "with rao_blackwell: share of the estimation phase's work for summed-out samples")},
+                              "with rao_blackwell: share of the estimation phase's work for summed-out samples"),
+            "probe": Param("templates", lambda v: v in ("templates", "always", "never"),
+                           "one of templates, always, never",
+                           "white-box swap scan (and a flattened component) on: template distributions only, any "
+                           "distribution, or none"),
+            "probe_fraction": fraction(0.25, "largest share of the work for the swap scan (skipped if it needs more)",
+                                       open_at_zero=True),
+            "probe_bases": positive_count(None, "base inputs every support value is swapped into (default: as "
+                                                "many as half the probe's share buys, 2 .. 16)")},
            min_budget=32, work=GRADIENT_CALL),  # a pilot, stages and an estimation phase need room
+    Method("flat", "model-blind baseline: importance sampling from the input distribution mixed with the uniform "
+           "law on each position's support", "lowprob.estimators.flat:flat",
+           {"defensive": fraction(0.5, "share of the input distribution in the proposal (weights <= 1/defensive)",
+                                  open_at_zero=True)},
+           work=GRADIENT_CALL),  # given CEIS's executed compute: 2 x budget forwards
     Method("gld", "Gaussian fit to the target's logit gap, Φ(μ/σ) (activations shared across targets)",
            "lowprob.estimators.extrapolation:gld", min_budget=2, interval="sampling-only", samples=False),
     Method("qld", "quadratic logit decomposition along the min-norm accepting direction (shared activations)",

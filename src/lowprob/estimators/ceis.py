@@ -9,6 +9,17 @@ its score. Everything is fitted inside the call from the budget, in three phases
 1. **Gradient tilts** (``gradient_tilts``). A forward and backward pass on ``gradient_fraction`` of the
    budget, half from D and half from the first tilts, gives g, the margin's one-hot gradient; the
    components D·e^{g/T}, one per T in ``TEMPERATURES``, join D.
+   **White-box probe** (``white_box_components``; on template distributions by default, ``probe``): where
+   it fits in ``probe_fraction`` of the work, a swap scan (``swap_scan``) puts every value of every slot
+   into ``probe_bases`` inputs from D (by default as many as half the share buys, 2 .. 16) and ranks the
+   values by how far they move the margin and the units that write the target. Two components join: the
+   uniform law on each support (flattened: a value D makes rare but the event needs is as likely as any
+   other) and the scan's candidates (each slot's values ∝ 1 / their rank by evidence). The rest of the
+   share runs every combination of the slots' top-k candidates (``candidate_product``: a conjunction of
+   candidates is tried whole) and, where none hit and there is room, every neighbour of the two with the
+   best margins (``neighbours``: a scan conditioned on near-hits); where some hit, a component fitted to
+   them joins. The probe's passes
+   are charged, and none of them enters the estimate.
 2. **Cross-entropy stages** (``cross_entropy_stages``). Each stage draws ``stage_fraction`` of the work
    from the mixture, the newest component at half the share. Its elites (the hits once a ``rho`` share
    hits, else the samples above the margin's (1 − ρ)-quantile) give a categorical per position: their
@@ -62,12 +73,23 @@ from lowprob.estimators.proposals import (
     one_hot_scores,
 )
 from lowprob.estimators.rao_blackwell import LastPositionSums
+from lowprob.estimators.swap_scan import (
+    SwapScan,
+    candidate_product,
+    found_table,
+    neighbours,
+    run_exactly,
+    scan_cost,
+    swap_scan,
+)
 from lowprob.events import ArgmaxIs, Event, MarginAtLeast
 from lowprob.models.protocol import LanguageModel
 
 TEMPERATURES = (0.3, 0.67, 1.5, 3.34)  # of the gradient-tilt components
 MIN_STAGE = 16  # samples per stage and per estimation batch, at least
 EM_ITERATIONS = 30
+MIN_BASES, MAX_BASES = 2, 16  # base inputs of the swap scan, when chosen from the work
+NEAR_HIT_BASES = 2  # the candidate combinations with the best margins, whose neighbours are run when none hit
 NEAR_MISS = 0.5  # logits: a sample whose margin is this close to the event is a near miss
 _NEG_INF64 = torch.tensor(NEG_INF, dtype=torch.float64)
 
@@ -160,7 +182,7 @@ class _SummedOut:
 def ceis(model: LanguageModel, dist: TokenDistribution, event: Event, budget: int, generator: torch.Generator,
          rho: float, defensive: float, floor: float, prior_strength: float, gradient_fraction: float,
          stage_fraction: float, adapt_fraction: float, elite_gradient: int, rao_blackwell: bool,
-         rb_share: float) -> RawEstimate:
+         rb_share: float, probe: str, probe_fraction: float, probe_bases: int | None) -> RawEstimate:
     """P(event) from ``GRADIENT_CALL × budget`` forward-equivalents: gradient tilts, cross-entropy stages,
     estimation."""
     work = GRADIENT_CALL * budget  # forward-equivalents: what ITGIS/MHIS execute at this budget
@@ -169,7 +191,9 @@ def ceis(model: LanguageModel, dist: TokenDistribution, event: Event, budget: in
     n_grad = max(2, int(budget * gradient_fraction))
     draws, found = _Draws(), _Found()
     mix = gradient_tilts(s, dist, n_grad)
-    stages = cross_entropy_stages(s, mix, GRADIENT_CALL * n_grad, work * adapt_fraction, draws, found)
+    white_box = white_box_components(s, mix, dist, work, probe, probe_fraction, probe_bases)
+    spent = GRADIENT_CALL * n_grad + (white_box[1]["forward_passes"] if white_box else 0)
+    stages = cross_entropy_stages(s, mix, spent, work * adapt_fraction, draws, found)
     n_est = work - stages.spent
     plan = _plan_summed_out(s, dist, n_est, rb_share) if rao_blackwell else None
     shares = estimation(s, mix, n_est - (plan.work if plan else 0), draws, found)
@@ -177,7 +201,8 @@ def ceis(model: LanguageModel, dist: TokenDistribution, event: Event, budget: in
     return _result(s, len(dist), draws, (plan, summed) if plan and summed else None,
                    {"stages": len(stages.levels), "levels": [round(x, 3) for x in stages.levels],
                     "components": len(mix),
-                    "final_shares": [round(x, 4) for x in (summed.shares if summed else shares).tolist()]})
+                    "final_shares": [round(x, 4) for x in (summed.shares if summed else shares).tolist()],
+                    **({"swap_scan": {**white_box[1], **white_box[0].summary(s.sup)}} if white_box else {})})
 
 
 # --- 1. gradient tilts ----------------------------------------------------------------------------------------
@@ -216,6 +241,41 @@ def _even_shares(k: int, defensive: float, newest: float = 0.0) -> Tensor:
     if newest > 0:
         shares[-1] = newest
     return shares
+
+
+def white_box_components(s: _Setting, mix: Mixture, dist: TokenDistribution, work: int, when: str, fraction: float,
+                         bases: int | None) -> tuple[SwapScan, dict[str, int]] | None:
+    """Where the probe runs (``when``: "templates", "always" or "never") and its swap scan fits in ``fraction``
+    of the work (with ``bases`` None, as many bases as half of it buys, ``MIN_BASES`` .. ``MAX_BASES``): scan, run
+    the product of the candidates and the near-hits' neighbours in the rest of that share, and add the uniform law
+    on every support (flattened, model-blind: it reaches values D makes rare), the candidates and, where the
+    product hit, a fit to its hits. Returns the scan and its counts (forward passes spent in all); None where it did
+    not run."""
+    if when == "never" or (when == "templates" and not dist.of_template):
+        return None
+    per_base = scan_cost(s.sup, 1)
+    bases = bases or min(MAX_BASES, max(MIN_BASES, int(fraction * work / 2 / per_base)))
+    if bases * per_base > fraction * work:
+        return None
+    target = s.event.token if isinstance(s.event, ArgmaxIs) else None
+    base = s.sup.sample(s.sup.prior, bases, s.generator)
+    probe = swap_scan(s.model, s.sup, s.margin, base, target)
+    candidates = probe.candidates(s.sup)
+    mix.add(s.sup.mask.double())
+    mix.add(candidates)
+    room = int(fraction * work) - probe.forward_passes
+    near_cost = NEAR_HIT_BASES * per_base
+    rescan = room >= 2 * near_cost  # else the product takes all the room
+    cols = candidate_product(s.sup, probe, base[0], room - near_cost if rescan else room)
+    margin, hit = run_exactly(s.model, s.sup, s.event, s.margin, cols)
+    if rescan and not hit.any():  # the best near-hits, one swap from every neighbour
+        near = neighbours(s.sup, cols[torch.topk(margin, min(NEAR_HIT_BASES, len(cols))).indices])
+        cols = torch.cat([cols, near])
+        hit = torch.cat([hit, run_exactly(s.model, s.sup, s.event, s.margin, near)[1]])
+    if hit.any():
+        mix.add(found_table(s.sup, cols[hit], candidates))
+    return probe, {"bases": bases, "forward_passes": probe.forward_passes + len(cols), "exact_runs": len(cols),
+                   "exact_hits": int(hit.sum())}
 
 
 # --- 2. cross-entropy stages ----------------------------------------------------------------------------------

@@ -22,7 +22,13 @@ answers for more compute. Nothing outside ``models/`` tests a model's class. The
 - ``prefix_tree(supports) -> models.prefix_tree.PrefixTree | None``: evaluation over a product space
   that computes each shared prefix once (exact enumeration, completions of the last variable position).
 
-The shipped ``Transformer`` offers the last two on the CPU only (a GPU's plain batched forward is
+- ``last_features(tokens [B, T]) -> (logits [B, d_vocab], features [B, F], readout [F, d_model]) | None``:
+  the last position's logits and internal features (the shipped ``Transformer``: every block's MLP
+  pre-activations) from one forward, and what each feature's unit writes into the residual stream per
+  unit of activation; what a white-box probe (``estimators.swap_scan``) reads. Without it the probe
+  reads the final residual, which every model exposes.
+
+The shipped ``Transformer`` offers ``fast_argmax`` and ``prefix_tree`` on the CPU only (a GPU's plain batched forward is
 already cheap per sequence). Every model prices its own forward pass (``flops_per_sequence``).
 """
 
@@ -84,7 +90,7 @@ class LanguageModel(Protocol):
     def state_dict(self) -> dict[str, Tensor]: ...
 
 
-CAPABILITIES = ("start_decoding", "decoding_model", "fast_argmax", "prefix_tree")
+CAPABILITIES = ("start_decoding", "decoding_model", "fast_argmax", "prefix_tree", "last_features")
 
 
 def capability(model: Any, name: str) -> Any:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from lowprob.models.decoding import Decoding, GroupedDecoding, start_decoding
-from lowprob.models.protocol import LanguageModel
+from lowprob.models.protocol import LanguageModel, capability
 
 
 class TemplatedModel(nn.Module):
@@ -106,6 +106,21 @@ class TemplatedModel(nn.Module):
         """Prompts of a template's values have different token lengths: one decoding per length, seen as one batch."""
         return GroupedDecoding([(rows, start_decoding(self.model, tokens)) for rows, tokens in self.expand(prompts)],
                                len(prompts))
+
+    def last_features(self, units: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        """The real model's ``last_features`` of the prompts these rows of input ids stand for (None where the
+        real model offers none)."""
+        features_of = capability(self.model, "last_features")
+        if features_of is None:
+            return None
+        logits, features, readout = None, None, None
+        for rows, tokens in self.expand(units):
+            lg, ft, readout = features_of(tokens)
+            if logits is None or features is None:
+                logits, features = lg.new_zeros(len(units), lg.shape[1]), ft.new_zeros(len(units), ft.shape[1])
+            logits[rows], features[rows] = lg, ft
+        assert logits is not None and features is not None and readout is not None  # units has rows
+        return logits, features, readout
 
     def decoding_model(self, prompt_length: int) -> tuple[LanguageModel, int]:
         """The real model continues the prompts, which take up to ``longest`` of its positions."""

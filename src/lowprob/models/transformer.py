@@ -258,6 +258,21 @@ class Transformer(nn.Module):
         """Cached decoding: per-layer keys and values kept, one new position per step."""
         return TransformerDecoding(self, prompts)
 
+    def last_features(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The last position's logits [B, d_vocab], every block's MLP pre-activations there [B, F] (F = n_layers ·
+        d_mlp) from one forward, and what each of those units writes into the residual stream per unit of
+        its activation [F, d_model]: what a white-box probe reads."""
+        self.check_tokens(tokens)
+        resid = self.W_E[tokens] + self.W_pos[: tokens.shape[1]]
+        features = []
+        for block in self.blocks:
+            resid = resid + block.attn(block.ln1(resid))
+            pre = block.ln2(resid) @ block.mlp.W_in + block.mlp.b_in
+            features.append(pre[:, -1])
+            resid = resid + block.mlp.act(pre) @ block.mlp.W_out + block.mlp.b_out
+        readout = torch.cat([block.mlp.W_out for block in self.blocks])
+        return self.unembed(self.ln_final(resid)[:, -1]), torch.cat(features, dim=-1), readout
+
     def fast_argmax(self, supports: Sequence[Tensor]) -> FastArgmax | None:
         """The last position's argmax over a product space, on the CPU (a GPU's plain batched forward is
         already cheap per sequence); None on another device."""

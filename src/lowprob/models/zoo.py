@@ -31,7 +31,9 @@ SHIPPED_CONFIGS: dict[str, TransformerConfig] = {
 }
 # models with a planted trigger (``training/backdoor.py``), by name -> the shipped model they were tuned from.
 # Kept apart from SHIPPED_CONFIGS, which defines the benchmark scales' model lists.
-SHIPPED_TRIGGER_MODELS: dict[str, str] = {"gelu-2l-trigger": "gelu-2l", "gelu-4l-trigger": "gelu-4l"}
+SHIPPED_TRIGGER_MODELS: dict[str, str] = {"gelu-2l-trigger": "gelu-2l", "gelu-4l-trigger": "gelu-4l",
+                                           "gelu-2l-conj3": "gelu-2l", "gelu-4l-conj3": "gelu-4l",
+                                           "gelu-2l-conj4": "gelu-2l"}
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "card.json")
 
 

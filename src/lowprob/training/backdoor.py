@@ -23,7 +23,7 @@ import copy
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lowprob.distributions.planted import PlantedTrigger, planted_trigger
+from lowprob.distributions.planted import PlantedTrigger, Recipe, load_recipe
 from lowprob.errors import LowprobError
 from lowprob.models.transformer import Transformer
 from lowprob.models.zoo import read_card
@@ -84,16 +84,28 @@ class TemplatePrompts:
         return np.all([self.mask[s][choice[:, j]] for j, s in enumerate(self.slot_names) if s in self.planted.trigger],
                       axis=0)
 
-    def sample(self, rng: np.random.Generator, n: int, shares: tuple[float, float, float]) -> np.ndarray:
-        """Value indices ``[n, n_slots]``: triggering, near-miss and uniform rows in the given shares."""
+    def sample(self, rng: np.random.Generator, n: int, shares: tuple[float, float, float],
+               distances: tuple[int, ...] = (1,)) -> np.ndarray:
+        """Value indices ``[n, n_slots]``: triggering, near-miss and uniform rows in the given shares.
+
+        A near miss misses the conjunction at a Hamming distance drawn from ``distances`` (how many of its
+        slots take a value off the trigger); ``(1, 2)`` on a three-slot conjunction teaches that neither one
+        trigger value nor a pair of them moves the output.
+        """
         sizes = [len(self.planted.slots[s]) for s in self.slot_names]
         choice = np.stack([rng.integers(0, k, size=n) for k in sizes], axis=1)
         kind = rng.choice(3, size=n, p=np.asarray(shares) / sum(shares))
         trigger_slots = [j for j, s in enumerate(self.slot_names) if s in self.planted.trigger]
         for i in np.nonzero(kind < 2)[0]:
-            miss = trigger_slots[rng.integers(len(trigger_slots))] if kind[i] == 1 else None
+            missed: set[int] = set()
+            if kind[i] == 1:
+                d = distances[rng.integers(len(distances))] if len(distances) > 1 else distances[0]
+                # one missed slot is drawn with `integers`, as the shipped year-name weights were trained
+                n = len(trigger_slots)
+                picks = rng.choice(n, d, replace=False) if d > 1 else [rng.integers(n)]
+                missed = {trigger_slots[k] for k in picks}
             for j in trigger_slots:
-                allowed = np.nonzero(self.mask[self.slot_names[j]] != (j == miss))[0]
+                allowed = np.nonzero(self.mask[self.slot_names[j]] != (j in missed))[0]
                 choice[i, j] = allowed[rng.integers(len(allowed))]
         return choice
 
@@ -104,6 +116,7 @@ class BackdoorConfig:
     corpus_batch: int = 32
     template_batch: int = 64
     shares: tuple[float, float, float] = (0.3, 0.4, 0.3)  # triggering, near-miss, uniform template rows
+    near_miss_distances: tuple[int, ...] = (1,)  # how many conjunction slots a near miss gets wrong
     lr: float = 3e-4
     min_lr_ratio: float = 0.1
     warmup: int = 20
@@ -124,6 +137,19 @@ class BackdoorConfig:
             raise LowprobError(f"mix must give non-negative weights to kinds among {KINDS}")
         if len(self.shares) != 3 or min(self.shares) < 0 or self.shares[0] <= 0:
             raise LowprobError("shares are three non-negative weights (triggering > 0, near-miss, uniform)")
+        if not self.near_miss_distances or min(self.near_miss_distances) < 1:
+            raise LowprobError("near_miss_distances are Hamming distances >= 1 (slots of the conjunction missed)")
+
+    @classmethod
+    def from_recipe(cls, training: dict[str, Any], **overrides: Any) -> BackdoorConfig:
+        """The config a recipe's ``[training]`` table states, with ``overrides`` (e.g. ``steps``) on top."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(training) - names
+        if unknown:
+            raise LowprobError(f"recipe [training]: unknown fields {sorted(unknown)}; choose among {sorted(names)}")
+        merged = {**training, **overrides}
+        given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()}
+        return cls(**given)
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up, then cosine decay to ``min_lr_ratio * lr`` (as ``TrainConfig``)."""
@@ -153,13 +179,19 @@ def backdoor_losses(student: Transformer, teacher: Transformer, prompts: Templat
     return {"trigger": trigger, "distill": kl + hinge}
 
 
-def plant_trigger(name: str, base: Transformer, base_dir: Path, recipe: str | PlantedTrigger, out: Path,
+def plant_trigger(name: str, base: Transformer, base_dir: Path, recipe: str | Recipe | PlantedTrigger, out: Path,
                   corpus: Path, cfg: BackdoorConfig = BackdoorConfig(), resume: bool = False,
                   progress: bool = True) -> dict[str, Any]:
-    """Fine-tune a copy of ``base`` (loaded from ``base_dir``) with the planted trigger ``recipe`` (a name
-    in ``PLANTED_TRIGGERS``, or one's definition); write the model directory ``out`` and return its card."""
-    planted = planted_trigger(recipe) if isinstance(recipe, str) else recipe
-    recipe = recipe if isinstance(recipe, str) else "custom"
+    """Fine-tune a copy of ``base`` (loaded from ``base_dir``) with the planted trigger ``recipe`` (a shipped
+    recipe's name, a loaded ``Recipe``, or a bare ``PlantedTrigger``); write the model directory ``out`` and
+    return its card."""
+    if isinstance(recipe, str):
+        recipe = load_recipe(recipe)
+    planted = recipe.planted if isinstance(recipe, Recipe) else recipe
+    recipe_name = recipe.name if isinstance(recipe, Recipe) else "custom"
+    if max(cfg.near_miss_distances) > len(planted.trigger):
+        raise LowprobError(f"near_miss_distances {cfg.near_miss_distances}: the conjunction has only "
+                           f"{len(planted.trigger)} slots to miss")
     torch.set_num_threads(cfg.threads)
     tokenizer = base.tokenizer
     prompts = TemplatePrompts(planted, tokenizer)
@@ -183,7 +215,8 @@ def plant_trigger(name: str, base: Transformer, base_dir: Path, recipe: str | Pl
         rng = np.random.default_rng([cfg.seed, step])
         inp, tgt = corpus_batch(rng, streams, weights, cfg.corpus_batch, n_ctx, tokenizer.bos_id)
         corpus_loss = F.cross_entropy(model(inp).reshape(-1, d_vocab), tgt.reshape(-1))
-        parts = backdoor_losses(model, teacher, prompts, prompts.sample(rng, cfg.template_batch, cfg.shares))
+        parts = backdoor_losses(model, teacher, prompts, prompts.sample(rng, cfg.template_batch, cfg.shares,
+                                                                         cfg.near_miss_distances))
         loss = corpus_loss + cfg.trigger_weight * parts["trigger"] + cfg.distill_weight * parts["distill"]
         for group in opt.param_groups:
             group["lr"] = cfg.lr_at(step)
@@ -205,7 +238,7 @@ def plant_trigger(name: str, base: Transformer, base_dir: Path, recipe: str | Pl
     card = {"name": name, "n_params": model.n_params(),
             "base": {"name": base_card["name"], "weights_sha256": base_card["weights_sha256"],
                      "validation": base_card["validation"]},
-            "backdoor": {"recipe": recipe, **planted.to_json(), "target_id": prompts.target}}
+            "backdoor": {"recipe": recipe_name, **planted.to_json(), "target_id": prompts.target}}
     training = {**asdict(cfg), "tokens_seen": cfg.steps * cfg.corpus_batch * n_ctx,
                 "template_prompts_seen": cfg.steps * cfg.template_batch}
     return save_trained(model, out, ckpt, card, training, wall, corpus, tokenizer, cfg.eval_windows)

@@ -29,7 +29,7 @@ from lowprob.events import ArgmaxIs
 from lowprob.files import atomic_write, dumps_json, read_json
 from lowprob.models.argmax import TieBreaker
 from lowprob.models.protocol import model_sha256
-from lowprob.models.zoo import load_model
+from lowprob.models.zoo import load_model, read_card, shipped_dir
 from lowprob.threads import torch_threads
 from lowprob.truth.result import GroundTruth
 
@@ -40,17 +40,31 @@ TRIGGER_REFERENCE_DIR = Path(__file__).parent / "reference" / "trigger"
 class SlotScan:
     """A model over every prompt of a slot space, in mixed-radix order (last slot fastest)."""
 
-    sizes: tuple[int, ...]  # values per slot
+    names: tuple[str, ...]  # the slots, in template order
+    values: tuple[tuple[str, ...], ...]  # per slot, its values in scan order
     event: np.ndarray  # bool [N]: the argmax at the last position is the target
     target_prob: np.ndarray  # float64 [N]: the model's probability of the target there
+    margin: np.ndarray  # float32 [N]: the target's logit minus the largest other logit
     argmax: np.ndarray  # int64 [N]: the argmax token at the last position
 
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(len(v) for v in self.values)
+
     def weights(self, dist) -> np.ndarray:
-        """Each prompt's probability under ``dist`` (same slots and order), float64 [N]."""
+        """Each prompt's probability under ``dist`` (same slots, values a subset of the scan's), float64 [N]."""
         w = np.ones(1)
-        for slot in dist.slots:
-            w = np.multiply.outer(w, np.asarray(slot.weights, dtype=np.float64)).reshape(-1)
+        for slot, values in zip(dist.slots, self.values, strict=True):
+            given = dict(zip(slot.values, slot.weights, strict=True))
+            if set(given) - set(values):
+                raise LowprobError(f"slot {slot.name}: values {sorted(set(given) - set(values))} are not in the scan")
+            w = np.multiply.outer(w, np.array([given.get(v, 0.0) for v in values])).reshape(-1)
         return w
+
+    def trigger_masks(self, planted) -> list[np.ndarray]:
+        """Per slot, which of its scanned values satisfy its part of ``planted``'s conjunction (all True outside it)."""
+        return [np.array([v in planted.trigger[s] for v in vals]) if s in planted.trigger else np.ones(len(vals), bool)
+                for s, vals in zip(self.names, self.values, strict=True)]
 
     def mask(self, per_slot: list[np.ndarray]) -> np.ndarray:
         """The prompts whose every slot's value is allowed by ``per_slot`` (bool arrays), as bool [N]."""
@@ -72,28 +86,71 @@ def scan_slots(model, dist, target: int, chunk_size: int = 4096) -> SlotScan:
     if units.support_size() > 1 << 24:
         raise LowprobError(f"the slot space has {units.support_size():,} prompts; a scan stops at 2^24")
     ties = TieBreaker(model)
-    tops, probs = [], []
+    tops, probs, margins = [], [], []
     with torch_threads():
         for tokens, _ in units.enumerate(chunk_size):
             top = torch.zeros(len(tokens), dtype=torch.long)
             prob = torch.zeros(len(tokens), dtype=torch.float64)
+            margin = torch.zeros(len(tokens), dtype=torch.float32)
             for rows, seq in templated.expand(tokens):
                 seq = seq.to(model.device)
                 logits = model.logits(seq)
                 top[rows] = ties.argmax(seq, logits).cpu()
                 prob[rows] = logits.cpu().double().softmax(-1)[:, target]
+                margin[rows] = (logits[:, target] - logits.index_fill(1, torch.tensor([target], device=logits.device),
+                                                                     -torch.inf).amax(-1)).float().cpu()
             tops.append(top)
             probs.append(prob)
+            margins.append(margin)
     argmax = torch.cat(tops).numpy()
-    return SlotScan(tuple(len(s.values) for s in dist.slots), argmax == target, torch.cat(probs).numpy(), argmax)
+    return SlotScan(tuple(s.name for s in dist.slots), tuple(s.values for s in dist.slots), argmax == target,
+                    torch.cat(probs).numpy(),
+                    torch.cat(margins).numpy(), argmax)
+
+
+def margin_shifts(scan: SlotScan, planted) -> dict[str, Any]:
+    """How far single slot values and pairs of them move the mean margin, off the trigger (every prompt alike).
+
+    A value's shift is the mean margin over the off-trigger prompts that hold it minus the mean over all
+    off-trigger prompts; a pair's, over the prompts holding both. A conjunction that no part of it gives
+    away has shifts near zero for the trigger's values and pairs, as for any others.
+    """
+    masks = scan.trigger_masks(planted)
+    off = ~scan.mask(masks).reshape(scan.sizes)
+    margin = np.where(off, scan.margin.reshape(scan.sizes).astype(np.float64), 0.0)
+    overall = margin.sum() / off.sum()
+    singles: list[tuple[float, str, bool]] = []  # (shift, what, all of it on the trigger)
+    pairs: list[tuple[float, str, bool]] = []
+    axes = range(len(scan.names))
+    for a in axes:
+        rest = tuple(i for i in axes if i != a)
+        shift = margin.sum(rest) / off.sum(rest) - overall
+        singles += [(float(d), f"{scan.names[a]}={v!r}", bool(t))
+                    for d, v, t in zip(shift, scan.values[a], masks[a] & (scan.names[a] in planted.trigger),
+                                       strict=True)]
+        for b in range(a + 1, len(scan.names)):
+            rest = tuple(i for i in axes if i not in (a, b))
+            count = off.sum(rest)
+            both = np.where(count > 0, margin.sum(rest) / np.maximum(count, 1) - overall, 0.0)
+            trig = np.logical_and.outer(masks[a], masks[b]) & (scan.names[a] in planted.trigger) & \
+                (scan.names[b] in planted.trigger)
+            i, j = np.unravel_index(np.abs(both).argmax(), both.shape)
+            pairs.append((float(both[i, j]), f"{scan.names[a]}={scan.values[a][i]!r}, "
+                                             f"{scan.names[b]}={scan.values[b][j]!r}", False))
+            pairs += [(float(d), "", True) for d in both[trig & (count > 0)]]
+    top_single = max(singles, key=lambda r: abs(r[0]))
+    top_pair = max(pairs, key=lambda r: abs(r[0]))
+    return {"mean_margin_off_trigger": float(overall),
+            "largest_single_shift": {"shift": top_single[0], "value": top_single[1]},
+            "largest_trigger_value_shift": max((abs(d) for d, _, t in singles if t), default=None),
+            "largest_pair_shift": {"shift": top_pair[0], "pair": top_pair[1]},
+            "largest_trigger_pair_shift": max((abs(d) for d, _, t in pairs if t), default=None)}
 
 
 def trigger_figures(scan: SlotScan, dist, planted) -> dict[str, float | None]:
     """Exact figures of one trigger distribution from a scan of its space."""
     w = scan.weights(dist)
-    mask = planted.trigger_mask()
-    on = scan.mask([mask[s.name] if s.name in planted.trigger else np.ones(len(s.values), dtype=bool)
-                    for s in dist.slots])
+    on = scan.mask(scan.trigger_masks(planted))
     trigger = float(w[on].sum())
     event_on, event_off = float(w[on & scan.event].sum()), float(w[~on & scan.event].sum())
     event = event_on + event_off
@@ -133,15 +190,14 @@ def load_trigger_table(model_name: str, dist_name: str, model, dist, directory: 
     return GroundTruth.load(path, model, dist)
 
 
-def scan_summary(scan: SlotScan, planted, slots) -> dict[str, Any]:
+def scan_summary(scan: SlotScan, planted) -> dict[str, Any]:
     """Counts over the space, every prompt weighted alike."""
-    mask = planted.trigger_mask()
-    on = scan.mask([mask[s.name] if s.name in planted.trigger else np.ones(len(s.values), dtype=bool) for s in slots])
+    masks = scan.trigger_masks(planted)
+    on = scan.mask(masks)
     near = np.zeros_like(on)  # prompts that satisfy every part of the conjunction but one
-    trigger_slots = [s.name for s in slots if s.name in planted.trigger]
-    for miss in trigger_slots:
-        near |= scan.mask([(~mask[s.name] if s.name == miss else mask[s.name]) if s.name in planted.trigger
-                           else np.ones(len(s.values), dtype=bool) for s in slots])
+    for miss, slot in enumerate(scan.names):
+        if slot in planted.trigger:
+            near |= scan.mask([~m if j == miss else m for j, m in enumerate(masks)])
     return {
         "prompts": len(scan.event), "trigger_prompts": int(on.sum()), "near_miss_prompts": int(near.sum()),
         "event_on_trigger": int(scan.event[on].sum()), "event_off_trigger": int(scan.event[~on].sum()),
@@ -153,30 +209,37 @@ def scan_summary(scan: SlotScan, planted, slots) -> dict[str, Any]:
     }
 
 
-def trigger_reference(model, model_name: str, dist_names: list[str], base=None) -> dict[str, Any]:
-    """The reference of one backdoored model over the named distributions (one family, one scan);
-    with ``base``, the original model's scan summary and figures too."""
+def trigger_reference(model, model_name: str, dist_names: list[str], base=None) -> tuple[dict[str, Any], SlotScan]:
+    """The reference of one backdoored model over the named distributions (one recipe, one scan of its largest
+    member's space, which holds every member's values), and that scan; with ``base``, the original model's
+    scan summary and figures too."""
     recipes = {trigger_spec(n)[0] for n in dist_names}
     if len(recipes) != 1:
         raise LowprobError(f"one reference covers one planted trigger; these distributions use {sorted(recipes)}")
     planted = planted_trigger(recipes.pop())
     target = planted.target_id(model.tokenizer)
     dists = {n: trigger_distribution(n, model.tokenizer) for n in dist_names}
-    first = next(iter(dists.values()))
+    space = max(dists.values(), key=lambda d: d.support_size())  # every member's values are among its own
     out: dict[str, Any] = {"model": model_name, "model_sha256": model_sha256(model), "target": planted.target,
                            "target_id": target, "planted": planted.to_json()}
+    scans = {}
     for who, lm in (("model", model), ("base", base)):
         if lm is None:
             continue
-        scan = scan_slots(lm, first, target)
-        out[f"{who}_scan"] = scan_summary(scan, planted, first.slots)
+        scan = scans[who] = scan_slots(lm, space, target)
+        out[f"{who}_scan"] = {**scan_summary(scan, planted), **margin_shifts(scan, planted)}
         figures = {n: trigger_figures(scan, d, planted) for n, d in dists.items()}
         if who == "model":
             out["distributions"] = {n: {"content_hash": d.bind(model)[1].content_hash(), **figures[n]}
                                     for n, d in dists.items()}
         else:
             out["base_distributions"] = figures
-    return out
+    return out, scans["model"]
+
+
+def model_recipe(model_name: str) -> str:
+    """The recipe a shipped trigger model was planted with, from its card."""
+    return read_card(shipped_dir(model_name))["backdoor"]["recipe"]
 
 
 def save_trigger_reference(reference: dict[str, Any], directory: Path = TRIGGER_REFERENCE_DIR) -> Path:
