@@ -193,3 +193,19 @@ def test_near_misses_come_at_every_distance_asked(tiny_tokenizer):
     held = sum(prompts.mask[s][choice[:, j]] for j, s in enumerate(prompts.slot_names)).astype(int)
     assert set(np.unique(held)) == {1, 2}  # one or two trigger values held, never all three
     assert abs((held == 2).mean() - 0.5) < 0.05
+
+
+def test_the_probe_says_what_it_found_and_why_it_did_not_run():
+    from lowprob import load_distribution, load_model
+
+    model = load_model("gelu-2l-trigger")
+    dist = load_distribution("trigger-p6", model)
+    ran = estimate(model, dist, ArgmaxIs(1978), budget=512, seed=0)
+    scan = ran.diagnostics["swap_scan"]
+    assert scan["forward_passes"] <= 0.25 * 2 * 512 and set(scan["top"]) == {"1", "3", "5", "7"}  # the four slots
+    lines = ran.probe_ranking()
+    assert lines[0].startswith("probe (swap scan, ") and lines[1].startswith("  year: ' 2032'")
+    skipped = estimate(model, dist, ArgmaxIs(1978), budget=64, seed=0)
+    assert "more than probe_fraction" in skipped.diagnostics["swap_scan"]["skipped"]
+    assert skipped.probe_ranking()[0].startswith("probe (swap scan) skipped: the scan needs 188 forward passes")
+    assert "swap_scan" not in estimate(model, dist, ArgmaxIs(1978), budget=512, seed=0, probe="never").diagnostics

@@ -104,6 +104,8 @@ class Estimate:
         scan = self.diagnostics.get("swap_scan")
         if scan is None or self.samples is None:
             return []
+        if "skipped" in scan:
+            return [f"probe (swap scan) skipped: {scan['skipped']}"]
         labels = self.samples.labels
         lines = [f"probe (swap scan, {scan['forward_passes']} forward passes): values that move the model most"]
         for pos, rows in scan["top"].items():

@@ -191,8 +191,8 @@ def ceis(model: LanguageModel, dist: TokenDistribution, event: Event, budget: in
     n_grad = max(2, int(budget * gradient_fraction))
     draws, found = _Draws(), _Found()
     mix = gradient_tilts(s, dist, n_grad)
-    white_box = white_box_components(s, mix, dist, work, probe, probe_fraction, probe_bases)
-    spent = GRADIENT_CALL * n_grad + (white_box[1]["forward_passes"] if white_box else 0)
+    scan, scan_notes = white_box_components(s, mix, dist, work, probe, probe_fraction, probe_bases)
+    spent = GRADIENT_CALL * n_grad + scan_notes.get("forward_passes", 0)
     stages = cross_entropy_stages(s, mix, spent, work * adapt_fraction, draws, found)
     n_est = work - stages.spent
     plan = _plan_summed_out(s, dist, n_est, rb_share) if rao_blackwell else None
@@ -202,7 +202,7 @@ def ceis(model: LanguageModel, dist: TokenDistribution, event: Event, budget: in
                    {"stages": len(stages.levels), "levels": [round(x, 3) for x in stages.levels],
                     "components": len(mix),
                     "final_shares": [round(x, 4) for x in (summed.shares if summed else shares).tolist()],
-                    **({"swap_scan": {**white_box[1], **white_box[0].summary(s.sup)}} if white_box else {})})
+                    **({"swap_scan": {**scan_notes, **(scan.summary(s.sup) if scan else {})}} if scan_notes else {})})
 
 
 # --- 1. gradient tilts ----------------------------------------------------------------------------------------
@@ -244,19 +244,20 @@ def _even_shares(k: int, defensive: float, newest: float = 0.0) -> Tensor:
 
 
 def white_box_components(s: _Setting, mix: Mixture, dist: TokenDistribution, work: int, when: str, fraction: float,
-                         bases: int | None) -> tuple[SwapScan, dict[str, int]] | None:
+                         bases: int | None) -> tuple[SwapScan | None, dict]:
     """Where the probe runs (``when``: "templates", "always" or "never") and its swap scan fits in ``fraction``
     of the work (with ``bases`` None, as many bases as half of it buys, ``MIN_BASES`` .. ``MAX_BASES``): scan, run
     the product of the candidates and the near-hits' neighbours in the rest of that share, and add the uniform law
     on every support (flattened, model-blind: it reaches values D makes rare), the candidates and, where the
-    product hit, a fit to its hits. Returns the scan and its counts (forward passes spent in all); None where it did
-    not run."""
+    product hit, a fit to its hits. Returns the scan (None where it did not run) and what the diagnostics say of it:
+    its counts (forward passes spent in all), why it was skipped, or nothing where it does not apply."""
     if when == "never" or (when == "templates" and not dist.of_template):
-        return None
+        return None, {}
     per_base = scan_cost(s.sup, 1)
     bases = bases or min(MAX_BASES, max(MIN_BASES, int(fraction * work / 2 / per_base)))
     if bases * per_base > fraction * work:
-        return None
+        return None, {"skipped": f"the scan needs {bases * per_base} forward passes, more than probe_fraction × "
+                                 f"the work ({int(fraction * work)}): raise the budget or probe_fraction"}
     target = s.event.token if isinstance(s.event, ArgmaxIs) else None
     base = s.sup.sample(s.sup.prior, bases, s.generator)
     probe = swap_scan(s.model, s.sup, s.margin, base, target)

@@ -88,13 +88,15 @@ def candidate_product(sup: Supports, scan: SwapScan, base: Tensor, size: int) ->
 def neighbours(sup: Supports, bases: Tensor) -> Tensor:
     """Columns of every input one position away from a base (``bases`` [B, T]): a scan conditioned on near-hits,
     where the one part of a conjunction still missing is a single swap away."""
-    out = []
-    for i in scan_positions(sup):
-        size = int(sup.sizes[i])
-        cols = bases.repeat_interleave(size, 0)
-        cols[:, i] = torch.arange(size).repeat(len(bases))
-        out.append(cols)
-    return torch.cat(out)
+    return torch.cat([_swapped(sup, bases, i) for i in scan_positions(sup)])
+
+
+def _swapped(sup: Supports, bases: Tensor, i: int) -> Tensor:
+    """Columns [B · size_i, T]: each base with each value of position ``i`` in turn (base-major)."""
+    size = int(sup.sizes[i])
+    cols = bases.repeat_interleave(size, 0)
+    cols[:, i] = torch.arange(size).repeat(len(bases))
+    return cols
 
 
 def run_exactly(model: LanguageModel, sup: Supports, event: Event, margin: Callable[[Tensor], Tensor], cols: Tensor
@@ -139,8 +141,7 @@ def swap_scan(model: LanguageModel, sup: Supports, margin: Callable[[Tensor], Te
     passes = 0
     for i in positions:
         size = int(sup.sizes[i])
-        cols = base_cols.repeat_interleave(size, 0)
-        cols[:, i] = torch.arange(size).repeat(len(base_cols))
+        cols = _swapped(sup, base_cols, i)
         m, f, readout = _margins_and_features(model, sup.tokens(cols), margin)
         passes += len(cols)
         m, f = m.view(len(base_cols), size), f.view(len(base_cols), size, -1)
