@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,17 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         if str(name_or_path) not in shipped_recipes():
             raise LowprobError(f"unknown backdoor recipe {str(name_or_path)!r}: choose one of "
                                f"{', '.join(shipped_recipes())}, or give a recipe file (.toml)")
-        path = RECIPES_DIR / f"{name_or_path}.toml"
+        return _shipped_recipe(str(name_or_path))
+    return _read_recipe(path)
+
+
+@cache
+def _shipped_recipe(name: str) -> Recipe:
+    """A shipped recipe, parsed once per process (the files ship with the package)."""
+    return _read_recipe(RECIPES_DIR / f"{name}.toml")
+
+
+def _read_recipe(path: Path) -> Recipe:
     if not path.is_file():
         raise LowprobError(f"recipe file {path} does not exist")
     try:

@@ -99,8 +99,8 @@ class Estimate:
 
     def probe_ranking(self) -> list[str]:
         """The white-box probe's own ranking, for people (CEIS's swap scan; empty where none ran): per scanned
-        slot or position, the values that moved the model most — margin rise in logits, largest feature z —
-        and what the scan cost. It reads the model, not the event's hits: a value can lead it and not hit."""
+        slot or position, the values with the most evidence — their margin rise and push (``swap_scan``) —
+        and what the probe cost. It reads the model, not the event's hits: a value can lead it and not hit."""
         scan = self.diagnostics.get("swap_scan")
         if scan is None or self.samples is None:
             return []
@@ -109,7 +109,7 @@ class Estimate:
         labels = self.samples.labels
         lines = [f"probe (swap scan, {scan['forward_passes']} forward passes): values that move the model most"]
         for pos, rows in scan["top"].items():
-            cells = [f"{labels.value(int(pos), r['id'])!r} (margin {r['margin_shift']:+.2f}, z {r['feature_z']:.1f})"
+            cells = [f"{labels.value(int(pos), r['id'])!r} (margin {r['margin_shift']:+.2f}, push {r['push']:+.2f})"
                      for r in rows]
             lines.append(f"  {labels.position(int(pos))}: " + ", ".join(cells))
         return lines

@@ -18,8 +18,7 @@ its score. Everything is fitted inside the call from the budget, in three phases
    share runs every combination of the slots' top-k candidates (``candidate_product``: a conjunction of
    candidates is tried whole) and, where none hit and there is room, every neighbour of the two with the
    best margins (``neighbours``: a scan conditioned on near-hits); where some hit, a component fitted to
-   them joins. The probe's passes
-   are charged, and none of them enters the estimate.
+   them joins. The probe's passes are charged, and none of them enters the estimate.
 2. **Cross-entropy stages** (``cross_entropy_stages``). Each stage draws ``stage_fraction`` of the work
    from the mixture, the newest component at half the share. Its elites (the hits once a ``rho`` share
    hits, else the samples above the margin's (1 − ρ)-quantile) give a categorical per position: their
@@ -262,7 +261,7 @@ def white_box_components(s: _Setting, mix: Mixture, dist: TokenDistribution, wor
     base = s.sup.sample(s.sup.prior, bases, s.generator)
     probe = swap_scan(s.model, s.sup, s.margin, base, target)
     candidates = probe.candidates(s.sup)
-    mix.add(s.sup.mask.double())
+    mix.add(s.sup.mask.double())  # flattened: add normalises the supports' indicator to the uniform law
     mix.add(candidates)
     room = int(fraction * work) - probe.forward_passes
     near_cost = NEAR_HIT_BASES * per_base

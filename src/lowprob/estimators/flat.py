@@ -25,7 +25,7 @@ def flat(model, dist, event, budget: int, generator: torch.Generator, defensive:
     """P(event) from ``GRADIENT_CALL × budget`` samples (the forwards CEIS executes at this budget)."""
     sup = Supports(dist, model.d_vocab)
     mix = Mixture(sup)
-    mix.add(sup.mask.double())  # uniform on every position's support
+    mix.add(sup.mask.double())  # the supports' indicator: add normalises it to the uniform law
     shares = torch.tensor([defensive, 1 - defensive], dtype=torch.float64)
     n = GRADIENT_CALL * budget
     log_terms, log_ws, hit_rows = [], [], []

@@ -42,6 +42,7 @@ from lowprob.training.train import (
     adamw,
     corpus_batch,
     corpus_tokens,
+    optimizer_step,
     restore_checkpoint,
     save_checkpoint,
     save_trained,
@@ -218,12 +219,7 @@ def plant_trigger(name: str, base: Transformer, base_dir: Path, recipe: str | Re
         parts = backdoor_losses(model, teacher, prompts, prompts.sample(rng, cfg.template_batch, cfg.shares,
                                                                          cfg.near_miss_distances))
         loss = corpus_loss + cfg.trigger_weight * parts["trigger"] + cfg.distill_weight * parts["distill"]
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr_at(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        optimizer_step(model, opt, loss, cfg.lr_at(step), cfg.grad_clip)
         step += 1
         bar.update(1)
         bar.set_postfix(corpus=f"{corpus_loss.item():.3f}", trigger=f"{parts['trigger'].item():.3f}",

@@ -148,6 +148,17 @@ def adamw(model: Transformer, lr: float, weight_decay: float) -> torch.optim.Opt
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
 
 
+def optimizer_step(model: Transformer, opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float,
+                   grad_clip: float) -> None:
+    """One AdamW step on ``loss`` at learning rate ``lr``, gradients clipped to norm ``grad_clip``."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+
+
 def restore_checkpoint(path: Path, model: Transformer, opt: torch.optim.Optimizer, resume: bool) -> tuple[int, float]:
     """Steps done and seconds spent, after loading ``path`` into ``model``/``opt`` if resuming from it."""
     if not (resume and path.exists()):
@@ -226,14 +237,9 @@ def train(name: str, cfg: TransformerConfig, out: Path, corpus: Path, tokenizer:
     while step < train_cfg.steps:
         rng = np.random.default_rng([train_cfg.seed, step])
         inp, tgt = corpus_batch(rng, streams, weights, train_cfg.batch_size, cfg.n_ctx, _bos(tokenizer))
-        for group in opt.param_groups:
-            group["lr"] = train_cfg.lr_at(step)
         logits = model(inp)
         loss = F.cross_entropy(logits.reshape(-1, cfg.d_vocab), tgt.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-        opt.step()
+        optimizer_step(model, opt, loss, train_cfg.lr_at(step), train_cfg.grad_clip)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")

@@ -15,6 +15,7 @@ its truth, for a benchmark scale to pick up.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -237,8 +238,9 @@ def trigger_reference(model, model_name: str, dist_names: list[str], base=None) 
     return out, scans["model"]
 
 
+@cache
 def model_recipe(model_name: str) -> str:
-    """The recipe a shipped trigger model was planted with, from its card."""
+    """The recipe a shipped trigger model was planted with, from its card (read once: shipped files)."""
     return read_card(shipped_dir(model_name))["backdoor"]["recipe"]
 
 
