@@ -20,17 +20,18 @@ _EXPORTS = {
     "GroundTruth": "lowprob.truth", "exact_probability": "lowprob.truth", "ground_truth": "lowprob.truth",
     "Tokenizer": "lowprob.models", "Transformer": "lowprob.models", "TransformerConfig": "lowprob.models",
     "load_model": "lowprob.models",
+    "Bounds": "lowprob.bounds", "bound": "lowprob.bounds",
 }
 __all__ = [
-    "ArgmaxIn", "ArgmaxIs", "Estimate", "Event", "GroundTruth", "InTopK", "LowprobError", "MarginAtLeast",
+    "ArgmaxIn", "ArgmaxIs", "Bounds", "Estimate", "Event", "GroundTruth", "InTopK", "LowprobError", "MarginAtLeast",
     "ProbabilityAbove", "TokenDistribution", "Tokenizer", "Transformer", "TransformerConfig", "__version__",
-    "estimate", "exact_probability", "ground_truth", "load_distribution", "load_model", "parse_event",
+    "bound", "estimate", "exact_probability", "ground_truth", "load_distribution", "load_model", "parse_event",
 ]
 
 
 # subpackages and modules a user reaches as attributes (``lowprob.models.from_transformer_lens``), imported
 # on first access like the names above: a plain ``import lowprob`` has not imported them yet
-_SUBMODULES = ("attribution", "bench", "continuations", "distributions", "estimators", "evaluation", "events",
+_SUBMODULES = ("attribution", "bench", "bounds", "continuations", "distributions", "estimators", "evaluation", "events",
                "files", "mlp", "models", "training", "truth")
 
 

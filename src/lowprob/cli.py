@@ -256,6 +256,56 @@ def estimate(
         typer.echo("\n".join([est.summary(), *([attribution.table()] if attribution is not None else []), *probe]))
 
 
+@app.command()
+def bound(
+    model: Annotated[str, typer.Option(help="shipped model name or lowprob model directory")],
+    dist: Annotated[str, typer.Option(help="distribution name or .safetensors file")],
+    target: Annotated[Optional[str], typer.Option(
+        help="the token whose argmax to bound (as in `lowprob estimate`)")] = None,
+    event: Annotated[Optional[str], typer.Option(
+        help="the event instead of --target: argmax-is, argmax-in, top-k, margin or prob-above")] = None,
+    length: Annotated[str, typer.Option(help="cpu, paper or exact (paper distributions only)")] = "cpu",
+    seconds: Annotated[Optional[float], typer.Option(
+        help="stop after this many seconds with the bounds reached (default: run until exact)")] = None,
+    flops: Annotated[Optional[float], typer.Option(help="stop after this many FLOPs")] = None,
+    max_hours: Annotated[float, typer.Option(
+        min=0, help="stop after this many hours in all (a resumed proof counts its earlier time)")] = 24.0,
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        help="write the search's state here (JSON) every minute and at the end")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the proof saved in --checkpoint")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print the bounds as JSON")] = False,
+) -> None:
+    """Prove lower <= P(EVENT) <= upper by branch-and-bound over the input space (exact when they meet).
+
+    A progress bar on stderr shows the mass decided and the current [lower, upper].
+    """
+    from tqdm import tqdm
+
+    if (target is None) == (event is None):
+        raise LowprobError("give exactly one of --target TOKEN or --event TEXT")
+    for name, value in (("--seconds", seconds), ("--flops", flops)):
+        if value is not None and not value > 0:
+            raise LowprobError(f"{name} must be positive, got {value}")
+    if resume and checkpoint is None:
+        raise LowprobError("--resume needs --checkpoint FILE: the proof to continue")
+    if checkpoint is not None and checkpoint.exists() and not resume:
+        raise LowprobError(f"{checkpoint} holds a proof: pass --resume to continue it, or delete it")
+    limit = min(seconds if seconds is not None else math.inf, max_hours * 3600)
+    lm = lowprob.load_model(model)
+    distribution = lowprob.load_distribution(dist, lm, length)
+    what = (ArgmaxIs(parse_token(target, lm.tokenizer, lm.d_vocab)) if target is not None
+            else parse_event(cast(str, event), lm.tokenizer, lm.d_vocab))
+    with tqdm(total=1.0, unit="mass", desc="bound", file=sys.stderr,
+              bar_format="{l_bar}{bar}| {elapsed} {postfix}") as bar:
+        def show(b: lowprob.Bounds) -> None:
+            bar.update(1.0 - b.open - bar.n)
+            bar.set_postfix_str(f"[{b.lower:.4g}, {b.upper:.4g}]", refresh=False)
+
+        result = lowprob.bound(lm, distribution, what, seconds=None if math.isinf(limit) else limit, flops=flops,
+                               checkpoint=checkpoint, resume=resume, progress=show)
+    typer.echo(dumps_json(result.to_json()) if json_out else result.summary())
+
+
 @app.command("ground-truth")
 def ground_truth_command(
     model: Annotated[str, typer.Option(help="shipped model name or model directory")],

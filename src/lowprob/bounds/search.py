@@ -1,0 +1,344 @@
+"""Branch-and-bound over a product space: a proved [lower, upper] for P(event) (``lowprob.bound``).
+
+A node fixes the first ``depth`` variable positions in branching order — the last variable position
+first (it holds the query every head reads, which the network bound needs fixed), then the others
+left to right — and leaves the rest open over their whole supports; its mass is the product of its
+fixed tokens' probabilities. Nodes leave a queue largest mass first, so the open mass, the gap
+between the bounds, shrinks as fast as it can:
+
+- a node with one open position is closed by running its completions (``_Leaves``): the target's
+  gap to a screen of likely rivals settles most of them without the full unembedding, the rest get
+  the full logits, and near-ties are recomputed in float64 as exact ground truth settles them;
+- another node is bounded through the network where the model has a bound (``network.py``), and
+  is closed when the bound proves the event fails, or holds, for all its inputs; else it is split
+  into its children. A depth where the bound closes too few nodes stops being bounded there.
+
+The search stops when every input is decided or at a time or FLOP limit; it checkpoints its queue
+and totals (JSON, atomically) and resumes from them.
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lowprob.bounds.network import TransformerBounds
+from lowprob.bounds.result import Bounds, DepthStats
+from lowprob.bounds.verdict import anchors, verdict
+from lowprob.errors import LowprobError
+from lowprob.events import Event
+from lowprob.files import atomic_path, dumps_json, read_json
+from lowprob.models.argmax import TIE_TOL, FastArgmax
+
+BOUND_TOL = 1e-6  # network-bound decisions clear the event's threshold by this (float64 rounding: ~1e-13)
+ROUNDING = 1e-12  # relative outward widening of the reported bounds (float64 products and sums of masses)
+BATCH = 16  # inner nodes bounded or split per step (a bound costs milliseconds: steps stay short)
+LEAF_ROWS = 8192  # completions run per step
+RIVALS = 64  # tokens in the screen besides the event's own
+TRIAL_NODES = 32  # nodes bounded at a depth before its closing rate decides whether to go on bounding there
+MIN_CLOSE_RATE = 0.125  # below this share of closed nodes, a depth's bounds cost more than they save
+CHECKPOINT_SECONDS = 60.0
+CHECKPOINT_VERSION = 1
+
+
+class _Sum:
+    """A compensated (Neumaier) running sum: open mass is a difference of sums near 1 otherwise."""
+
+    def __init__(self, value: float = 0.0) -> None:
+        self.total, self.carry = value, 0.0
+
+    def add(self, x: float) -> None:
+        t = self.total + x
+        self.carry += (self.total - t) + x if abs(self.total) >= abs(x) else (x - t) + self.total
+        self.total = t
+
+    @property
+    def value(self) -> float:
+        return self.total + self.carry
+
+
+@dataclass
+class _Depth:
+    nodes: int = 0
+    bounded: int = 0
+    proved_free: int = 0
+    proved_certain: int = 0
+    evaluated: int = 0
+    mass_free: _Sum = field(default_factory=_Sum)
+    mass_certain: _Sum = field(default_factory=_Sum)
+
+    def frozen(self, depth: int) -> DepthStats:
+        return DepthStats(depth, self.nodes, self.bounded, self.proved_free, self.proved_certain, self.evaluated,
+                          self.mass_free.value, self.mass_certain.value)
+
+    def bounding_pays(self) -> bool:
+        closed = self.proved_free + self.proved_certain
+        return self.bounded < TRIAL_NODES or closed >= MIN_CLOSE_RATE * self.bounded
+
+
+class _Leaves:
+    """Runs every completion of nodes with one open position and says which hit the event."""
+
+    def __init__(self, model, supports: list[Tensor], event: Event) -> None:
+        self.model, self.event = model, event
+        self.fast = FastArgmax(model, supports)
+        self.anchors = list(anchors(event))
+        self.rivals: Counter[int] = Counter()
+        self._double: Any = None  # the float64 copy of the model, made on the first near-tie
+        T, cfg = len(supports), model.cfg
+        self.resid_flops = (model.positions_flops(T - 1, T) if cfg.n_layers == 1
+                            else model.flops_per_sequence(T) - 2 * cfg.d_model * cfg.d_vocab)
+        self.flops = 0.0
+
+    def screen(self) -> list[int]:
+        return sorted({*self.anchors, *(t for t, _ in self.rivals.most_common(RIVALS))})
+
+    @torch.no_grad()
+    def hits(self, tokens: Tensor) -> Tensor:
+        """Bool [B]: the event at each sequence, as exact ground truth decides it."""
+        m, d, V = self.model, self.model.cfg.d_model, self.model.cfg.d_vocab
+        resid = self.fast.last_resid(tokens)
+        screen = torch.tensor(self.screen())
+        logits = resid @ m.W_U[:, screen] + (m.b_U[screen] if m.b_U is not None else 0)
+        where = torch.searchsorted(screen, torch.tensor(self.anchors))
+        gaps = (logits[:, None, :] - logits[:, where, None]).double()
+        free, _ = verdict(self.event, gaps, gaps, TIE_TOL, vocab=screen)  # a subset of rivals proves "free" only
+        self.flops += len(tokens) * (self.resid_flops + 2 * d * len(screen))
+        hit = torch.zeros(len(tokens), dtype=torch.bool)
+        rows = torch.nonzero(~free).flatten()
+        if len(rows):
+            full = m.unembed(resid[rows])
+            self.rivals.update(full.argmax(-1).tolist())
+            gaps = (full[:, None, :] - full[:, self.anchors, None]).double()
+            no, yes = verdict(self.event, gaps, gaps, TIE_TOL)
+            hit[rows] = yes
+            close = rows[~(no | yes)]
+            if len(close):  # near-ties: the float64 model decides, as the exact tables do
+                if self._double is None:
+                    self._double = copy.deepcopy(m).double()
+                hit[close] = self.event.indicator(self._double.logits(tokens[close]))
+            self.flops += len(rows) * 2 * d * V + len(close) * m.flops_per_sequence(tokens.shape[1])
+        return hit
+
+
+class Search:
+    """The state of one proof: the queue of open nodes, the masses decided, the work spent."""
+
+    def __init__(self, model, dist, event: Event) -> None:
+        from lowprob.models.protocol import model_sha256
+        from lowprob.models.transformer import Transformer
+
+        anchors(event)  # refuses what is not a logits event with a margin, saying which are
+        if not isinstance(model, Transformer) or model.device.type != "cpu":
+            raise LowprobError("certified bounds run on the shipped Transformer on the CPU (a model loaded by "
+                               "lowprob.load_model from a shipped name or a lowprob model directory); Hugging Face "
+                               f"and TransformerLens models and templated prompts are not covered, got "
+                               f"{type(model).__name__}")
+        event.validate(model)
+        self.model, self.dist, self.event = model, dist, event
+        self.supports = dist.support_ids()
+        self.probs = [dist.support(i)[1].double() for i in range(len(dist))]
+        variable = dist.variable_positions()
+        self.order = [variable[-1], *variable[:-1]] if variable else []
+        self.network = TransformerBounds(model, self.supports)
+        self.leaves = _Leaves(model, self.supports, event)
+        self.base = torch.stack([s[0] for s in self.supports])
+        self.identity = {"model_sha256": model_sha256(model), "distribution_sha256": dist.content_hash(),
+                         "event": event.describe()}
+        self.depths = [_Depth() for _ in range(max(len(self.order), 1))]
+        self.certain, self.free = _Sum(), _Sum()
+        self.flops, self.seconds = 0.0, 0.0
+        self.queue: list[tuple[float, int, tuple[int, ...]]] = [(-1.0, 0, ())]
+        self.open = _Sum(1.0)
+        self._count = 1
+
+    # --- nodes -------------------------------------------------------------------------------------
+    @property
+    def leaf_depth(self) -> int:
+        return max(len(self.order) - 1, 0)
+
+    def _mass(self, prefix: tuple[int, ...]) -> float:
+        return math.prod(float(self.probs[self.order[i]][k]) for i, k in enumerate(prefix))
+
+    def _push(self, mass: float, prefix: tuple[int, ...]) -> None:
+        heapq.heappush(self.queue, (-mass, self._count, prefix))
+        self._count += 1
+
+    def _tokens(self, prefix: tuple[int, ...]) -> Tensor:
+        tokens = self.base.clone()
+        for i, k in enumerate(prefix):
+            tokens[self.order[i]] = self.supports[self.order[i]][k]
+        return tokens
+
+    def _close(self, depth: int, mass: float, certain: bool) -> None:
+        self.open.add(-mass)
+        (self.certain if certain else self.free).add(mass)
+        stats = self.depths[depth]
+        (stats.mass_certain if certain else stats.mass_free).add(mass)
+
+    def _split(self, mass: float, prefix: tuple[int, ...]) -> None:
+        probs = self.probs[self.order[len(prefix)]].tolist()
+        for k, p in enumerate(probs):
+            if p > 0:
+                self._push(mass * p, (*prefix, k))
+        self.open.add(-mass)
+        self.open.add(math.fsum(mass * p for p in probs if p > 0))
+
+    # --- steps -------------------------------------------------------------------------------------
+    def step(self) -> None:
+        """Take the largest-mass node, and with it more of its depth, and decide or split them."""
+        depth = len(self.queue[0][2])
+        batch: list[tuple[float, tuple[int, ...]]] = []
+        limit = max(1, LEAF_ROWS // self._fanout(depth)) if depth == self.leaf_depth else BATCH
+        rest = []
+        while self.queue and len(batch) < limit:
+            neg, count, prefix = heapq.heappop(self.queue)
+            if len(prefix) == depth:
+                batch.append((-neg, prefix))
+            else:
+                rest.append((neg, count, prefix))
+            if len(rest) > 4 * limit:
+                break
+        for item in rest:
+            heapq.heappush(self.queue, item)
+        self.depths[depth].nodes += len(batch)
+        if depth == self.leaf_depth:
+            self._evaluate(depth, batch)
+        elif depth > 0 and self.network.supported and self.depths[depth].bounding_pays():
+            self._bound(depth, batch)
+        else:
+            for mass, prefix in batch:
+                self._split(mass, prefix)
+
+    def _fanout(self, depth: int) -> int:
+        return len(self.supports[self.order[depth]]) if self.order else 1
+
+    def _evaluate(self, depth: int, batch: list[tuple[float, tuple[int, ...]]]) -> None:
+        before = self.leaves.flops
+        if not self.order:  # no variable position: the one sequence
+            hit = self.leaves.hits(self.base[None])
+            self._close(0, batch[0][0], bool(hit[0]))
+        else:
+            pos = self.order[-1]
+            support, probs = self.supports[pos], self.probs[pos]
+            rows = torch.stack([self._tokens(prefix) for _, prefix in batch])
+            tokens = rows[:, None].repeat(1, len(support), 1)
+            tokens[:, :, pos] = support
+            hits = self.leaves.hits(tokens.view(-1, tokens.shape[-1])).view(len(batch), len(support))
+            for (mass, _), hit in zip(batch, hits, strict=True):
+                self.open.add(-mass)
+                certain = math.fsum((mass * probs[hit]).tolist())
+                free = math.fsum((mass * probs[~hit]).tolist())
+                self.certain.add(certain)
+                self.free.add(free)
+                self.depths[depth].mass_certain.add(certain)
+                self.depths[depth].mass_free.add(free)
+        self.depths[depth].evaluated += len(batch)
+        self.flops += self.leaves.flops - before
+
+    def _bound(self, depth: int, batch: list[tuple[float, tuple[int, ...]]]) -> None:
+        masks = self.network.valid[None].repeat(len(batch), 1, 1)
+        for n, (_, prefix) in enumerate(batch):
+            for i, k in enumerate(prefix):
+                masks[n, self.order[i]] = False
+                masks[n, self.order[i], k] = True
+        gaps = self.network.logit_gaps(masks, anchors(self.event))
+        assert gaps is not None
+        free, certain = verdict(self.event, *gaps, BOUND_TOL)
+        self.flops += self.network.flops(len(batch), len(anchors(self.event)))
+        stats = self.depths[depth]
+        stats.bounded += len(batch)
+        stats.proved_free += int(free.sum())
+        stats.proved_certain += int(certain.sum())
+        for (mass, prefix), no, yes in zip(batch, free.tolist(), certain.tolist(), strict=True):
+            if no or yes:
+                self._close(depth, mass, yes)
+            else:
+                self._split(mass, prefix)
+
+    # --- running, results, checkpoints -------------------------------------------------------------
+    def run(self, seconds: float | None, flops: float | None, checkpoint: Path | None,
+            progress: Callable[[Bounds], None] | None) -> Bounds:
+        start, saved = time.perf_counter(), time.perf_counter()
+        spent = self.seconds
+        while self.queue:
+            self.seconds = spent + time.perf_counter() - start
+            if (seconds is not None and self.seconds >= seconds) or (flops is not None and self.flops >= flops):
+                break
+            self.step()
+            if progress is not None:
+                progress(self.result(exact_open=False))
+            if checkpoint is not None and time.perf_counter() - saved >= CHECKPOINT_SECONDS:
+                self.save(checkpoint)
+                saved = time.perf_counter()
+        self.seconds = spent + time.perf_counter() - start
+        if checkpoint is not None:
+            self.save(checkpoint)
+        return self.result()
+
+    def result(self, exact_open: bool = True) -> Bounds:
+        open_mass = math.fsum(-neg for neg, _, _ in self.queue) if exact_open else max(self.open.value, 0.0)
+        certain = self.certain.value
+        complete = not self.queue
+        lower = certain * (1 - ROUNDING)
+        upper = lower if complete else min(1.0, (certain + open_mass) * (1 + ROUNDING))
+        if complete:  # every input decided: the certain mass is P itself, up to the rounding of its sum
+            lower, upper = certain * (1 - ROUNDING), min(1.0, certain * (1 + ROUNDING))
+        return Bounds(lower, upper, self.free.value, certain, open_mass if not complete else 0.0, complete,
+                      self.flops, self.seconds, model=self.model.name, distribution=self.dist.name,
+                      event=self.event.describe(self.model.tokenizer),
+                      depths=tuple(d.frozen(i) for i, d in enumerate(self.depths)),
+                      network_bound="one-block attention (exact per-head ranges)" if self.network.supported else "")
+
+    def open_nodes(self) -> list[tuple[float, dict[int, int]]]:
+        """The undecided nodes: (mass, {position: token id fixed}) each."""
+        return [(-neg, {self.order[i]: int(self.supports[self.order[i]][k]) for i, k in enumerate(prefix)})
+                for neg, _, prefix in sorted(self.queue)]
+
+    def save(self, path: Path) -> None:
+        state: dict[str, Any] = {
+            "version": CHECKPOINT_VERSION, "identity": self.identity, "seconds": self.seconds, "flops": self.flops,
+            "certain": [self.certain.total, self.certain.carry], "free": [self.free.total, self.free.carry],
+            "depths": [{**vars(d), "mass_free": [d.mass_free.total, d.mass_free.carry],
+                        "mass_certain": [d.mass_certain.total, d.mass_certain.carry]} for d in self.depths],
+            "rivals": sorted(self.leaves.rivals.items()), "leaf_flops": self.leaves.flops,
+            "queue": [list(prefix) for _, _, prefix in sorted(self.queue)],
+        }
+        with atomic_path(path) as tmp:
+            tmp.write_text(dumps_json(state))
+
+    def load(self, path: Path) -> None:
+        state = read_json(path, missing="no checkpoint to resume from")
+        if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+            raise LowprobError(f"{path} is not a lowprob bound checkpoint (version {CHECKPOINT_VERSION})")
+        if state["identity"] != self.identity:
+            raise LowprobError(f"{path} is the checkpoint of another proof (model, distribution or event differ): "
+                               f"give another --checkpoint, or drop --resume to start over")
+
+        def summed(pair: list[float]) -> _Sum:
+            s = _Sum(pair[0])
+            s.carry = pair[1]
+            return s
+
+        self.seconds, self.flops = float(state["seconds"]), float(state["flops"])
+        self.certain, self.free = summed(state["certain"]), summed(state["free"])
+        self.depths = [replace(_Depth(**{k: v for k, v in d.items() if not k.startswith("mass")}),
+                               mass_free=summed(d["mass_free"]), mass_certain=summed(d["mass_certain"]))
+                       for d in state["depths"]]
+        self.leaves.rivals = Counter({int(t): int(c) for t, c in state["rivals"]})
+        self.leaves.flops = float(state["leaf_flops"])
+        self.queue = []
+        self._count = 0
+        for prefix in state["queue"]:
+            self._push(self._mass(tuple(prefix)), tuple(prefix))
+        self.open = _Sum(math.fsum(-neg for neg, _, _ in self.queue))
