@@ -223,6 +223,9 @@ def estimate(
         min=0, help="refuse an estimate that a timed probe predicts at longer than this (long ones show progress "
                     "on stderr)")] = 24.0,
     device: Device = "cpu",
+    bound_seconds: Annotated[Optional[float], typer.Option(
+        help="first prove bounds for this many seconds (`lowprob bound`), then estimate only the mass left "
+             "open; the estimate is kept within the proved bounds and flagged if it fell outside")] = None,
 ) -> None:
     """Estimate the probability of an EVENT on MODEL's last-position logits (by default: argmax is TARGET)."""
     if (target is None) == (event is None):
@@ -245,15 +248,39 @@ def estimate(
     distribution = lowprob.load_distribution(dist, lm, length)
     what = (ArgmaxIs(parse_token(target, lm.tokenizer, lm.d_vocab)) if target is not None
             else parse_event(cast(str, event), lm.tokenizer, lm.d_vocab))  # exactly one is given, checked above
-    est = lowprob.estimate(lm, distribution, what, method=method, budget=budget, seed=seed, max_seconds=max_seconds,
-                           progress=True, **hyper)
+    if bound_seconds is not None:
+        if device != "cpu":
+            raise LowprobError("--bound-seconds runs on the CPU: drop --device")
+        from lowprob.bounds import bounded_estimate
+
+        if not isinstance(what, lowprob.Event):
+            raise LowprobError("--bound-seconds proves bounds for events on the last logits, not generation events")
+        est = bounded_estimate(lm, distribution, what, bound_seconds, method=method, budget=budget, seed=seed,
+                               max_seconds=max_seconds, progress=True, **hyper)
+    else:
+        est = lowprob.estimate(lm, distribution, what, method=method, budget=budget, seed=seed,
+                               max_seconds=max_seconds, progress=True, **hyper)
     attribution = est.attribution(top) if explain else None
     if json_out:
         typer.echo(dumps_json({**est.to_json(),
                                **({"attribution": attribution.to_json()} if attribution is not None else {})}))
     else:
         probe = est.probe_ranking() if explain else []
-        typer.echo("\n".join([est.summary(), *([attribution.table()] if attribution is not None else []), *probe]))
+        typer.echo("\n".join([est.summary(), *_bounds_lines(est.diagnostics.get("bounds")),
+                              *([attribution.table()] if attribution is not None else []), *probe]))
+
+
+def _bounds_lines(report: dict | None) -> list[str]:
+    """What --bound-seconds proved, and a warning when the estimate fell outside it."""
+    if report is None:
+        return []
+    lines = [f"proved: {report['lower']:.4g} <= P <= {report['upper']:.4g} in {report['seconds']:.1f} s"
+             + ("" if report["complete"] else f"; estimated the open rest ({report['open_query_tokens']} query "
+                                               f"tokens, mass {report['open_query_mass']:.3g})")]
+    if report.get("estimate_outside") is not None:
+        lines.append(f"warning: the estimate {report['estimate_outside']:.4g} fell outside the proved bounds and was "
+                     f"put back inside them")
+    return lines
 
 
 @app.command()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lowprob.bounds.api import bound
+from lowprob.bounds.api import bound, bounded_estimate
 from lowprob.bounds.result import Bounds, DepthStats
 
-__all__ = ["Bounds", "DepthStats", "bound"]
+__all__ = ["Bounds", "DepthStats", "bound", "bounded_estimate"]

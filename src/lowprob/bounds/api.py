@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from lowprob.bounds.result import Bounds
 from lowprob.bounds.search import Search
-from lowprob.distributions import bind
+from lowprob.distributions import TokenDistribution, bind
 from lowprob.errors import LowprobError
+from lowprob.estimators import Cost, Estimate, estimate
 from lowprob.events import Event
 from lowprob.threads import torch_threads
 
@@ -42,3 +45,49 @@ def bound(model, dist, event: Event, seconds: float | None = None, flops: float 
         if resume and path is not None:
             search.load(path)
         return search.run(seconds, flops, path, progress)
+
+
+
+def bounded_estimate(model, dist, event: Event, bound_seconds: float, method: str | None = None, budget: int = 4096,
+                     seed: int = 0, **estimate_options: Any) -> Estimate:
+    """Prove what ``bound_seconds`` allow, then estimate only what is left open (``lowprob estimate --bound-seconds``).
+
+    The search branches first on the query position (the last variable one). Its tokens whose whole subtree is
+    decided add their proved-certain mass exactly; the estimator runs on the distribution restricted to the
+    other tokens, and its estimate and interval are scaled by their mass (within a still-open token's subtree
+    the proposal is not narrowed further). An estimate outside the proved bounds is put back inside them — the
+    truth is there — and flagged: ``diagnostics["bounds"]["estimate_outside"]`` holds the unclipped value. A
+    proof that completes is the answer itself (interval kind ``exact``), and nothing is sampled.
+    """
+    seconds = _positive("bound_seconds", bound_seconds)
+    model, dist = bind(model, dist)
+    with torch_threads():
+        search = Search(model, dist, event)
+        proof = search.run(seconds, None, None, None)
+    report: dict[str, Any] = {k: v for k, v in proof.to_json().items()
+                              if k in ("lower", "upper", "free", "certain", "open", "complete", "flops", "seconds")}
+    if proof.complete:
+        cost = Cost(0, 0, proof.flops, proof.seconds, proof.flops / model.flops_per_sequence(len(dist)))
+        return Estimate("bound", proof.lower, (proof.lower, proof.upper), budget, seed, cost, {"bounds": report},
+                        model=model.name, distribution=dist.name, event=event.describe(model.tokenizer),
+                        interval_kind="exact")
+    open_tokens = search.open_queries()
+    pos = search.order[0]
+    ids, probs = dist.support(pos)
+    outside = float(search.certain_by_query[~open_tokens].sum())
+    mass = float(probs[open_tokens].sum())
+    positions = [(s_ids.tolist(), s_probs.tolist()) for s_ids, s_probs in (dist.support(i) for i in range(len(dist)))]
+    positions[pos] = (ids[open_tokens].tolist(), probs[open_tokens].tolist())
+    restricted = TokenDistribution.from_positions(positions, normalize=True, name=dist.name)
+    est = estimate(model, restricted, event, method=method, budget=budget, seed=seed, **estimate_options)
+    q = outside + mass * est.probability
+    lo, hi = (outside + mass * v for v in est.interval)
+    clipped = min(max(q, proof.lower), proof.upper)
+    report.update(open_query_tokens=int(open_tokens.sum()), open_query_mass=mass, certain_outside=outside,
+                  estimate_outside=None if clipped == q else q)
+    cost = Cost(est.cost.forward_passes, est.cost.backward_passes, est.cost.flops + proof.flops,
+                est.cost.seconds + proof.seconds,
+                (est.cost.flops + proof.flops) / model.flops_per_sequence(len(dist)))
+    interval = (min(max(lo, proof.lower), clipped), max(min(hi, proof.upper), clipped))
+    return replace(est, probability=clipped, interval=interval, cost=cost, distribution=dist.name,
+                   diagnostics={**est.diagnostics, "bounds": report})

@@ -6,8 +6,9 @@ explicit finite set: each position's keys and values depend on its own token onl
 attention output is a ratio ``Σ_p e^{s_p} v_p / Σ_p e^{s_p}`` over independent per-position choices,
 and the extreme of a coordinate of it is a fractional programme solved exactly by Dinkelbach's
 method (``_ratio_bounds``), because ``max_x Σ_p (a_p − λ b_p)`` separates over positions. That gives
-a box per head on the attention output; what follows is bounded by intervals taken along the
-directions that matter (each MLP unit's input, each logit gap), not coordinate by coordinate:
+a box per head on the attention output and exact ranges along the directions that matter most (the
+centred residual's coordinates, two directions that bound σ from below, the likeliest rivals' logit
+gaps); the rest is bounded through the boxes:
 
 - LayerNorm: ``(w ⊙ W)·LN(r) = c·r / σ(r) + const`` with ``c`` centred, so a direction's range
   divided by the range of σ; σ's range comes from a box on the centred vector.
@@ -182,14 +183,16 @@ class TransformerBounds:
         return mid - rad, mid + rad
 
     def flops(self, nodes: int, anchors: int) -> float:
-        """What ``logit_gaps`` costs for ``nodes`` nodes, counting multiply-adds twice: the ratio bounds (about
-        five operations per candidate, per Dinkelbach step and certificate) and the matrix products."""
+        """What ``logit_gaps`` costs for ``nodes`` nodes, multiply-adds counted twice: the ratio bounds (each head's
+        output box, the centred residual's coordinates, the two σ directions and the refined rivals; about five
+        operations per candidate, per Dinkelbach step and certificate, for the minimum and the maximum) and the
+        matrix products through the MLP and the unembedding."""
         p = self.p
         H, e, d = p["blocks.0.attn.W_O"].shape
         m, V = p["blocks.0.mlp.W_out"].shape[0], p["W_U"].shape[1]
-        candidates = H * self.T * self.K
-        ratios = (H * e + 2 + m + anchors * REFINED) * candidates * 2 * (DINKELBACH_STEPS + 1) * 5
-        products = 2 * (m * d * 2 + anchors * V * (H * e + m) * 2 + 2 * d * d)
+        problems = H * e + (d + 2 + anchors * REFINED) * H
+        ratios = problems * self.T * self.K * 5 * (DINKELBACH_STEPS + 1) * 2
+        products = 2 * (2 * m * (H * e + d) + anchors * V * (H * e + m) * 2 + 2 * d * d)
         return float(nodes * (ratios + products))
 
     # --- the public bound --------------------------------------------------------------------------
@@ -235,7 +238,7 @@ class TransformerBounds:
         var_lo, var_hi = variance_interval(c_lo, c_hi, self.eps)
         var_lo = torch.maximum(var_lo, _square_floor(*self._exact(u, base, weights, valid)).squeeze(-1) / d + self.eps)
         s_lo, s_hi = var_lo.sqrt()[:, None], var_hi.sqrt()[:, None]
-        h_lo, h_hi = normalized_range(*self._exact(self.hidden_dirs, base, weights, valid), s_lo, s_hi,
+        h_lo, h_hi = normalized_range(*self._boxed(self.hidden_dirs, base, z_mid, z_rad), s_lo, s_hi,
                                       self.hidden_dirs.norm(dim=-1), d)
         a_lo, a_hi = activation_interval(h_lo + self.hidden_bias, h_hi + self.hidden_bias, self.act, self.floor)
         a_mid, a_rad = (a_hi + a_lo) / 2, (a_hi - a_lo) / 2

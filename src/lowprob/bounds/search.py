@@ -3,8 +3,10 @@
 A node fixes the first ``depth`` variable positions in branching order — the last variable position
 first (it holds the query every head reads, which the network bound needs fixed), then the others
 left to right — and leaves the rest open over their whole supports; its mass is the product of its
-fixed tokens' probabilities. Nodes leave a queue largest mass first, so the open mass, the gap
-between the bounds, shrinks as fast as it can:
+fixed tokens' probabilities. Nodes leave a queue by query token, likeliest first, and within one
+by mass, largest first: the open mass (the gap between the bounds) shrinks nearly as fast as it can, and
+whole query tokens get decided early, which is what an estimate of the open rest can use
+(``bounded_estimate``):
 
 - a node with one open position is closed by running its completions (``_Leaves``): the target's
   gap to a screen of likely rivals settles most of them without the full unembedding, the rest get
@@ -45,7 +47,7 @@ ROUNDING = 1e-12  # relative outward widening of the reported bounds (float64 pr
 BATCH = 16  # inner nodes bounded or split per step (a bound costs milliseconds: steps stay short)
 LEAF_ROWS = 8192  # completions run per step
 RIVALS = 64  # tokens in the screen besides the event's own
-TRIAL_NODES = 32  # nodes bounded at a depth before its closing rate decides whether to go on bounding there
+TRIAL_NODES = 8  # nodes bounded at a depth before its closing rate decides whether to go on bounding there
 MIN_CLOSE_RATE = 0.125  # below this share of closed nodes, a depth's bounds cost more than they save
 CHECKPOINT_SECONDS = 60.0
 CHECKPOINT_VERSION = 1
@@ -104,10 +106,17 @@ class _Leaves:
         return sorted({*self.anchors, *(t for t, _ in self.rivals.most_common(RIVALS))})
 
     @torch.no_grad()
-    def hits(self, tokens: Tensor) -> Tensor:
-        """Bool [B]: the event at each sequence, as exact ground truth decides it."""
+    def hits(self, tokens: Tensor, position: int | None = None, support: Tensor | None = None) -> Tensor:
+        """Bool [B]: the event at each sequence, as exact ground truth decides it. Given an open ``position``
+        and its ``support``, the sequences are the completions of each row of ``tokens``, row after row."""
         m, d, V = self.model, self.model.cfg.d_model, self.model.cfg.d_vocab
-        resid = self.fast.last_resid(tokens)
+        if position is not None and support is not None:
+            resid = self.fast.completion_resid(tokens, position, support).flatten(0, 1)
+            full = tokens[:, None].repeat(1, len(support), 1)
+            full[:, :, position] = support
+            tokens = full.view(-1, tokens.shape[-1])
+        else:
+            resid = self.fast.last_resid(tokens)
         screen = torch.tensor(self.screen())
         logits = resid @ m.W_U[:, screen] + (m.b_U[screen] if m.b_U is not None else 0)
         where = torch.searchsorted(screen, torch.tensor(self.anchors))
@@ -157,8 +166,10 @@ class Search:
                          "event": event.describe()}
         self.depths = [_Depth() for _ in range(max(len(self.order), 1))]
         self.certain, self.free = _Sum(), _Sum()
+        # certain mass per token of the first branched position: what an estimate of the open rest adds exactly
+        self.certain_by_query = torch.zeros(self._fanout(0), dtype=torch.float64)
         self.flops, self.seconds = 0.0, 0.0
-        self.queue: list[tuple[float, int, tuple[int, ...]]] = [(-1.0, 0, ())]
+        self.queue: list[tuple[float, float, int, tuple[int, ...]]] = [(-2.0, -1.0, 0, ())]
         self.open = _Sum(1.0)
         self._count = 1
 
@@ -171,7 +182,8 @@ class Search:
         return math.prod(float(self.probs[self.order[i]][k]) for i, k in enumerate(prefix))
 
     def _push(self, mass: float, prefix: tuple[int, ...]) -> None:
-        heapq.heappush(self.queue, (-mass, self._count, prefix))
+        query = float(self.probs[self.order[0]][prefix[0]]) if prefix else 2.0
+        heapq.heappush(self.queue, (-query, -mass, self._count, prefix))
         self._count += 1
 
     def _tokens(self, prefix: tuple[int, ...]) -> Tensor:
@@ -180,9 +192,12 @@ class Search:
             tokens[self.order[i]] = self.supports[self.order[i]][k]
         return tokens
 
-    def _close(self, depth: int, mass: float, certain: bool) -> None:
+    def _close(self, prefix: tuple[int, ...], mass: float, certain: bool) -> None:
+        depth = len(prefix)
         self.open.add(-mass)
         (self.certain if certain else self.free).add(mass)
+        if certain and prefix:
+            self.certain_by_query[prefix[0]] += mass
         stats = self.depths[depth]
         (stats.mass_certain if certain else stats.mass_free).add(mass)
 
@@ -197,16 +212,16 @@ class Search:
     # --- steps -------------------------------------------------------------------------------------
     def step(self) -> None:
         """Take the largest-mass node, and with it more of its depth, and decide or split them."""
-        depth = len(self.queue[0][2])
+        depth = len(self.queue[0][3])
         batch: list[tuple[float, tuple[int, ...]]] = []
         limit = max(1, LEAF_ROWS // self._fanout(depth)) if depth == self.leaf_depth else BATCH
         rest = []
         while self.queue and len(batch) < limit:
-            neg, count, prefix = heapq.heappop(self.queue)
-            if len(prefix) == depth:
-                batch.append((-neg, prefix))
+            item = heapq.heappop(self.queue)
+            if len(item[3]) == depth:
+                batch.append((-item[1], item[3]))
             else:
-                rest.append((neg, count, prefix))
+                rest.append(item)
             if len(rest) > 4 * limit:
                 break
         for item in rest:
@@ -227,17 +242,19 @@ class Search:
         before = self.leaves.flops
         if not self.order:  # no variable position: the one sequence
             hit = self.leaves.hits(self.base[None])
-            self._close(0, batch[0][0], bool(hit[0]))
+            self._close((), batch[0][0], bool(hit[0]))
         else:
             pos = self.order[-1]
             support, probs = self.supports[pos], self.probs[pos]
             rows = torch.stack([self._tokens(prefix) for _, prefix in batch])
-            tokens = rows[:, None].repeat(1, len(support), 1)
-            tokens[:, :, pos] = support
-            hits = self.leaves.hits(tokens.view(-1, tokens.shape[-1])).view(len(batch), len(support))
-            for (mass, _), hit in zip(batch, hits, strict=True):
+            hits = self.leaves.hits(rows, pos, support).view(len(batch), len(support))
+            for (mass, prefix), hit in zip(batch, hits, strict=True):
                 self.open.add(-mass)
                 certain = math.fsum((mass * probs[hit]).tolist())
+                if prefix:
+                    self.certain_by_query[prefix[0]] += certain
+                elif len(self.order) == 1:  # the root is the leaf: its open position is the query
+                    self.certain_by_query += mass * probs * hit
                 free = math.fsum((mass * probs[~hit]).tolist())
                 self.certain.add(certain)
                 self.free.add(free)
@@ -262,7 +279,7 @@ class Search:
         stats.proved_certain += int(certain.sum())
         for (mass, prefix), no, yes in zip(batch, free.tolist(), certain.tolist(), strict=True):
             if no or yes:
-                self._close(depth, mass, yes)
+                self._close(prefix, mass, yes)
             else:
                 self._split(mass, prefix)
 
@@ -287,7 +304,7 @@ class Search:
         return self.result()
 
     def result(self, exact_open: bool = True) -> Bounds:
-        open_mass = math.fsum(-neg for neg, _, _ in self.queue) if exact_open else max(self.open.value, 0.0)
+        open_mass = math.fsum(-item[1] for item in self.queue) if exact_open else max(self.open.value, 0.0)
         certain = self.certain.value
         complete = not self.queue
         lower = certain * (1 - ROUNDING)
@@ -300,10 +317,16 @@ class Search:
                       depths=tuple(d.frozen(i) for i, d in enumerate(self.depths)),
                       network_bound="one-block attention (exact per-head ranges)" if self.network.supported else "")
 
-    def open_nodes(self) -> list[tuple[float, dict[int, int]]]:
-        """The undecided nodes: (mass, {position: token id fixed}) each."""
-        return [(-neg, {self.order[i]: int(self.supports[self.order[i]][k]) for i, k in enumerate(prefix)})
-                for neg, _, prefix in sorted(self.queue)]
+    def open_queries(self) -> Tensor:
+        """Bool over the first branched position's support: the tokens below which some mass is still open."""
+        if not self.order:
+            return torch.ones(1, dtype=torch.bool)
+        out = torch.zeros(self._fanout(0), dtype=torch.bool)
+        for *_, prefix in self.queue:
+            if not prefix:
+                return torch.ones_like(out)
+            out[prefix[0]] = True
+        return out
 
     def save(self, path: Path) -> None:
         state: dict[str, Any] = {
@@ -312,7 +335,8 @@ class Search:
             "depths": [{**vars(d), "mass_free": [d.mass_free.total, d.mass_free.carry],
                         "mass_certain": [d.mass_certain.total, d.mass_certain.carry]} for d in self.depths],
             "rivals": sorted(self.leaves.rivals.items()), "leaf_flops": self.leaves.flops,
-            "queue": [list(prefix) for _, _, prefix in sorted(self.queue)],
+            "certain_by_query": self.certain_by_query.tolist(),
+            "queue": [list(item[3]) for item in sorted(self.queue)],
         }
         with atomic_path(path) as tmp:
             tmp.write_text(dumps_json(state))
@@ -337,8 +361,9 @@ class Search:
                        for d in state["depths"]]
         self.leaves.rivals = Counter({int(t): int(c) for t, c in state["rivals"]})
         self.leaves.flops = float(state["leaf_flops"])
+        self.certain_by_query = torch.tensor(state["certain_by_query"], dtype=torch.float64)
         self.queue = []
         self._count = 0
         for prefix in state["queue"]:
             self._push(self._mass(tuple(prefix)), tuple(prefix))
-        self.open = _Sum(math.fsum(-neg for neg, _, _ in self.queue))
+        self.open = _Sum(math.fsum(-item[1] for item in self.queue))

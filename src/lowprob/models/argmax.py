@@ -164,6 +164,38 @@ class FastArgmax:
         return m.ln_final(out)
 
     @torch.no_grad()
+    def completion_resid(self, tokens: Tensor, position: int, support: Tensor) -> Tensor:
+        """``last_resid`` of every completion of ``position`` over ``support`` [n] for each row of ``tokens`` [L, T]
+        (whose own token there is ignored), [L, n, d]. With one block and ``position`` before the last, the
+        rows' other positions are attended to once and only the open one per completion; otherwise each
+        completion runs on its own."""
+        m, t = self.model, self.table
+        L, T = tokens.shape
+        if len(m.blocks) > 1 or position == T - 1:
+            full = tokens[:, None].repeat(1, len(support), 1)
+            full[:, :, position] = support
+            return self.last_resid(full.view(-1, T)).view(L, len(support), -1)
+        base = tokens.clone()
+        base[:, position] = support[0]  # a stand-in: the open position's row is not read
+        rows = t.rows(base)
+        open_rows = t.offsets[position] + t.row_of[position, support]  # [n]
+        block = m.blocks[0]
+        q = t.q0[rows[:, -1]]  # [L, H, e]
+        scale = 1 / math.sqrt(q.shape[-1])
+        others = torch.arange(T) != position
+        k, v = t.k0[rows[:, others]], t.v0[rows[:, others]]  # [L, T-1, H, e]
+        s_fixed = torch.einsum("lhe,lthe->lht", q, k) * scale
+        s_open = torch.einsum("lhe,nhe->lhn", q, t.k0[open_rows]) * scale
+        top = torch.maximum(s_fixed.amax(-1, keepdim=True), s_open)  # [L, H, n]
+        w_fixed = (s_fixed[:, :, None, :] - top[..., None]).exp()  # [L, H, n, T-1]
+        w_open = (s_open - top).exp()  # [L, H, n]
+        z = (torch.einsum("lhnt,lthe->lnhe", w_fixed, v)
+             + w_open.permute(0, 2, 1)[..., None] * t.v0[open_rows][None])
+        z = z / (w_fixed.sum(-1) + w_open).permute(0, 2, 1)[..., None]
+        x = t.x0[rows[:, -1]][:, None] + block.attn.project_out(z)  # [L, n, d]
+        return m.ln_final(x + block.mlp(block.ln2(x)))
+
+    @torch.no_grad()
     def argmax(self, tokens: Tensor) -> Tensor:
         chunk = SHALLOW_CHUNK if len(self.model.blocks) == 1 else DEEP_CHUNK
         return torch.cat([self._argmax(part) for part in tokens.split(chunk)])
