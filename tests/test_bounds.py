@@ -2,13 +2,15 @@
 
 import copy
 import json
+import sys
 
 import pytest
 import torch
 
 import lowprob
-from lowprob.bounds import network
+from lowprob.bounds import bounded_estimate, network
 from lowprob.bounds.network import TransformerBounds, variance_interval
+from lowprob.cli import main
 from lowprob.distributions import TokenDistribution
 from lowprob.errors import LowprobError
 from lowprob.events import ArgmaxIn, ArgmaxIs, Generates, InTopK, MarginAtLeast, ProbabilityAbove
@@ -198,3 +200,53 @@ def test_shipped_exact_tables_lie_within_partial_bounds(model_name, kind):
     for t in picks:
         b = lowprob.bound(model, dist, ArgmaxIs(t), seconds=2)
         assert contains(b, float(p[t])), (t, float(p[t]), b)
+
+
+def _cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["lowprob", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_the_bound_command_proves_prints_json_and_resumes(monkeypatch, capsys, tmp_path):
+    space = ["--model", "gelu-1l", "--dist", "tiny-uniform"]
+    model = lowprob.load_model("gelu-1l")
+    dist = lowprob.load_distribution("tiny-uniform", model)
+    p = exact64(model, dist, ArgmaxIs(7))
+    code, out, _ = _cli(monkeypatch, capsys, "bound", *space, "--target", "id:7", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["exact"] and result["lower"] <= p <= result["upper"]
+    proof = tmp_path / "proof.json"
+    code, out, _ = _cli(monkeypatch, capsys, "bound", *space, "--target", "id:7", "--flops", "1",
+                        "--checkpoint", str(proof))
+    assert code == 0 and "open mass" in out and proof.exists()
+    code, _, err = _cli(monkeypatch, capsys, "bound", *space, "--target", "id:7", "--checkpoint", str(proof))
+    assert code == 2 and "--resume" in err
+    code, out, _ = _cli(monkeypatch, capsys, "bound", *space, "--target", "id:7", "--checkpoint", str(proof),
+                        "--resume", "--json")
+    assert code == 0 and json.loads(out)["exact"]
+    code, _, err = _cli(monkeypatch, capsys, "bound", *space, "--target", "id:7", "--resume")
+    assert code == 2 and "--checkpoint" in err
+
+
+def test_estimate_with_bound_seconds_keeps_within_the_proof(monkeypatch, capsys):
+    model = lowprob.load_model("gelu-1l")
+    dist = lowprob.load_distribution("hex", model, length="exact")
+    event = ArgmaxIs(11)
+    est = bounded_estimate(model, dist, event, 2.0, budget=256, seed=0)
+    report = est.diagnostics["bounds"]
+    assert report["lower"] <= est.probability <= report["upper"]
+    assert report["lower"] <= est.interval[0] <= est.interval[1] <= report["upper"]
+    assert est.cost.seconds >= report["seconds"] and est.cost.flops > report["flops"]
+    tiny = lowprob.load_distribution("tiny-uniform", model)  # a proof that finishes is the answer: nothing sampled
+    done = bounded_estimate(model, tiny, ArgmaxIs(7), 60.0)
+    assert done.method == "bound" and done.interval_kind == "exact"
+    assert done.probability == pytest.approx(exact64(model, tiny, ArgmaxIs(7)), rel=1e-9)
+    code, out, _ = _cli(monkeypatch, capsys, "estimate", "--model", "gelu-1l", "--dist", "tiny-uniform", "--target",
+                        "id:7", "--bound-seconds", "30")
+    assert code == 0 and "proved:" in out

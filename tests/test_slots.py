@@ -166,3 +166,12 @@ def test_cli_shows_a_template_and_estimates_on_it(problem, tmp_path, monkeypatch
     code, out, _ = run(monkeypatch, capsys, "estimate", "--model", str(tmp_path / "m"), "--dist",
                        str(tmp_path / "president.toml"), "--target", "id:254", "--budget", "256", "--json")
     assert code == 0 and json.loads(out)["distribution"] == "president"
+
+
+def test_a_bound_over_a_template_equals_the_exact_table(problem):
+    """Templates are bounded by running their prompts (no network bound reads a templated model)."""
+    model, dist, p = problem
+    for t in p.argsort(descending=True)[:3].tolist():
+        b = lowprob.bound(model, dist, lowprob.ArgmaxIs(t))
+        assert b.complete and b.network_bound == ""
+        assert b.lower <= float(p[t]) <= b.upper and b.upper - b.lower <= 1e-12

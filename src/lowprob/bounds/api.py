@@ -69,7 +69,8 @@ def bounded_estimate(model, dist, event: Event, bound_seconds: float, method: st
     if proof.complete:
         cost = Cost(0, 0, proof.flops, proof.seconds, proof.flops / model.flops_per_sequence(len(dist)))
         return Estimate("bound", proof.lower, (proof.lower, proof.upper), budget, seed, cost, {"bounds": report},
-                        model=model.name, distribution=dist.name, event=event.describe(model.tokenizer),
+                        model=getattr(model, "name", "") or "", distribution=dist.name,
+                        event=event.describe(getattr(model, "tokenizer", None)),
                         interval_kind="exact")
     open_tokens = search.open_queries()
     pos = search.order[0]

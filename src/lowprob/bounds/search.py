@@ -89,17 +89,26 @@ class _Depth:
 
 
 class _Leaves:
-    """Runs every completion of nodes with one open position and says which hit the event."""
+    """Runs every completion of nodes with one open position and says which hit the event.
+
+    On the shipped transformer the final residuals come from the fast path and a screen of likely rivals
+    settles most inputs before the full unembedding; any other model of the protocol runs plainly.
+    """
 
     def __init__(self, model, supports: list[Tensor], event: Event) -> None:
+        from lowprob.models.transformer import Transformer
+
         self.model, self.event = model, event
-        self.fast = FastArgmax(model, supports)
+        self.fast = FastArgmax(model, supports) if isinstance(model, Transformer) else None
         self.anchors = list(anchors(event))
         self.rivals: Counter[int] = Counter()
         self._double: Any = None  # the float64 copy of the model, made on the first near-tie
-        T, cfg = len(supports), model.cfg
-        self.resid_flops = (model.positions_flops(T - 1, T) if cfg.n_layers == 1
-                            else model.flops_per_sequence(T) - 2 * cfg.d_model * cfg.d_vocab)
+        T = len(supports)
+        self.sequence_flops = model.flops_per_sequence(T)
+        if isinstance(model, Transformer):
+            cfg = model.cfg
+            self.resid_flops = (model.positions_flops(T - 1, T) if cfg.n_layers == 1
+                                else self.sequence_flops - 2 * cfg.d_model * cfg.d_vocab)
         self.flops = 0.0
 
     def screen(self) -> list[int]:
@@ -109,34 +118,47 @@ class _Leaves:
     def hits(self, tokens: Tensor, position: int | None = None, support: Tensor | None = None) -> Tensor:
         """Bool [B]: the event at each sequence, as exact ground truth decides it. Given an open ``position``
         and its ``support``, the sequences are the completions of each row of ``tokens``, row after row."""
-        m, d, V = self.model, self.model.cfg.d_model, self.model.cfg.d_vocab
+        m = self.model
         if position is not None and support is not None:
-            resid = self.fast.completion_resid(tokens, position, support).flatten(0, 1)
             full = tokens[:, None].repeat(1, len(support), 1)
             full[:, :, position] = support
+            if self.fast is not None:
+                return self._screened(full.view(-1, tokens.shape[-1]),
+                                      self.fast.completion_resid(tokens, position, support).flatten(0, 1))
             tokens = full.view(-1, tokens.shape[-1])
-        else:
-            resid = self.fast.last_resid(tokens)
+        if self.fast is not None:
+            return self._screened(tokens, self.fast.last_resid(tokens))
+        self.flops += len(tokens) * self.sequence_flops
+        return self._decide(tokens, m.logits(tokens), torch.arange(len(tokens)))
+
+    def _screened(self, tokens: Tensor, resid: Tensor) -> Tensor:
+        """The screen first: a rival ahead of the event's tokens by more than the tie tolerance settles an input."""
+        m, d = self.model, self.model.cfg.d_model
         screen = torch.tensor(self.screen())
         logits = resid @ m.W_U[:, screen] + (m.b_U[screen] if m.b_U is not None else 0)
         where = torch.searchsorted(screen, torch.tensor(self.anchors))
         gaps = (logits[:, None, :] - logits[:, where, None]).double()
         free, _ = verdict(self.event, gaps, gaps, TIE_TOL, vocab=screen)  # a subset of rivals proves "free" only
         self.flops += len(tokens) * (self.resid_flops + 2 * d * len(screen))
-        hit = torch.zeros(len(tokens), dtype=torch.bool)
         rows = torch.nonzero(~free).flatten()
-        if len(rows):
-            full = m.unembed(resid[rows])
-            self.rivals.update(full.argmax(-1).tolist())
-            gaps = (full[:, None, :] - full[:, self.anchors, None]).double()
-            no, yes = verdict(self.event, gaps, gaps, TIE_TOL)
-            hit[rows] = yes
-            close = rows[~(no | yes)]
-            if len(close):  # near-ties: the float64 model decides, as the exact tables do
-                if self._double is None:
-                    self._double = copy.deepcopy(m).double()
-                hit[close] = self.event.indicator(self._double.logits(tokens[close]))
-            self.flops += len(rows) * 2 * d * V + len(close) * m.flops_per_sequence(tokens.shape[1])
+        if not len(rows):
+            return torch.zeros(len(tokens), dtype=torch.bool)
+        self.flops += len(rows) * 2 * d * m.cfg.d_vocab
+        return self._decide(tokens, m.unembed(resid[rows]), rows)
+
+    def _decide(self, tokens: Tensor, logits: Tensor, rows: Tensor) -> Tensor:
+        """The event at ``tokens[rows]`` from their float32 ``logits``, near-ties recomputed in float64."""
+        self.rivals.update(logits.argmax(-1).tolist())
+        gaps = (logits[:, None, :] - logits[:, self.anchors, None]).double()
+        no, yes = verdict(self.event, gaps, gaps, TIE_TOL)
+        hit = torch.zeros(len(tokens), dtype=torch.bool)
+        hit[rows] = yes
+        close = rows[~(no | yes)]
+        if len(close):  # near-ties: the float64 model decides, as the exact tables do
+            if self._double is None:
+                self._double = copy.deepcopy(self.model).double()
+            hit[close] = self.event.indicator(self._double.logits(tokens[close]))
+            self.flops += len(close) * self.sequence_flops
         return hit
 
 
@@ -148,18 +170,15 @@ class Search:
         from lowprob.models.transformer import Transformer
 
         anchors(event)  # refuses what is not a logits event with a margin, saying which are
-        if not isinstance(model, Transformer) or model.device.type != "cpu":
-            raise LowprobError("certified bounds run on the shipped Transformer on the CPU (a model loaded by "
-                               "lowprob.load_model from a shipped name or a lowprob model directory); Hugging Face "
-                               f"and TransformerLens models and templated prompts are not covered, got "
-                               f"{type(model).__name__}")
+        if model.device.type != "cpu":
+            raise LowprobError("certified bounds run on the CPU: load the model without a device (or device='cpu')")
         event.validate(model)
         self.model, self.dist, self.event = model, dist, event
         self.supports = dist.support_ids()
         self.probs = [dist.support(i)[1].double() for i in range(len(dist))]
         variable = dist.variable_positions()
         self.order = [variable[-1], *variable[:-1]] if variable else []
-        self.network = TransformerBounds(model, self.supports)
+        self.network = TransformerBounds(model, self.supports) if isinstance(model, Transformer) else None
         self.leaves = _Leaves(model, self.supports, event)
         self.base = torch.stack([s[0] for s in self.supports])
         self.identity = {"model_sha256": model_sha256(model), "distribution_sha256": dist.content_hash(),
@@ -229,7 +248,7 @@ class Search:
         self.depths[depth].nodes += len(batch)
         if depth == self.leaf_depth:
             self._evaluate(depth, batch)
-        elif depth > 0 and self.network.supported and self.depths[depth].bounding_pays():
+        elif depth > 0 and self.network is not None and self.network.supported and self.depths[depth].bounding_pays():
             self._bound(depth, batch)
         else:
             for mass, prefix in batch:
@@ -264,6 +283,7 @@ class Search:
         self.flops += self.leaves.flops - before
 
     def _bound(self, depth: int, batch: list[tuple[float, tuple[int, ...]]]) -> None:
+        assert self.network is not None
         masks = self.network.valid[None].repeat(len(batch), 1, 1)
         for n, (_, prefix) in enumerate(batch):
             for i, k in enumerate(prefix):
@@ -312,10 +332,11 @@ class Search:
         if complete:  # every input decided: the certain mass is P itself, up to the rounding of its sum
             lower, upper = certain * (1 - ROUNDING), min(1.0, certain * (1 + ROUNDING))
         return Bounds(lower, upper, self.free.value, certain, open_mass if not complete else 0.0, complete,
-                      self.flops, self.seconds, model=self.model.name, distribution=self.dist.name,
-                      event=self.event.describe(self.model.tokenizer),
+                      self.flops, self.seconds, model=getattr(self.model, "name", "") or "",
+                      distribution=self.dist.name, event=self.event.describe(getattr(self.model, "tokenizer", None)),
                       depths=tuple(d.frozen(i) for i, d in enumerate(self.depths)),
-                      network_bound="one-block attention (exact per-head ranges)" if self.network.supported else "")
+                      network_bound="one-block attention, exact per-head ranges" if self.network is not None
+                      and self.network.supported else "")
 
     def open_queries(self) -> Tensor:
         """Bool over the first branched position's support: the tokens below which some mass is still open."""
