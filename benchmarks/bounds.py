@@ -3,6 +3,8 @@
     OMP_NUM_THREADS=1 python benchmarks/bounds.py soundness [--seconds 2]
     OMP_NUM_THREADS=1 python benchmarks/bounds.py rare [--dists hex,english] [--per-dist 3] [--cap 240]
     OMP_NUM_THREADS=1 python benchmarks/bounds.py deep [--seconds 60]
+    OMP_NUM_THREADS=1 python benchmarks/bounds.py widths [--dists hex,english]
+    OMP_NUM_THREADS=1 python benchmarks/bounds.py trigger [--dist trigger-p4]
     OMP_NUM_THREADS=1 python benchmarks/bounds.py estimates [--dists hex,english] [--bound-seconds 5]
     python benchmarks/bounds.py plot
 
@@ -16,6 +18,10 @@ and prints a table; ``plot`` draws the proof-cost-against-tightness figure from 
   ``--cap`` seconds), its bounds traced step by step; the baseline is the pair's full exact enumeration
   (``lowprob.ground_truth(exact=True)``, all targets at once), timed in the same run, one thread.
 - ``deep``: gelu-2l and gelu-4l, how far a proof gets in ``--seconds``.
+- ``widths``: how wide the network bound's logit-gap intervals are at depths 1 and 2 on gelu-1l, against
+  the spread of the same gaps over sampled inputs of each node.
+- ``trigger``: gelu-2l-trigger, proving every off-trigger prompt event-free: stopped at the time a plain
+  scan of all 245,760 prompts takes (``exact_probability``, timed in the same run), then to the end.
 - ``estimates``: the default estimator alone at budget 4096, with ``--bound-seconds`` first, and alone at a
   budget raised to the bounded run's total FLOPs: zeros and median |log10 q/p| per decade of p.
 """
@@ -125,6 +131,65 @@ def deep(args) -> None:
                   f"in {b.seconds:.0f} s", flush=True)
 
 
+def widths(args) -> None:
+    """How loose the network bound is on gelu-1l: its logit-gap intervals at depth 1 (query fixed) and depth 2,
+    against the spread of the same gaps over 512 sampled inputs of each node."""
+    from lowprob.models.gap_bounds import TransformerBounds
+
+    model = lowprob.load_model("gelu-1l")
+    m64 = model.double()
+    for kind in args.dists.split(","):
+        model32 = lowprob.load_model("gelu-1l")
+        dist = lowprob.load_distribution(kind, model32, length="exact")
+        p = load_reference("gelu-1l", kind, length="exact").probabilities
+        supports = dist.support_ids()
+        tb = TransformerBounds(model32, supports)
+        targets = _rare_targets("gelu-1l", kind, p, 3)
+        g = torch.Generator().manual_seed(0)
+        for depth in (1, 2):
+            masks = tb.valid[None].repeat(8, 1, 1)
+            fixed = [len(supports) - 1] + ([dist.variable_positions()[0]] if depth == 2 else [])
+            for pos in fixed:
+                masks[:, pos] = False
+                masks[torch.arange(8), pos, torch.randint(0, len(supports[pos]), (8,), generator=g)] = True
+            lo, hi = tb.logit_gaps(masks, targets)
+            true = []
+            for n in range(8):
+                tokens = dist.sample(512, g)
+                for pos in fixed:
+                    tokens[:, pos] = supports[pos][masks[n, pos].nonzero()[0, 0]]
+                logits = m64.logits(tokens)
+                gaps = logits[:, None, :] - logits[:, targets, None]  # [512, A, V]
+                true.append(gaps.amax(0) - gaps.amin(0))
+            spread = torch.stack(true)
+            row = {"dist": kind, "depth": depth, "targets": targets,
+                   "bound_width_median": float((hi - lo).median()), "sampled_spread_median": float(spread.median()),
+                   "proved_free_nodes": int(((lo > 1e-6).any(-1)).sum())}
+            _append("widths", row)
+            print(row, flush=True)
+
+
+def trigger(args) -> None:
+    """The planted trigger: every off-trigger prompt event-free, against a plain scan of all prompts timed here."""
+    from lowprob.truth.reference import REFERENCE_DIR
+
+    ref = json.loads((REFERENCE_DIR / "trigger" / "gelu-2l-trigger.json").read_text())
+    model = lowprob.load_model("gelu-2l-trigger")
+    dist = lowprob.load_distribution(args.dist, model)
+    event, truth = lowprob.ArgmaxIs(ref["target_id"]), ref["distributions"][args.dist]
+    start = time.perf_counter()
+    scanned = lowprob.exact_probability(model, dist, event)
+    scan = time.perf_counter() - start
+    for limit in (scan, None):
+        b = lowprob.bound(model, dist, event, seconds=limit)
+        _append("trigger", {"model": "gelu-2l-trigger", "dist": args.dist, "p": truth["event_probability"],
+                            "scanned_p": scanned, "trigger_probability": truth["trigger_probability"],
+                            "scan_seconds": scan, "limit": limit, **_summary(b)})
+        print(f"gelu-2l-trigger {args.dist}: p={truth['event_probability']:.3e} (trigger mass "
+              f"{truth['trigger_probability']:.3e}); [{b.lower:.3e}, {b.upper:.3e}], proved event-free {b.free:.6f}, "
+              f"open {b.open:.3g}, {b.seconds:.1f} s against a {scan:.1f} s plain scan", flush=True)
+
+
 def estimates(args) -> None:
     scale = SCALES["exact"]
     for kind in args.dists.split(","):
@@ -174,8 +239,9 @@ def plot(args) -> None:
     rows = _read("rare")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
-        flops = [f for _, f, lo, hi in r["trace"]]
-        ratio = [hi / lo if lo > 0 else math.nan for _, _, lo, hi in r["trace"]]
+        trace = [*r["trace"], (r["seconds"], r["flops"], r["lower"], r["upper"])]  # the trace is thinned; add the end
+        flops = [f for _, f, lo, hi in trace]
+        ratio = [hi / lo if lo > 0 else math.nan for _, _, lo, hi in trace]
         ax.plot(flops, ratio, lw=1, label=f"{r['dist']} {r['target']} (p={r['p']:.0e})")
     enum = statistics.median(r["enumeration_flops"] for r in rows)
     ax.axvline(enum, color="k", ls="--", lw=1, label="exact enumeration (all targets)")
@@ -201,10 +267,15 @@ def main() -> None:
     e = sub.add_parser("estimates")
     e.add_argument("--dists", default="hex,english")
     e.add_argument("--bound-seconds", type=float, default=5.0)
+    sub.add_parser("widths").add_argument("--dists", default="hex,english")
+    t = sub.add_parser("trigger")
+    t.add_argument("--dist", default="trigger-p4")
+    t.add_argument("--seconds", type=float, default=None, help="default: the reference scan's time")
     sub.add_parser("plot")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    {"soundness": soundness, "rare": rare, "deep": deep, "estimates": estimates, "plot": plot}[args.part](args)
+    {"soundness": soundness, "rare": rare, "deep": deep, "widths": widths, "trigger": trigger,
+     "estimates": estimates, "plot": plot}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 import lowprob
-from lowprob.bounds import bounded_estimate, network
-from lowprob.bounds.network import TransformerBounds, variance_interval
+from lowprob.bounds import bounded_estimate
 from lowprob.cli import main
 from lowprob.distributions import TokenDistribution
 from lowprob.errors import LowprobError
 from lowprob.events import ArgmaxIn, ArgmaxIs, Generates, InTopK, MarginAtLeast, ProbabilityAbove
-from lowprob.models import Transformer, TransformerConfig
+from lowprob.models import Transformer, TransformerConfig, gap_bounds
+from lowprob.models.gap_bounds import TransformerBounds, variance_interval
 from lowprob.truth.reference import load_reference
 
 V = 24
@@ -156,7 +156,7 @@ def test_ratio_bounds_match_brute_force():
     w = torch.rand(3, 4, generator=g, dtype=torch.float64) + 0.05
     valid = torch.rand(3, 4, generator=g) < 0.7
     valid[:, 0] = True
-    lo, hi = network._ratio_bounds(a, w, valid)
+    lo, hi = gap_bounds._ratio_bounds(a, w, valid)
     ratios = [sum(float(w[p, k] * a[p, k]) for p, k in enumerate(c)) / sum(float(w[p, k]) for p, k in enumerate(c))
               for c in torch.cartesian_prod(*[torch.nonzero(valid[p]).flatten() for p in range(3)]).tolist()]
     assert float(lo) <= min(ratios) + 1e-12 and float(hi) >= max(ratios) - 1e-12

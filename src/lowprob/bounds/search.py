@@ -34,13 +34,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lowprob.bounds.network import TransformerBounds
 from lowprob.bounds.result import Bounds, DepthStats
 from lowprob.bounds.verdict import anchors, verdict
 from lowprob.errors import LowprobError
 from lowprob.events import Event
 from lowprob.files import atomic_path, dumps_json, read_json
-from lowprob.models.argmax import TIE_TOL, FastArgmax
+from lowprob.models.argmax import DEEP_CHUNK, SHALLOW_CHUNK, TIE_TOL, FastArgmax
+from lowprob.models.protocol import capability
+from lowprob.truth.compute import PLAIN_CHUNK
 
 BOUND_TOL = 1e-6  # network-bound decisions clear the event's threshold by this (float64 rounding: ~1e-13)
 ROUNDING = 1e-12  # relative outward widening of the reported bounds (float64 products and sums of masses)
@@ -96,16 +97,15 @@ class _Leaves:
     """
 
     def __init__(self, model, supports: list[Tensor], event: Event) -> None:
-        from lowprob.models.transformer import Transformer
-
         self.model, self.event = model, event
-        self.fast = FastArgmax(model, supports) if isinstance(model, Transformer) else None
+        offer = capability(model, "fast_argmax")
+        self.fast: FastArgmax | None = offer(supports) if offer is not None else None
         self.anchors = list(anchors(event))
         self.rivals: Counter[int] = Counter()
         self._double: Any = None  # the float64 copy of the model, made on the first near-tie
         T = len(supports)
         self.sequence_flops = model.flops_per_sequence(T)
-        if isinstance(model, Transformer):
+        if self.fast is not None:
             cfg = model.cfg
             self.resid_flops = (model.positions_flops(T - 1, T) if cfg.n_layers == 1
                                 else self.sequence_flops - 2 * cfg.d_model * cfg.d_vocab)
@@ -122,34 +122,49 @@ class _Leaves:
         if position is not None and support is not None:
             full = tokens[:, None].repeat(1, len(support), 1)
             full[:, :, position] = support
-            if self.fast is not None:
-                return self._screened(full.view(-1, tokens.shape[-1]),
-                                      self.fast.completion_resid(tokens, position, support).flatten(0, 1))
+            if self.fast is not None and m.cfg.n_layers == 1:
+                resid = self.fast.completion_resid(tokens, position, support).flatten(0, 1)
+                return self._from_resid(full.view(-1, tokens.shape[-1]), resid)
             tokens = full.view(-1, tokens.shape[-1])
-        if self.fast is not None:
-            return self._screened(tokens, self.fast.last_resid(tokens))
+        if self.fast is not None:  # in cache-sized chunks, as the fast argmax runs
+            chunk = SHALLOW_CHUNK if m.cfg.n_layers == 1 else DEEP_CHUNK
+            return self._from_resid(tokens, torch.cat([self.fast.last_resid(c) for c in tokens.split(chunk)]))
         self.flops += len(tokens) * self.sequence_flops
-        return self._decide(tokens, m.logits(tokens), torch.arange(len(tokens)))
+        logits = torch.cat([m.logits(c) for c in tokens.split(PLAIN_CHUNK)])
+        return self._screened(tokens, lambda ids: logits[:, ids], lambda rows: logits[rows])
 
-    def _screened(self, tokens: Tensor, resid: Tensor) -> Tensor:
-        """The screen first: a rival ahead of the event's tokens by more than the tie tolerance settles an input."""
+    def _from_resid(self, tokens: Tensor, resid: Tensor) -> Tensor:
+        """From final residuals: the screen's logits cost ``2 d`` a token, the full unembedding only where needed."""
         m, d = self.model, self.model.cfg.d_model
+        self.flops += len(tokens) * (self.resid_flops + 2 * d * (len(self.anchors) + RIVALS))
+
+        def screen_logits(ids: Tensor) -> Tensor:
+            return resid @ m.W_U[:, ids] + (m.b_U[ids] if m.b_U is not None else 0)
+
+        def full_logits(rows: Tensor) -> Tensor:
+            self.flops += len(rows) * 2 * d * m.cfg.d_vocab
+            return m.unembed(resid[rows])
+
+        return self._screened(tokens, screen_logits, full_logits)
+
+    def _screened(self, tokens: Tensor, screen_logits: Callable[[Tensor], Tensor],
+                  full_logits: Callable[[Tensor], Tensor]) -> Tensor:
+        """The screen first: a likely rival ahead of the event's tokens by more than the tie tolerance settles an
+        input without its other logits; the rest are decided on all of them."""
         screen = torch.tensor(self.screen())
-        logits = resid @ m.W_U[:, screen] + (m.b_U[screen] if m.b_U is not None else 0)
+        logits = screen_logits(screen)
         where = torch.searchsorted(screen, torch.tensor(self.anchors))
-        gaps = (logits[:, None, :] - logits[:, where, None]).double()
+        gaps = logits[:, None, :] - logits[:, where, None]
         free, _ = verdict(self.event, gaps, gaps, TIE_TOL, vocab=screen)  # a subset of rivals proves "free" only
-        self.flops += len(tokens) * (self.resid_flops + 2 * d * len(screen))
         rows = torch.nonzero(~free).flatten()
         if not len(rows):
             return torch.zeros(len(tokens), dtype=torch.bool)
-        self.flops += len(rows) * 2 * d * m.cfg.d_vocab
-        return self._decide(tokens, m.unembed(resid[rows]), rows)
+        return self._decide(tokens, full_logits(rows), rows)
 
     def _decide(self, tokens: Tensor, logits: Tensor, rows: Tensor) -> Tensor:
         """The event at ``tokens[rows]`` from their float32 ``logits``, near-ties recomputed in float64."""
         self.rivals.update(logits.argmax(-1).tolist())
-        gaps = (logits[:, None, :] - logits[:, self.anchors, None]).double()
+        gaps = logits[:, None, :] - logits[:, self.anchors, None]
         no, yes = verdict(self.event, gaps, gaps, TIE_TOL)
         hit = torch.zeros(len(tokens), dtype=torch.bool)
         hit[rows] = yes
@@ -167,7 +182,6 @@ class Search:
 
     def __init__(self, model, dist, event: Event) -> None:
         from lowprob.models.protocol import model_sha256
-        from lowprob.models.transformer import Transformer
 
         anchors(event)  # refuses what is not a logits event with a margin, saying which are
         if model.device.type != "cpu":
@@ -178,7 +192,8 @@ class Search:
         self.probs = [dist.support(i)[1].double() for i in range(len(dist))]
         variable = dist.variable_positions()
         self.order = [variable[-1], *variable[:-1]] if variable else []
-        self.network = TransformerBounds(model, self.supports) if isinstance(model, Transformer) else None
+        offer = capability(model, "gap_bounds")
+        self.network = offer(self.supports) if offer is not None else None
         self.leaves = _Leaves(model, self.supports, event)
         self.base = torch.stack([s[0] for s in self.supports])
         self.identity = {"model_sha256": model_sha256(model), "distribution_sha256": dist.content_hash(),
@@ -248,7 +263,7 @@ class Search:
         self.depths[depth].nodes += len(batch)
         if depth == self.leaf_depth:
             self._evaluate(depth, batch)
-        elif depth > 0 and self.network is not None and self.network.supported and self.depths[depth].bounding_pays():
+        elif depth > 0 and self.network is not None and self.depths[depth].bounding_pays():
             self._bound(depth, batch)
         else:
             for mass, prefix in batch:
@@ -289,9 +304,8 @@ class Search:
             for i, k in enumerate(prefix):
                 masks[n, self.order[i]] = False
                 masks[n, self.order[i], k] = True
-        gaps = self.network.logit_gaps(masks, anchors(self.event))
-        assert gaps is not None
-        free, certain = verdict(self.event, *gaps, BOUND_TOL)
+        lo, hi = self.network.logit_gaps(masks, anchors(self.event))
+        free, certain = verdict(self.event, lo, hi, BOUND_TOL)
         self.flops += self.network.flops(len(batch), len(anchors(self.event)))
         stats = self.depths[depth]
         stats.bounded += len(batch)
@@ -335,8 +349,7 @@ class Search:
                       self.flops, self.seconds, model=getattr(self.model, "name", "") or "",
                       distribution=self.dist.name, event=self.event.describe(getattr(self.model, "tokenizer", None)),
                       depths=tuple(d.frozen(i) for i, d in enumerate(self.depths)),
-                      network_bound="one-block attention, exact per-head ranges" if self.network is not None
-                      and self.network.supported else "")
+                      network_bound="" if self.network is None else "one-block attention, exact per-head ranges")
 
     def open_queries(self) -> Tensor:
         """Bool over the first branched position's support: the tokens below which some mass is still open."""

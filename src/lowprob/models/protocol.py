@@ -27,6 +27,9 @@ answers for more compute. Nothing outside ``models/`` tests a model's class. The
   pre-activations) from one forward, and what each feature's unit writes into the residual stream per
   unit of activation; what a white-box probe (``estimators.swap_scan``) reads. Without it the probe
   reads the final residual, which every model exposes.
+- ``gap_bounds(supports) -> models.gap_bounds.TransformerBounds | None``: sound bounds on the last
+  position's logit gaps over sets of sequences of a product space (the shipped one-block ``Transformer``);
+  certified bounds (``lowprob.bound``) close whole sets with it. Without it they run every input.
 
 The shipped ``Transformer`` offers ``fast_argmax`` and ``prefix_tree`` on the CPU only (a GPU's plain batched forward is
 already cheap per sequence). Every model prices its own forward pass (``flops_per_sequence``).
@@ -90,7 +93,7 @@ class LanguageModel(Protocol):
     def state_dict(self) -> dict[str, Tensor]: ...
 
 
-CAPABILITIES = ("start_decoding", "decoding_model", "fast_argmax", "prefix_tree", "last_features")
+CAPABILITIES = ("start_decoding", "decoding_model", "fast_argmax", "prefix_tree", "last_features", "gap_bounds")
 
 
 def capability(model: Any, name: str) -> Any:

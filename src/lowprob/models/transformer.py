@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from lowprob.errors import LowprobError
 from lowprob.models.argmax import FastArgmax
 from lowprob.models.decoding import TransformerDecoding
+from lowprob.models.gap_bounds import TransformerBounds
 from lowprob.models.prefix_tree import PrefixTree
 
 ACTIVATIONS = {
@@ -277,6 +278,11 @@ class Transformer(nn.Module):
         """The last position's argmax over a product space, on the CPU (a GPU's plain batched forward is
         already cheap per sequence); None on another device."""
         return FastArgmax(self, supports) if self.device.type == "cpu" else None
+
+    def gap_bounds(self, supports: Sequence[Tensor]) -> TransformerBounds | None:
+        """Sound bounds on the last position's logit gaps over sets of sequences of a product space, for one block
+        on the CPU; None otherwise (deeper models have no such bound yet)."""
+        return TransformerBounds(self, supports) if self.device.type == "cpu" and self.cfg.n_layers == 1 else None
 
     def prefix_tree(self, supports: Sequence[Tensor]) -> PrefixTree | None:
         """Prefix-shared evaluation of a product space (at least one variable position), on the CPU only,

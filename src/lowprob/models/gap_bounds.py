@@ -16,7 +16,8 @@ gaps); the rest is bounded through the boxes:
 - the logit gap ``l_v − l_a`` through the final LayerNorm, for every token v at once.
 
 Everything runs in float64 and holds for exact arithmetic up to float64 rounding (relative
-~1e-13); callers decide with a margin ``TOLERANCE`` above that (``bounds.events``).
+~1e-13); callers decide with a margin above that (``lowprob.bounds``). ``Transformer.gap_bounds``
+offers it (an optional capability, ``models.protocol``) for one-block models on the CPU.
 """
 
 from __future__ import annotations
@@ -109,13 +110,13 @@ def _ratio_bounds(values: Tensor, weights: Tensor, valid: Tensor) -> tuple[Tenso
 class TransformerBounds:
     """Bounds on ``l_v − l_a`` (every token v, anchor tokens a) at the last position, for nodes of a product space.
 
-    Built once per (model, supports); ``logit_gaps`` takes nodes as masks over each position's support.
-    Covers the shipped ``Transformer`` with one block; deeper models get no bound from it (``None``), so
-    the search evaluates their nodes by enumeration.
+    Built once per (model, supports) for the shipped ``Transformer`` with one block; ``logit_gaps`` takes
+    nodes as masks over each position's support.
     """
 
     def __init__(self, model, supports: Sequence[Tensor]) -> None:
-        self.supported = len(model.blocks) == 1
+        if len(model.blocks) != 1:
+            raise LowprobError(f"gap bounds cover one-block transformers; this one has {len(model.blocks)} blocks")
         self.T, self.K = len(supports), max(len(s) for s in supports)
         cfg = model.cfg
         self.act, self.floor = cfg.act_fn, _activation_floor(cfg.act_fn)
@@ -192,13 +193,11 @@ class TransformerBounds:
 
     # --- the public bound --------------------------------------------------------------------------
     @torch.no_grad()
-    def logit_gaps(self, masks: Tensor, anchors: Sequence[int]) -> tuple[Tensor, Tensor] | None:
-        """Bounds (lo, hi) [N, A, V] on ``l_v − l_a`` over every input of each node, or None when not covered.
+    def logit_gaps(self, masks: Tensor, anchors: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """Bounds (lo, hi) [N, A, V] on ``l_v − l_a`` over every input of each node.
 
         ``masks`` [N, T, K] bool: the allowed support indices of each position (the last fixed).
         """
-        if not self.supported:
-            return None
         if bool(((masks & self.valid)[:, -1].sum(-1) != 1).any()):
             raise LowprobError("logit_gaps needs the last position fixed in every node")
         parts = [self._gaps(chunk, list(anchors)) for chunk in masks.split(NODE_CHUNK)]
