@@ -46,11 +46,12 @@ class Bounds:
 
     @property
     def exact(self) -> bool:
-        return self.lower == self.upper
+        """Every input decided: the bounds are P itself, up to their outward widening for rounding."""
+        return self.complete
 
     @property
     def ratio(self) -> float:
-        """upper / lower (inf while nothing is proved certain, 1 when exact)."""
+        """upper / lower (inf while nothing is proved certain; 1 + 2e-12 when exact, from the widening)."""
         if self.upper == self.lower:
             return 1.0
         return self.upper / self.lower if self.lower > 0 else float("inf")
@@ -63,7 +64,7 @@ class Bounds:
 
     def summary(self) -> str:
         label = self.event.get("label", "event")
-        state = "exact" if self.exact else ("complete" if self.complete else f"open mass {self.open:.3g}")
+        state = "exact" if self.exact else f"open mass {self.open:.3g}"
         return (f"P({label}) in [{self.lower:.6g}, {self.upper:.6g}] ({state}); proved event-free {self.free:.6g}, "
                 f"event-certain {self.certain:.6g}; model {self.model or 'unnamed'}, distribution "
                 f"{self.distribution or 'unnamed'}; {self.flops:.3g} FLOPs, {self.seconds:.1f} s")
