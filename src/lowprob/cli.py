@@ -285,8 +285,8 @@ def _bounds_lines(report: dict | None) -> list[str]:
 
 @app.command()
 def bound(
-    model: Annotated[str, typer.Option(help="shipped model name or lowprob model directory")],
-    dist: Annotated[str, typer.Option(help="distribution name or .safetensors file")],
+    model: Annotated[str, typer.Option(help="shipped model name or model directory")],
+    dist: Annotated[str, typer.Option(help="distribution name, .safetensors file or .toml template")],
     target: Annotated[Optional[str], typer.Option(
         help="the token whose argmax to bound (as in `lowprob estimate`)")] = None,
     event: Annotated[Optional[str], typer.Option(
