@@ -11,7 +11,8 @@ centred residual's coordinates, two directions that bound σ from below, the lik
 gaps); the rest is bounded through the boxes:
 
 - LayerNorm: ``(w ⊙ W)·LN(r) = c·r / σ(r) + const`` with ``c`` centred, so a direction's range
-  divided by the range of σ; σ's range comes from a box on the centred vector.
+  divided by the range of σ, capped by ``‖c‖√d`` (Cauchy–Schwarz). σ's floor comes from one exactly
+  bounded direction (an input of the node's own) and from the centred vector's box, its ceiling from the box.
 - GELU/ReLU: monotone pieces, with the activation's global minimum where an interval contains it.
 - the logit gap ``l_v − l_a`` through the final LayerNorm, for every token v at once.
 
@@ -22,6 +23,7 @@ offers it (an optional capability, ``models.protocol``) for one-block models on 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -45,11 +47,10 @@ def _activation_floor(name: str) -> float:
     return float(act.min()) - 1e-7  # grid step 1e-5, curvature < 1: the true minimum is within 1e-10
 
 
-def activation_interval(lo: Tensor, hi: Tensor, name: str, floor: float) -> tuple[Tensor, Tensor]:
-    """Range of the activation over [lo, hi]: increasing right of its minimum, decreasing left of it."""
-    f = (lambda x: F.relu(x)) if name == "relu" else \
-        (lambda x: F.gelu(x, approximate="tanh" if name == "gelu_tanh" else "none"))
-    f_lo, f_hi = f(lo), f(hi)
+def activation_interval(lo: Tensor, hi: Tensor, act, name: str, floor: float) -> tuple[Tensor, Tensor]:
+    """Range of the activation ``act`` (called ``name``) over [lo, hi]: increasing right of its minimum,
+    decreasing left of it."""
+    f_lo, f_hi = act(lo), act(hi)
     low = torch.minimum(f_lo, f_hi)
     if name != "relu":  # the dip lies in (−1, −0.5): an interval reaching into it may go lower than its ends
         low = torch.where((lo < -0.5) & (hi > -1.0), torch.minimum(low, torch.full_like(low, floor)), low)
@@ -128,12 +129,10 @@ class TransformerBounds:
         for pos, support in enumerate(supports):
             ids[pos, : len(support)] = support
             self.valid[pos, : len(support)] = True
-        x0 = p["W_E"][ids] + p["W_pos"][: self.T, None]  # [T, K, d]
-        self.x0 = x0
-        y = F.layer_norm(x0, (cfg.d_model,), p["blocks.0.ln1.w"], p["blocks.0.ln1.b"], cfg.ln_eps)
-        self.q = torch.einsum("tkd,hde->tkhe", y, p["blocks.0.attn.W_Q"]) + p["blocks.0.attn.b_Q"]
-        self.k = torch.einsum("tkd,hde->tkhe", y, p["blocks.0.attn.W_K"]) + p["blocks.0.attn.b_K"]
-        self.v = torch.einsum("tkd,hde->tkhe", y, p["blocks.0.attn.W_V"]) + p["blocks.0.attn.b_V"]
+        self.block = copy.deepcopy(model.blocks[0]).double()  # the block's own code, in float64
+        self.x0 = p["W_E"][ids] + p["W_pos"][: self.T, None]  # [T, K, d]
+        with torch.no_grad():
+            self.q, self.k, self.v = self.block.attn.qkv(self.block.ln1(self.x0))  # [T, K, H, e] each
         self.scale = 1 / math.sqrt(cfg.d_head)
         d = cfg.d_model
         self.center = torch.eye(d, dtype=torch.float64) - 1 / d
@@ -203,14 +202,6 @@ class TransformerBounds:
         parts = [self._gaps(chunk, list(anchors)) for chunk in masks.split(NODE_CHUNK)]
         return torch.cat([lo for lo, _ in parts]), torch.cat([hi for _, hi in parts])
 
-    def _mlp(self, r: Tensor) -> Tensor:
-        p = self.p
-        y = F.layer_norm(r, r.shape[-1:], p["blocks.0.ln2.w"], p["blocks.0.ln2.b"], self.eps)
-        hidden = y @ p["blocks.0.mlp.W_in"] + p["blocks.0.mlp.b_in"]
-        act = F.relu(hidden) if self.act == "relu" else \
-            F.gelu(hidden, approximate="tanh" if self.act == "gelu_tanh" else "none")
-        return act @ p["blocks.0.mlp.W_out"] + p["blocks.0.mlp.b_out"]
-
     def _gaps(self, masks: Tensor, anchors: list[int]) -> tuple[Tensor, Tensor]:
         p, d = self.p, self.center.shape[0]
         W_O, W_out, b_out = p["blocks.0.attn.W_O"], p["blocks.0.mlp.W_out"], p["blocks.0.mlp.b_out"]
@@ -234,7 +225,8 @@ class TransformerBounds:
         s_lo, s_hi = var_lo.sqrt()[:, None], var_hi.sqrt()[:, None]
         h_lo, h_hi = normalized_range(*self._boxed(self.hidden_dirs, base, z_mid, z_rad), s_lo, s_hi,
                                       self.hidden_dirs.norm(dim=-1), d)
-        a_lo, a_hi = activation_interval(h_lo + self.hidden_bias, h_hi + self.hidden_bias, self.act, self.floor)
+        a_lo, a_hi = activation_interval(h_lo + self.hidden_bias, h_hi + self.hidden_bias, self.block.mlp.act,
+                                           self.act, self.floor)
         a_mid, a_rad = (a_hi + a_lo) / 2, (a_hi - a_lo) / 2
 
         def through_mlp(dirs: Tensor, r_lo: Tensor, r_hi: Tensor) -> tuple[Tensor, Tensor]:
@@ -244,7 +236,7 @@ class TransformerBounds:
             rad = torch.einsum("nm,nDm->nD", a_rad, mlp.abs())
             return r_lo + mid - rad, r_hi + mid + rad
 
-        r2_ref = r_ref + self._mlp(r_ref)
+        r2_ref = r_ref + self.block.mlp(self.block.ln2(r_ref))
         f_lo, f_hi = variance_interval(*through_mlp(self.center[None], c_lo, c_hi), self.eps)
         u2 = _unit(r2_ref @ self.center)[:, None]
         f_lo = torch.maximum(f_lo, _square_floor(*through_mlp(u2, *self._exact(u2, base, weights, valid)))
