@@ -47,7 +47,6 @@ def bound(model, dist, event: Event, seconds: float | None = None, flops: float 
         return search.run(seconds, flops, path, progress)
 
 
-
 def bounded_estimate(model, dist, event: Event, bound_seconds: float, method: str | None = None, budget: int = 4096,
                      seed: int = 0, **estimate_options: Any) -> Estimate:
     """Prove what ``bound_seconds`` allow, then estimate only what is left open (``lowprob estimate --bound-seconds``).

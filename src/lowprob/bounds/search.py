@@ -122,7 +122,7 @@ class _Leaves:
         if position is not None and support is not None:
             full = tokens[:, None].repeat(1, len(support), 1)
             full[:, :, position] = support
-            if self.fast is not None and m.cfg.n_layers == 1:
+            if self.fast is not None and m.cfg.n_layers == 1 and position < tokens.shape[1] - 1:
                 resid = self.fast.completion_resid(tokens, position, support).flatten(0, 1)
                 return self._from_resid(full.view(-1, tokens.shape[-1]), resid)
             tokens = full.view(-1, tokens.shape[-1])

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lowprob.errors import LowprobError
+
 if TYPE_CHECKING:  # types only: transformer.py imports this module to offer the fast path
     from lowprob.models.protocol import LanguageModel
     from lowprob.models.transformer import Block, Transformer
@@ -166,15 +168,13 @@ class FastArgmax:
     @torch.no_grad()
     def completion_resid(self, tokens: Tensor, position: int, support: Tensor) -> Tensor:
         """``last_resid`` of every completion of ``position`` over ``support`` [n] for each row of ``tokens`` [L, T]
-        (whose own token there is ignored), [L, n, d]. With one block and ``position`` before the last, the
-        rows' other positions are attended to once and only the open one per completion; otherwise each
-        completion runs on its own."""
+        (whose own token there is ignored), [L, n, d], for one block and ``position`` before the last: the rows'
+        other positions are attended to once, the open one per completion."""
         m, t = self.model, self.table
-        L, T = tokens.shape
-        if len(m.blocks) > 1 or position == T - 1:
-            full = tokens[:, None].repeat(1, len(support), 1)
-            full[:, :, position] = support
-            return self.last_resid(full.view(-1, T)).view(L, len(support), -1)
+        T = tokens.shape[1]
+        if len(m.blocks) != 1 or position == T - 1:
+            raise LowprobError("completion_resid takes one block and a position before the last; run last_resid "
+                               "on the completions otherwise")
         base = tokens.clone()
         base[:, position] = support[0]  # a stand-in: the open position's row is not read
         rows = t.rows(base)
