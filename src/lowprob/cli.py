@@ -271,15 +271,12 @@ def estimate(
 
 
 def _bounds_lines(report: dict | None) -> list[str]:
-    """What --bound-seconds proved, and a warning when the estimate fell outside it."""
+    """What --bound-seconds proved."""
     if report is None:
         return []
     lines = [f"proved: {report['lower']:.4g} <= P <= {report['upper']:.4g} in {report['seconds']:.1f} s"
              + ("" if report["complete"] else f"; estimated the open rest ({report['open_query_tokens']} query "
                                                f"tokens, mass {report['open_query_mass']:.3g})")]
-    if report.get("estimate_outside") is not None:
-        lines.append(f"warning: the estimate {report['estimate_outside']:.4g} fell outside the proved bounds and was "
-                     f"put back inside them")
     return lines
 
 

@@ -146,7 +146,7 @@ def estimate_row(scale: Scale, pair: PairContext, job: tuple[str, dict, int, int
     return {**pair.common, "target": target, "target_text": tokenizer.decode([target]) if tokenizer else None,
             "event": est.event, "method": method, "hyper": hyper, "seed": seed, "budget": scale.budget,
             "probability": est.probability, "interval": list(est.interval), "cost": est.to_json()["cost"],
-            "diagnostics": est.diagnostics, **pair.truth[target], **extra}
+            "warnings": est.warnings, "diagnostics": est.diagnostics, **pair.truth[target], **extra}
 
 
 def prepare_pair(plan: PairPlan, out: Path) -> Path:

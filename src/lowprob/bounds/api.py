@@ -89,5 +89,8 @@ def bounded_estimate(model, dist, event: Event, bound_seconds: float, method: st
                 est.cost.seconds + proof.seconds,
                 (est.cost.flops + proof.flops) / model.flops_per_sequence(len(dist)))
     interval = (min(max(lo, proof.lower), clipped), max(min(hi, proof.upper), clipped))
+    said = [f"on the open rest: {w}" for w in est.warnings]
+    if clipped != q:
+        said.append(f"the estimate {q:.4g} fell outside the proved bounds and was put back inside them")
     return replace(est, probability=clipped, interval=interval, cost=cost, distribution=dist.name,
-                   diagnostics={**est.diagnostics, "bounds": report})
+                   diagnostics={**est.diagnostics, "bounds": report}, warnings=said)

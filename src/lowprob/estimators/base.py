@@ -34,6 +34,7 @@ from lowprob.estimators.catalog import (
     methods_for,
     methods_with_samples,
 )
+from lowprob.estimators.warnings import warnings_for
 from lowprob.events import Event, Generates, check_event
 from lowprob.events import family as event_family
 from lowprob.models.protocol import LanguageModel
@@ -73,6 +74,8 @@ class Estimate:
     distribution: str = ""  # the distribution's name, "" if it has none
     event: dict[str, Any] = field(default_factory=dict)  # Event.describe(): kind, token id and text
     interval_kind: str = "approximate"  # what the interval accounts for (estimators.catalog.INTERVAL_KINDS)
+    # sentences saying why this estimate may be far off, read from the run's own draws (estimators.warnings)
+    warnings: list[str] = field(default_factory=list)
     # the hits of a sampling method, for attribution(); never in to_json, so bench rows do not grow
     samples: SampledHits | None = field(default=None, repr=False, compare=False)
 
@@ -87,7 +90,7 @@ class Estimate:
                 "event": self.event, "probability": self.probability, "interval": list(self.interval),
                 "interval_kind": self.interval_kind,
                 "budget": self.budget, "seed": self.seed, "cost": asdict(self.cost),
-                "diagnostics": self.diagnostics, "hyper": self.hyper}
+                "warnings": self.warnings, "diagnostics": self.diagnostics, "hyper": self.hyper}
 
     def attribution(self, top: int | None = 3) -> Attribution:
         """Per variable position, the ``top`` input values whose probability the event raises most, with
@@ -115,13 +118,15 @@ class Estimate:
         return lines
 
     def summary(self) -> str:
-        """One line for people: what was estimated, the estimate, its interval and its cost."""
+        """One line for people: what was estimated, the estimate, its interval and its cost; then a line per
+        warning."""
         lo, hi = self.interval
         caveat = "; sampling error only" if self.interval_kind == "sampling-only" else ""
-        return (f"{self.method}: P({self.event.get('label', 'event')}) = {self.probability:.4g}  "
+        line = (f"{self.method}: P({self.event.get('label', 'event')}) = {self.probability:.4g}  "
                 f"(95% interval {lo:.3g} .. {hi:.3g}{caveat})  model {self.model or 'unnamed'}, distribution "
                 f"{self.distribution or 'unnamed'}; {self.cost.forward_passes} forward + "
                 f"{self.cost.backward_passes} backward passes, {self.cost.flops:.3g} FLOPs, {self.cost.seconds:.2f} s")
+        return "\n".join([line, *(f"warning: {w}" for w in self.warnings)])
 
 
 @dataclass(frozen=True)
@@ -220,7 +225,8 @@ def estimate(model: LanguageModel, dist: TokenDistribution, event: Event | Gener
                     spent.flops / model.flops_per_sequence(len(dist)))
     return Estimate(method, min(float(p), 1.0), (min(float(lo), 1.0), min(float(hi), 1.0)), budget, seed, executed,
                     diagnostics, params, model=getattr(model, "name", "") or "", distribution=dist.name,
-                    event=event.describe(tokenizer), interval_kind=spec.interval, samples=samples)
+                    event=event.describe(tokenizer), interval_kind=spec.interval, samples=samples,
+                    warnings=warnings_for(method, min(float(p), 1.0), diagnostics))
 
 
 def _planned(model: LanguageModel, dist: TokenDistribution, event: Event | Generates, spec: Method, budget: int,

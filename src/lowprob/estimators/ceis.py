@@ -69,6 +69,7 @@ from lowprob.estimators.proposals import (
     Supports,
     effective_sample_size,
     gradient_tilt,
+    margin_of,
     one_hot_scores,
 )
 from lowprob.estimators.rao_blackwell import LastPositionSums
@@ -81,7 +82,7 @@ from lowprob.estimators.swap_scan import (
     scan_cost,
     swap_scan,
 )
-from lowprob.events import ArgmaxIs, Event, MarginAtLeast
+from lowprob.events import ArgmaxIs, Event
 from lowprob.models.protocol import LanguageModel
 
 TEMPERATURES = (0.3, 0.67, 1.5, 3.34)  # of the gradient-tilt components
@@ -91,11 +92,6 @@ MIN_BASES, MAX_BASES = 2, 16  # base inputs of the swap scan, when chosen from t
 NEAR_HIT_BASES = 2  # the candidate combinations with the best margins, whose neighbours are run when none hit
 NEAR_MISS = 0.5  # logits: a sample whose margin is this close to the event is a near miss
 _NEG_INF64 = torch.tensor(NEG_INF, dtype=torch.float64)
-
-
-def margin_of(event: Event) -> Callable[[Tensor], Tensor]:
-    """What CEIS climbs: target logit − largest other logit for ``ArgmaxIs``; otherwise the event's score."""
-    return MarginAtLeast(event.token, 0.0).score if isinstance(event, ArgmaxIs) else event.score
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,156 @@
+"""The rare end: error against budget, and whether an estimate's warnings say when it is off.
+
+Run: OMP_NUM_THREADS=1 python benchmarks/rare_end.py budgets [--resume]   # error against budget (rows)
+     python benchmarks/rare_end.py budgets-table                          # its table from the rows
+     python benchmarks/rare_end.py warnings                               # warnings on the committed rows
+
+``budgets``: for the `exact` scale's committed targets of gelu-1l and gelu-2l on `hex` and `english` nearest
+in log p to 1e-10, 1e-8 and 1e-6 (two each), the default method, ITGIS (temperature 1) and naive at budgets
+2^10 .. 2^16, seeds 0-2, against the exact tables: one row per estimate in ``results/rare-end/budgets.jsonl``,
+written as it finishes (``--resume`` skips rows already there). The table gives, per decade and budget, the
+median |log10 q/p| (a zero scored at 1e-12) and the zeros, and the smallest budget at which the median
+reaches 0.3 — against naive's 1/p, the saving a user gets.
+
+``warnings``: ``lowprob.estimators.warnings`` applied to the diagnostics of every committed CEIS row of the
+`cpu` scale (seeds 0, 1, 2) and the `exact` scale: of the estimates more than two decades low (a zero scored at
+1e-12), the share that carry a warning, and of the non-zero ones within a factor 3, the share that carry one
+wrongly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+import lowprob
+from lowprob.estimators.warnings import warnings_for
+from lowprob.truth.reference import load_reference
+
+RESULTS = Path(__file__).parent / "results"
+OUT = RESULTS / "rare-end"
+PAIRS = (("gelu-1l", "hex"), ("gelu-1l", "english"), ("gelu-2l", "hex"), ("gelu-2l", "english"))
+DECADES = (1e-10, 1e-8, 1e-6)
+BUDGETS = tuple(2 ** k for k in range(10, 17))
+METHODS = {"ceis": {}, "itgis": {"temperature": 1.0}, "naive": {}}
+SEEDS = (0, 1, 2)
+FLOOR = 1e-12  # a zero estimate is scored as this
+
+
+def _targets(model: str, kind: str, p: torch.Tensor) -> list[int]:
+    """The committed `exact` targets of the pair nearest in log p to each of ``DECADES``, two each."""
+    committed = json.loads((RESULTS / "exact" / "rows" / model / f"{kind}.targets.json").read_text())["targets"]
+    chosen: list[int] = []
+    for d in DECADES:
+        near = sorted((t for t in committed if t not in chosen), key=lambda t: abs(math.log10(float(p[t]) / d)))
+        chosen += near[:2]
+    return chosen
+
+
+def budgets(args) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / "budgets.jsonl"
+    done = set()
+    if args.resume and path.exists():
+        done = {(r["model"], r["dist"], r["target"], r["method"], r["budget"], r["seed"])
+                for r in map(json.loads, path.read_text().splitlines())}
+    elif path.exists():
+        sys.exit(f"{path} exists: pass --resume to continue it, or move it away")
+    torch.set_num_threads(1)
+    for model_name, kind in PAIRS:
+        model = lowprob.load_model(model_name)
+        dist = lowprob.load_distribution(kind, model, length="exact")
+        p = load_reference(model_name, kind, model, dist, length="exact").probabilities
+        for t in _targets(model_name, kind, p):
+            for method, hyper in METHODS.items():
+                for budget in BUDGETS:
+                    for seed in SEEDS:
+                        if (model_name, kind, t, method, budget, seed) in done:
+                            continue
+                        e = lowprob.estimate(model, dist, lowprob.ArgmaxIs(t), method, budget, seed, **hyper)
+                        row = {"model": model_name, "dist": kind, "target": t, "p": float(p[t]), "method": method,
+                               "budget": budget, "seed": seed, "probability": e.probability,
+                               "interval": list(e.interval), "flops": e.cost.flops, "seconds": e.cost.seconds,
+                               "warnings": e.warnings}
+                        with open(path, "a") as f:
+                            f.write(json.dumps(row) + "\n")
+                        print(f"{model_name}/{kind} {t:5} p={row['p']:.1e} {method:6} B={budget:6} s{seed} "
+                              f"q={e.probability:.2e} {e.cost.seconds:.1f}s", flush=True)
+    budgets_table(args)
+
+
+def _error(q: float, p: float) -> float:
+    return abs(math.log10(max(q, FLOOR) / p))
+
+
+def budgets_table(args) -> None:
+    rows = [json.loads(line) for line in (OUT / "budgets.jsonl").read_text().splitlines() if line]
+    cells = defaultdict(list)
+    for r in rows:
+        decade = min(DECADES, key=lambda d: abs(math.log10(r["p"] / d)))
+        cells[(decade, r["method"], r["budget"])].append(r)
+    print("Median |log10 q/p| (zeros scored at 1e-12) / zeros, per decade of p and budget:\n")
+    print("| p near | method | " + " | ".join(f"2^{int(math.log2(b))}" for b in BUDGETS) + " | budget for 0.3 |")
+    print("|---|---|" + "---|" * (len(BUDGETS) + 1))
+    for d in DECADES:
+        for method in METHODS:
+            out, reach = [], None
+            for b in BUDGETS:
+                rs = cells.get((d, method, b), [])
+                if not rs:
+                    out.append("")
+                    continue
+                med = statistics.median(_error(r["probability"], r["p"]) for r in rs)
+                zeros = sum(r["probability"] == 0 for r in rs)
+                out.append(f"{med:.2f} / {zeros}")
+                if reach is None and med <= 0.3:
+                    reach = b
+            print(f"| {d:.0e} | {method} | " + " | ".join(out) + f" | {reach if reach else '> 2^16'} |")
+    print("\nnaive needs ~3/p model calls to see one hit on average: 3e10, 3e8, 3e6 at these decades.")
+
+
+def warnings(args) -> None:
+    """Share of far-low estimates that carry a warning, and of good ones that carry one wrongly."""
+    sources = {"cpu seed 0": RESULTS / "cpu" / "rows", "cpu seed 1": RESULTS / "cpu-seeds" / "ceis_seed1.jsonl",
+               "cpu seed 2": RESULTS / "cpu-seeds" / "ceis_seed2.jsonl", "exact": RESULTS / "exact" / "rows"}
+    print("| rows | estimates | > 2 decades low (zeros incl.) | of them warned | within x3 | of them warned | "
+          "warned, all |")
+    print("|---|---|---|---|---|---|---|")
+    for name, src in sources.items():
+        files = sorted(src.rglob("*.jsonl")) if src.is_dir() else [src]
+        rows = [r for f in files for r in map(json.loads, f.read_text().splitlines())
+                if r.get("method") == "ceis" and r.get("ground_truth")]
+        low = good = low_warned = good_warned = warned = 0
+        for r in rows:
+            said = warnings_for("ceis", r["probability"], r["diagnostics"])
+            warned += bool(said)
+            error = math.log10(max(r["probability"], FLOOR) / r["ground_truth"])
+            if error < -2:
+                low += 1
+                low_warned += bool(said)
+            elif r["probability"] > 0 and abs(error) <= math.log10(3):  # a zero is within x3 of nothing
+                good += 1
+                good_warned += bool(said)
+        print(f"| {name} | {len(rows)} | {low} | {low_warned} ({low_warned / max(low, 1):.0%}) | {good} | "
+              f"{good_warned} ({good_warned / max(good, 1):.1%}) | {warned / max(len(rows), 1):.0%} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="part", required=True)
+    run = sub.add_parser("budgets")
+    run.add_argument("--resume", action="store_true")
+    sub.add_parser("budgets-table")
+    sub.add_parser("warnings")
+    args = parser.parse_args()
+    {"budgets": budgets, "budgets-table": budgets_table, "warnings": warnings}[args.part](args)
+
+
+if __name__ == "__main__":
+    main()

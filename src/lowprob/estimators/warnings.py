@@ -1,0 +1,45 @@
+"""When an estimate cannot be trusted, say so: sentences read from what the run itself saw.
+
+A stalled importance sampler looks like any other estimate: a number and an interval. Its own draws
+still show the stall — no hit at all, one sample carrying the whole estimate, or samples a little short
+of the event weighing far more than the estimate (a hit there would have moved it by that much: the
+proposal has not reached where the event's mass is). ``warnings_for`` turns those signs into sentences
+(``Estimate.warnings``); an empty list means none was seen, not that the estimate is right.
+
+The thresholds were chosen on the `cpu` scale's seed-0 CEIS rows and checked on seeds 1 and 2 and the
+`exact` scale (``benchmarks/rare_end.py warnings``; figures in RESULTS.md, "The rare end").
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+ONE_SAMPLE = 1.2  # effective hits below this: one weight is the estimate
+NEAR_RATIO = 1000.0  # a near miss weighing this many times the estimate: the proposal stalled short of the event
+NEAR_LOGITS = 2  # ... within this many logits of the event (CEIS's near_miss_log_w "m2")
+
+
+def warnings_for(method: str, probability: float, diagnostics: dict[str, Any]) -> list[str]:
+    """The warnings an estimate of ``probability`` by ``method`` with these ``diagnostics`` carries."""
+    if method == "bound":  # a finished proof is exact
+        return []
+    said = []
+    hits = diagnostics.get("hits", diagnostics.get("matched"))
+    if probability == 0 or hits == 0:
+        said.append("no sample reached the event: an estimate of 0 says only that p is below the interval's upper "
+                    "end; raise the budget, or try another method")
+        return said
+    eff = diagnostics.get("effective_hits")
+    if eff is not None and eff < ONE_SAMPLE:
+        said.append(f"one sample carries the estimate (effective hits {eff:.2f}): it may be far off either way")
+    near = (diagnostics.get("near_miss_log_w") or {}).get(f"m{NEAR_LOGITS}")
+    n = diagnostics.get("estimation_samples")
+    if near is not None and n and math.exp(near) / n > NEAR_RATIO * probability:
+        said.append(f"a sample within {NEAR_LOGITS} logits of the event weighs {math.exp(near) / n / probability:.2g}× "
+                    f"the estimate: the proposal has not reached where the event's mass is, so the estimate is "
+                    f"likely low")
+    if diagnostics.get("reached") is False:
+        said.append(f"the splitting levels stopped short of the event (last level {diagnostics.get('last_level')} "
+                    f"logits) when the work ran out: the estimate is low")
+    return said
