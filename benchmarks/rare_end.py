@@ -1,20 +1,27 @@
-"""The rare end: error against budget, and whether an estimate's warnings say when it is off.
+"""The rare end: CEIS before and after its climb, error against budget, and whether warnings say when it is off.
 
-Run: OMP_NUM_THREADS=1 python benchmarks/rare_end.py budgets [--resume]   # error against budget (rows)
-     python benchmarks/rare_end.py budgets-table                          # its table from the rows
-     python benchmarks/rare_end.py warnings                               # warnings on the committed rows
+Run: OMP_NUM_THREADS=1 python benchmarks/rare_end.py compare --scale exact --seed 1 [--variants after]
+     python benchmarks/rare_end.py compare-table
+     OMP_NUM_THREADS=1 python benchmarks/rare_end.py budgets [--resume]
+     python benchmarks/rare_end.py budgets-table
+     python benchmarks/rare_end.py warnings
 
-``budgets``: for the `exact` scale's committed targets of gelu-1l and gelu-2l on `hex` and `english` nearest
-in log p to 1e-10, 1e-8 and 1e-6 (two each), the default method, ITGIS (temperature 1) and naive at budgets
-2^10 .. 2^16, seeds 0-2, against the exact tables: one row per estimate in ``results/rare-end/budgets.jsonl``,
-written as it finishes (``--resume`` skips rows already there). The table gives, per decade and budget, the
-median |log10 q/p| (a zero scored at 1e-12) and the zeros, and the smallest budget at which the median
-reaches 0.3 — against naive's 1/p, the saving a user gets.
+``compare``: CEIS before issue 29's climb (``climb_fraction`` 0) and the default, on every committed target
+of a scale (`exact` or `cpu`, 24 pairs) at one seed, against the committed truths; rows in
+``results/rare-end/compare-{scale}-s{seed}.jsonl`` (resumed). The "before" rows of the committed files were run
+with the code before the climb (1809448), whose average weighted every sample equally.
+``compare-table``: per decade of p, zeros, median |log10 q/p|, far misses, coverage and warnings.
 
-``warnings``: ``lowprob.estimators.warnings`` applied to the diagnostics of every committed CEIS row of the
-`cpu` scale (seeds 0, 1, 2) and the `exact` scale: of the estimates more than two decades low (a zero scored at
-1e-12), the share that carry a warning, and of the non-zero ones within a factor 3, the share that carry one
-wrongly.
+``budgets``: for the `exact` scale's committed targets of gelu-1l on `hex` and `english` and gelu-2l on `hex`
+nearest in log p to 1e-10, 1e-8 and 1e-6 (two each), the default method, ITGIS (temperature 1) and naive at
+budgets 2^10 .. 2^16, seeds 0 and 1: rows in ``results/rare-end/budgets.jsonl``, written as they finish.
+``budgets-table``: per decade and budget, the median |log10 q/p| (a zero scored at 1e-12) and the zeros, and the
+smallest budget at which the median reaches 0.3 — against naive's 1/p, the saving a user gets.
+
+``warnings``: of the estimates more than two decades low (a zero scored at 1e-12), the share that carry a
+warning, and of the non-zero ones within a factor 3, the share that carry one wrongly: on the committed CEIS
+rows from before the climb (``lowprob.estimators.warnings`` applied to their diagnostics: `cpu` seeds 0-2,
+`exact` seed 0) and on the default's ``compare`` rows (the warnings it gave).
 """
 
 from __future__ import annotations
@@ -35,11 +42,11 @@ from lowprob.truth.reference import load_reference
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "rare-end"
-PAIRS = (("gelu-1l", "hex"), ("gelu-1l", "english"), ("gelu-2l", "hex"), ("gelu-2l", "english"))
+PAIRS = (("gelu-1l", "hex"), ("gelu-1l", "english"), ("gelu-2l", "hex"))
 DECADES = (1e-10, 1e-8, 1e-6)
 BUDGETS = tuple(2 ** k for k in range(10, 17))
 METHODS = {"ceis": {}, "itgis": {"temperature": 1.0}, "naive": {}}
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1)
 FLOOR = 1e-12  # a zero estimate is scored as this
 
 
@@ -116,29 +123,99 @@ def budgets_table(args) -> None:
 
 
 def warnings(args) -> None:
-    """Share of far-low estimates that carry a warning, and of good ones that carry one wrongly."""
-    sources = {"cpu seed 0": RESULTS / "cpu" / "rows", "cpu seed 1": RESULTS / "cpu-seeds" / "ceis_seed1.jsonl",
-               "cpu seed 2": RESULTS / "cpu-seeds" / "ceis_seed2.jsonl", "exact": RESULTS / "exact" / "rows"}
-    print("| rows | estimates | > 2 decades low (zeros incl.) | of them warned | within x3 | of them warned | "
-          "warned, all |")
-    print("|---|---|---|---|---|---|---|")
+    """Share of far-low estimates that carry a warning, and of good ones that carry one wrongly: the committed
+    reference rows of CEIS before issue 29 (warnings applied to their diagnostics), and the default's rows of
+    ``compare`` (the warnings it gave)."""
+    sources = {"cpu seed 0, before": RESULTS / "cpu" / "rows",
+               "cpu seed 1, before": RESULTS / "cpu-seeds" / "ceis_seed1.jsonl",
+               "cpu seed 2, before": RESULTS / "cpu-seeds" / "ceis_seed2.jsonl",
+               "exact seed 0, before": RESULTS / "exact" / "rows"}
+    tables = {}
     for name, src in sources.items():
         files = sorted(src.rglob("*.jsonl")) if src.is_dir() else [src]
-        rows = [r for f in files for r in map(json.loads, f.read_text().splitlines())
-                if r.get("method") == "ceis" and r.get("ground_truth")]
-        low = good = low_warned = good_warned = warned = 0
-        for r in rows:
-            said = warnings_for("ceis", r["probability"], r["diagnostics"])
-            warned += bool(said)
-            error = math.log10(max(r["probability"], FLOOR) / r["ground_truth"])
+        tables[name] = [(r["probability"], r["ground_truth"], warnings_for("ceis", r["probability"], r["diagnostics"]))
+                        for f in files for r in map(json.loads, f.read_text().splitlines())
+                        if r.get("method") == "ceis" and r.get("ground_truth")]
+    for path in sorted(OUT.glob("compare-*.jsonl")):
+        scale, seed = path.stem.split("-")[1:]
+        tables[f"{scale} seed {seed[1:]}, default"] = [(r["probability"], r["p"], r["warnings"])
+                                                       for r in map(json.loads, path.read_text().splitlines())
+                                                       if r["variant"] == "after"]
+    print("| rows | estimates | > 2 decades low (zeros incl.) | of them warned | non-zero within x3 | of them warned | "
+          "warned, all |")
+    print("|---|---|---|---|---|---|---|")
+    for name, rows in tables.items():
+        low = good = low_warned = good_warned = 0
+        for q, p, said in rows:
+            error = math.log10(max(q, FLOOR) / p)
             if error < -2:
                 low += 1
                 low_warned += bool(said)
-            elif r["probability"] > 0 and abs(error) <= math.log10(3):  # a zero is within x3 of nothing
+            elif q > 0 and abs(error) <= math.log10(3):  # a zero is within x3 of nothing
                 good += 1
                 good_warned += bool(said)
+        warned = sum(bool(said) for _, _, said in rows)
         print(f"| {name} | {len(rows)} | {low} | {low_warned} ({low_warned / max(low, 1):.0%}) | {good} | "
               f"{good_warned} ({good_warned / max(good, 1):.1%}) | {warned / max(len(rows), 1):.0%} |")
+
+
+VARIANTS = {"before": {"climb_fraction": 0.0}, "after": {}}  # CEIS before issue 29's climb, and the default
+
+
+def compare(args) -> None:
+    """CEIS as it is and with the climb, on a scale's committed targets and truths, at a seed of ``--seed``."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"compare-{args.scale}-s{args.seed}.jsonl"
+    done = set()
+    if path.exists():
+        done = {(r["model"], r["dist"], r["target"], r["variant"])
+                for r in map(json.loads, path.read_text().splitlines())}
+    torch.set_num_threads(1)
+    for f in sorted((RESULTS / args.scale / "rows").rglob("*.jsonl")):
+        model_name, kind = f.parent.name, f.stem
+        if args.models and model_name not in args.models:
+            continue
+        truth = {r["target"]: r["ground_truth"] for r in map(json.loads, f.read_text().splitlines())
+                 if r["method"] == "ceis"}
+        model = lowprob.load_model(model_name)
+        dist = lowprob.load_distribution(kind, model, length=args.scale)
+        for t, p in truth.items():
+            for variant, hyper in VARIANTS.items():
+                if (model_name, kind, t, variant) in done or variant not in args.variants:
+                    continue
+                e = lowprob.estimate(model, dist, lowprob.ArgmaxIs(t), "ceis", 4096, args.seed, **hyper)
+                row = {"model": model_name, "dist": kind, "target": t, "p": p, "variant": variant, "seed": args.seed,
+                       "probability": e.probability, "interval": list(e.interval), "flops": e.cost.flops,
+                       "seconds": e.cost.seconds, "warnings": e.warnings, "diagnostics": e.diagnostics}
+                with open(path, "a") as out:
+                    out.write(json.dumps(row) + "\n")
+        print(f"{model_name}/{kind} done", flush=True)
+
+
+def compare_table(args) -> None:
+    """Per scale and seed, per decade of p: CEIS before the climb and the default, on the targets both ran."""
+    for path in sorted(OUT.glob("compare-*.jsonl")):
+        rs = [json.loads(line) for line in path.read_text().splitlines()]
+        both = set.intersection(*({(r["model"], r["dist"], r["target"]) for r in rs if r["variant"] == v}
+                                  for v in VARIANTS))
+        rs = [r for r in rs if (r["model"], r["dist"], r["target"]) in both]
+        if not rs:
+            continue
+        print(f"\n{path.stem} ({len(both)} targets): zeros / median |log10 q/p| (zeros at 1e-12) / > 2 decades "
+              f"low / > 2 decades high / covered by the 95% interval / warned, per decade of p")
+        print("| decade | n | " + " | ".join(VARIANTS) + " |")
+        print("|---|---|" + "---|" * len(VARIANTS))
+        for d in [*sorted({math.floor(math.log10(r["p"])) for r in rs}), None]:
+            cells, n = [], 0
+            for v in VARIANTS:
+                sel = [r for r in rs if r["variant"] == v and (d is None or math.floor(math.log10(r["p"])) == d)]
+                n = len(sel)
+                err = [math.log10(max(r["probability"], FLOOR) / r["p"]) for r in sel]
+                cover = sum(r["interval"][0] <= r["p"] <= r["interval"][1] for r in sel)
+                cells.append(f"{sum(r['probability'] == 0 for r in sel)} / {statistics.median(map(abs, err)):.2f} / "
+                             f"{sum(e < -2 for e in err)} / {sum(e > 2 for e in err)} / {cover / n:.0%} / "
+                             f"{sum(bool(r['warnings']) for r in sel)}")
+            print(f"| {'all' if d is None else f'1e{d}'} | {n} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -148,8 +225,15 @@ def main() -> None:
     run.add_argument("--resume", action="store_true")
     sub.add_parser("budgets-table")
     sub.add_parser("warnings")
+    cmp = sub.add_parser("compare")
+    cmp.add_argument("--scale", choices=("exact", "cpu"), required=True)
+    cmp.add_argument("--seed", type=int, required=True)
+    cmp.add_argument("--models", nargs="*")
+    cmp.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    sub.add_parser("compare-table")
     args = parser.parse_args()
-    {"budgets": budgets, "budgets-table": budgets_table, "warnings": warnings}[args.part](args)
+    {"budgets": budgets, "budgets-table": budgets_table, "warnings": warnings, "compare": compare,
+     "compare-table": compare_table}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from .test_cli import run
 
 ROW_FIELDS = {"scale", "model", "distribution", "length", "model_sha256", "distribution_sha256", "version", "target",
               "target_text", "event", "method", "hyper", "seed", "budget", "probability", "interval", "cost",
-              "diagnostics", "ground_truth", "ground_truth_exact", "ground_truth_n", "ground_truth_count"}
+              "warnings", "diagnostics", "ground_truth", "ground_truth_exact", "ground_truth_n", "ground_truth_count"}
 SMALL = dataclasses.replace(get_scale("tiny"), n_targets=4, seeds=(0,), temperatures=(0.5, 2.0),
                             models=("toy-1l",), distributions=("tiny-uniform", "tiny-wide"))
 

@@ -95,7 +95,9 @@ def test_estimate_prints_json_per_the_contract(monkeypatch, capsys):
                        "--method", "naive", "--budget", "256", "--json")
     assert code == 0
     row = json.loads(out)
-    assert {"method", "probability", "interval", "budget", "seed", "cost", "diagnostics"} <= set(row)
+    assert {"method", "probability", "interval", "budget", "seed", "cost", "warnings", "diagnostics"} <= set(row)
+    assert isinstance(row["warnings"], list)
+    assert (row["probability"] == 0) == any("no sample reached the event" in w for w in row["warnings"])
     assert set(row["cost"]) == {"forward_passes", "backward_passes", "flops", "seconds", "forward_equivalents"}
 
 

@@ -174,17 +174,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (
                            "distribution, or none"),
             "probe_fraction": fraction(0.25, "largest share of the work for the swap scan (skipped if it needs more)",
                                        open_at_zero=True),
+            "climb_fraction": Param(0.25, lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)",
+                                    "largest share of the work for climbing from the stages' best samples by exact "
+                                    "single-position scans, where the stages stalled short of the event (0: off)"),
             "probe_bases": positive_count(None, "base inputs every support value is swapped into (default: as "
                                                 "many as half the probe's share buys, 2 .. 16)")},
            min_budget=32, work=GRADIENT_CALL),  # a pilot, stages and an estimation phase need room
-    Method("splitting", "adaptive multilevel splitting on the margin, each killed particle moved by an exact Gibbs "
-           "update of one position (its values scored with the rest held fixed)",
-           "lowprob.estimators.splitting:splitting",
-           {"kill": fraction(0.5, "share of the particles killed per level", open_at_zero=True),
-            "pool": positive_count(64, "values scored per Gibbs update (a support this small or smaller: all of it)"),
-            "pilot_fraction": fraction(0.2, "share of the work for the pilot run that counts the levels",
-                                       open_at_zero=True)},
-           min_budget=32, interval="sampling-only", work=GRADIENT_CALL),
     Method("flat", "model-blind baseline: importance sampling from the input distribution mixed with the uniform "
            "law on each position's support", "lowprob.estimators.flat:flat",
            {"defensive": fraction(0.5, "share of the input distribution in the proposal (weights <= 1/defensive)",

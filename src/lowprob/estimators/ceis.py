@@ -27,6 +27,14 @@ its score. Everything is fitted inside the call from the budget, in three phases
    samples. The fit joins the mixture and earlier components stay, so mass a narrowing fit stops
    visiting stays covered. Stages end when the event is reached, when ``adapt_fraction`` of the work is
    spent or when the mixture is full (every component keeps at least ``floor``).
+   **Climb** (``climb``). Where the stages stalled short of the event, up to ``climb_fraction`` of the work
+   ascends the margin by exact scans from the stages' best distinct samples: every input one position away
+   (``neighbours``, a subset of a position's values where the supports are wide) is run and the best becomes
+   the next sample, until a scan hits or no neighbour does better (then the next start). Where the event
+   needs specific values at two or more positions, a product fitted to elites puts little mass on their
+   combination and the margin's gradient does not point to the missing part; a scan scores it given the parts
+   the sample already holds. Every hit the scans find gives one more component (``found_table``). The scans'
+   passes are charged and none enters the estimate.
 3. **Estimation** (``estimation``, ``summed_out``). The rest is drawn from the mixture of all components,
    its shares refitted by EM to every hit so far (each weighted by w) between batches; D keeps the
    defensive share, every other component at least ``floor``. With ``rao_blackwell``, ``rb_share`` of
@@ -80,6 +88,7 @@ from lowprob.estimators.swap_scan import (
     neighbours,
     run_exactly,
     scan_cost,
+    scan_positions,
     swap_scan,
 )
 from lowprob.events import ArgmaxIs, Event
@@ -90,6 +99,9 @@ MIN_STAGE = 16  # samples per stage and per estimation batch, at least
 EM_ITERATIONS = 30
 MIN_BASES, MAX_BASES = 2, 16  # base inputs of the swap scan, when chosen from the work
 NEAR_HIT_BASES = 2  # the candidate combinations with the best margins, whose neighbours are run when none hit
+CLIMB_STEPS = 4  # a climbing step scores at most 1/CLIMB_STEPS of its share of the work ...
+CLIMB_VALUES = 4  # ... but at least this many values of each position
+CLIMB_STARTS = 4  # the stages' best samples a climb may start from
 NEAR_MISS = 0.5  # logits: a sample whose margin is this close to the event is a near miss
 _NEG_INF64 = torch.tensor(NEG_INF, dtype=torch.float64)
 
@@ -151,6 +163,8 @@ class _Found:
 class _Stages:
     levels: list[float]  # each stage's level of the margin (0: the event itself)
     spent: int  # forward-equivalents since the call began
+    best: Tensor  # [k, T] columns of the distinct samples with the best margins the stages drew, best first
+    fit: Tensor  # the last fitted table
 
 
 @dataclass(frozen=True)
@@ -177,7 +191,8 @@ class _SummedOut:
 def ceis(model: LanguageModel, dist: TokenDistribution, event: Event, budget: int, generator: torch.Generator,
          rho: float, defensive: float, floor: float, prior_strength: float, gradient_fraction: float,
          stage_fraction: float, adapt_fraction: float, elite_gradient: int, rao_blackwell: bool,
-         rb_share: float, probe: str, probe_fraction: float, probe_bases: int | None) -> RawEstimate:
+         rb_share: float, probe: str, probe_fraction: float, probe_bases: int | None, climb_fraction: float
+         ) -> RawEstimate:
     """P(event) from ``GRADIENT_CALL × budget`` forward-equivalents: gradient tilts, cross-entropy stages,
     estimation."""
     work = GRADIENT_CALL * budget  # forward-equivalents: what ITGIS/MHIS execute at this budget
@@ -189,13 +204,15 @@ def ceis(model: LanguageModel, dist: TokenDistribution, event: Event, budget: in
     scan, scan_notes = white_box_components(s, mix, dist, work, probe, probe_fraction, probe_bases)
     spent = GRADIENT_CALL * n_grad + scan_notes.get("forward_passes", 0)
     stages = cross_entropy_stages(s, mix, spent, work * adapt_fraction, draws, found)
-    n_est = work - stages.spent
+    staged = sum(len(t) for t in draws.log_term)
+    climbed = climb(s, mix, stages, work * climb_fraction) if climb_fraction and 0.0 not in stages.levels else {}
+    n_est = work - stages.spent - climbed.get("forward_passes", 0)
     plan = _plan_summed_out(s, dist, n_est, rb_share) if rao_blackwell else None
     shares = estimation(s, mix, n_est - (plan.work if plan else 0), draws, found)
     summed = summed_out(s, mix, plan, found, shares) if plan else None
-    return _result(s, len(dist), draws, (plan, summed) if plan and summed else None,
+    return _result(s, len(dist), draws, staged, work, (plan, summed) if plan and summed else None,
                    {"stages": len(stages.levels), "levels": [round(x, 3) for x in stages.levels],
-                    "components": len(mix),
+                    "components": len(mix), **({"climb": climbed} if climbed else {}),
                     "final_shares": [round(x, 4) for x in (summed.shares if summed else shares).tolist()],
                     **({"swap_scan": {**scan_notes, **(scan.summary(s.sup) if scan else {})}} if scan_notes else {})})
 
@@ -284,9 +301,11 @@ def cross_entropy_stages(s: _Setting, mix: Mixture, spent: int, limit: float, dr
     shares = _even_shares(len(mix), s.defensive)
     fit = sum(c * t for c, t in zip(shares.tolist(), mix.tables, strict=True))
     levels = []
+    best, best_margin = torch.zeros(0, s.sup.ids.shape[0], dtype=torch.long), torch.zeros(0, dtype=torch.float64)
     while spent + s.stage <= limit and len(mix) < max_components:
         cols, log_w, margin, hit = _draw(s, mix, shares, s.stage, draws, found)
         spent += s.stage
+        best, best_margin = _best_distinct(torch.cat([best, cols]), torch.cat([best_margin, margin]), CLIMB_STARTS)
         reached = int(hit.sum()) >= s.rho * s.stage
         level = 0.0 if reached else float(torch.quantile(margin, 1 - s.rho))
         levels.append(level)
@@ -300,7 +319,15 @@ def cross_entropy_stages(s: _Setting, mix: Mixture, spent: int, limit: float, dr
         shares = _even_shares(len(mix), s.defensive, newest=0.5)
         if reached:
             break
-    return _Stages(levels, spent)
+    return _Stages(levels, spent, best, fit)
+
+
+def _best_distinct(cols: Tensor, margin: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` distinct inputs of ``cols`` with the best margins, best first, and their margins."""
+    cols, first = torch.unique(cols, dim=0, return_inverse=True)
+    best = torch.full((len(cols),), -math.inf, dtype=torch.float64).scatter_reduce(0, first, margin, "amax")
+    order = torch.argsort(best, descending=True)[:k]
+    return cols[order], best[order]
 
 
 def _draw(s: _Setting, mix: Mixture, shares: Tensor, n: int, draws: _Draws, found: _Found
@@ -333,6 +360,40 @@ def _tilted_by_elites(s: _Setting, fit: Tensor, elite_cols: Tensor) -> Tensor:
     grad = _margin_gradient(s, s.sup.tokens(elite_cols)).mean(0)
     g = one_hot_scores(s.model, s.sup.ids, grad)
     return gradient_tilt(s.sup.log(fit), g)
+
+
+def climb(s: _Setting, mix: Mixture, stages: _Stages, limit: float) -> dict:
+    """Where the stages stalled short of the event: ascend the margin by exact scans from the best samples they drew.
+
+    Each step scores the inputs one position away from the current sample (``neighbours``; a position with more
+    values than a ``CLIMB_STEPS``-th of ``limit`` shared over the positions allows, a uniform subset of them) and
+    moves to the best. At a local maximum (no neighbour does better) it starts again from the next of the stages'
+    ``CLIMB_STARTS`` best distinct samples, and a climb whose scan hits ends there too; all while a step fits in
+    ``limit`` forward passes. The hits of every climb give one component (``found_table``). Returns what the
+    diagnostics say: forward passes spent, hits, the margins climbed through; nothing where no scan fit."""
+    most = max(CLIMB_VALUES, int(limit / CLIMB_STEPS / len(scan_positions(s.sup))))
+    passes, margins, found = 0, [], []
+    for start in stages.best:
+        base, level = start[None], -math.inf
+        while True:
+            near = neighbours(s.sup, base, most, s.generator)
+            if passes + len(near) > limit:
+                break
+            margin, hit = run_exactly(s.model, s.sup, s.event, s.margin, near)
+            passes += len(near)
+            if hit.any():
+                found.append(near[hit])
+                break
+            if float(margin.max()) <= level:  # a local maximum
+                break
+            level = float(margin.max())
+            margins.append(round(level, 3))
+            base = near[int(margin.argmax())][None]
+        if passes + len(near) > limit:
+            break
+    if found:
+        mix.add(found_table(s.sup, torch.cat(found), stages.fit))
+    return {"forward_passes": passes, "hits": sum(len(f) for f in found), "margins": margins} if passes else {}
 
 
 # --- 3. estimation --------------------------------------------------------------------------------------------
@@ -436,18 +497,35 @@ class _Average:
     hits: list[Hits]
 
 
-def _plain_average(draws: _Draws) -> _Average:
+def _phase_weights(staged: int, rest: float, work: float) -> tuple[float, float]:
+    """Log multipliers of the equal weight 1/(staged + rest) for the stages' samples and the estimation phase's
+    (``rest``: its plain samples plus its summed-out samples' forward-equivalents), so that each stage sample
+    weighs 1/``work`` and the phase shares what is left. How many samples the stages drew depends on what they
+    drew (they end at the event, and a stall buys a climb); weights fixed before each sample is drawn and
+    summing to 1 keep the average unbiased, where an equal share of a random total would not."""
+    if rest <= 0:
+        return 0.0, 0.0
+    n = staged + rest
+    return math.log(n / work), math.log(n * (1 - staged / work) / rest)
+
+
+def _plain_average(draws: _Draws, staged: int, stage_log: float, rest_log: float) -> _Average:
     n = sum(len(t) for t in draws.log_term)
-    log_terms = torch.cat(draws.log_term) if draws.log_term else torch.zeros(0, dtype=torch.float64)
-    log_w = torch.cat(draws.log_w) if draws.log_w else torch.zeros(0, dtype=torch.float64)
+    scale = torch.cat([torch.full((staged,), stage_log), torch.full((n - staged,), rest_log)]).double()
+    log_terms = torch.cat(draws.log_term) + scale if draws.log_term else torch.zeros(0, dtype=torch.float64)
+    log_w = torch.cat(draws.log_w) + scale if draws.log_w else torch.zeros(0, dtype=torch.float64)
     near = _near_miss_log_weights(torch.cat(draws.margin) if draws.margin else log_w, log_w)
     var_sum = float(log_terms.exp().var()) * n if n > 1 else 0.0  # n × var of one term
-    return _Average(log_terms, log_w, n, var_sum, near, list(draws.hits))
+    hits, seen = [], 0  # the stages add whole batches, so a batch's hits take its phase's weight
+    for batch, h in zip(draws.log_term, draws.hits, strict=True):
+        hits.append(Hits(h.tokens, h.log_weight + (stage_log if seen < staged else rest_log), h.unit, h.note))
+        seen += len(batch)
+    return _Average(log_terms, log_w, n, var_sum, near, hits)
 
 
-def _with_summed_out(plain: _Average, plan: _SummedOutPlan, summed: _SummedOut) -> _Average:
+def _with_summed_out(plain: _Average, plan: _SummedOutPlan, summed: _SummedOut, rest_log: float) -> _Average:
     """Each summed-out term enters standing for the ``plan.work / plan.prefixes`` forwards it cost."""
-    scale = math.log(plan.work / plan.prefixes)
+    scale = math.log(plan.work / plan.prefixes) + rest_log
     var_sum = plain.var_sum + float(summed.log_terms.exp().var()) * plan.work ** 2 / plan.prefixes
     near = {**plain.near, "m05": max(plain.near["m05"], float(summed.log_near.max()) + scale)}
     hits = Hits(summed.hits.tokens, summed.hits.log_weight + scale, summed.hits.unit)
@@ -480,11 +558,14 @@ _RB_NOTE = ("; each summed-out prefix enters as its hitting completions, weighte
             "per prefix")
 
 
-def _result(s: _Setting, width: int, draws: _Draws, rb: tuple[_SummedOutPlan, _SummedOut] | None,
-            phases: dict) -> RawEstimate:
-    """``rb``: the summed-out plan and its terms, when Rao-Blackwellised."""
-    plain = _plain_average(draws)
-    avg = plain if rb is None else _with_summed_out(plain, *rb)
+def _result(s: _Setting, width: int, draws: _Draws, staged: int, work: int,
+            rb: tuple[_SummedOutPlan, _SummedOut] | None, phases: dict) -> RawEstimate:
+    """``staged``: the samples the stages drew (the first of ``draws``), of ``work`` forward-equivalents in all;
+    ``rb``: the summed-out plan and its terms, when Rao-Blackwellised."""
+    rest = sum(len(t) for t in draws.log_term) - staged + (rb[0].work if rb else 0)
+    stage_log, rest_log = _phase_weights(staged, rest, work)
+    plain = _plain_average(draws, staged, stage_log, rest_log)
+    avg = plain if rb is None else _with_summed_out(plain, *rb, rest_log)
     p = float(avg.log_terms.exp().sum()) / avg.n
     hit = torch.isfinite(avg.log_terms)
     compound, n_eff = compound_poisson(avg.log_terms[hit], avg.n, float(avg.log_w.max()))

@@ -85,17 +85,33 @@ def candidate_product(sup: Supports, scan: SwapScan, base: Tensor, size: int) ->
     return cols
 
 
-def neighbours(sup: Supports, bases: Tensor) -> Tensor:
+def neighbours(sup: Supports, bases: Tensor, most: int | None = None, generator: torch.Generator | None = None
+               ) -> Tensor:
     """Columns of every input one position away from a base (``bases`` [B, T]): a scan conditioned on near-hits,
-    where the one part of a conjunction still missing is a single swap away."""
-    return torch.cat([_swapped(sup, bases, i) for i in scan_positions(sup)])
+    where the one part of a conjunction still missing is a single swap away. With ``most``, a position with more
+    values than that gets ``most`` of them drawn uniformly without replacement (``generator``), the same for every
+    base, each base's own value added."""
+    return torch.cat([_swapped(sup, bases, i, _some_values(int(sup.sizes[i]), most, generator))
+                      for i in scan_positions(sup)])
 
 
-def _swapped(sup: Supports, bases: Tensor, i: int) -> Tensor:
-    """Columns [B · size_i, T]: each base with each value of position ``i`` in turn (base-major)."""
-    size = int(sup.sizes[i])
-    cols = bases.repeat_interleave(size, 0)
-    cols[:, i] = torch.arange(size).repeat(len(bases))
+def _some_values(size: int, most: int | None, generator: torch.Generator | None) -> Tensor | None:
+    if most is None or size <= most:
+        return None
+    return torch.randperm(size, generator=generator)[:most]
+
+
+def _swapped(sup: Supports, bases: Tensor, i: int, values: Tensor | None = None) -> Tensor:
+    """Columns: each base with each value of position ``i`` in turn (base-major): every value, or ``values`` and the
+    base's own."""
+    if values is None:
+        size = int(sup.sizes[i])
+        cols = bases.repeat_interleave(size, 0)
+        cols[:, i] = torch.arange(size).repeat(len(bases))
+        return cols
+    per_base = torch.cat([values[None].expand(len(bases), -1), bases[:, i: i + 1]], 1)  # [B, m + 1]
+    cols = bases.repeat_interleave(per_base.shape[1], 0)
+    cols[:, i] = per_base.reshape(-1)
     return cols
 
 

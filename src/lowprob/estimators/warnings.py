@@ -39,7 +39,4 @@ def warnings_for(method: str, probability: float, diagnostics: dict[str, Any]) -
         said.append(f"a sample within {NEAR_LOGITS} logits of the event weighs {math.exp(near) / n / probability:.2g}× "
                     f"the estimate: the proposal has not reached where the event's mass is, so the estimate is "
                     f"likely low")
-    if diagnostics.get("reached") is False:
-        said.append(f"the splitting levels stopped short of the event (last level {diagnostics.get('last_level')} "
-                    f"logits) when the work ran out: the estimate is low")
     return said
