@@ -176,7 +176,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
                                        open_at_zero=True),
             "climb_fraction": Param(0.25, lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)",
                                     "largest share of the work for climbing from the stages' best samples by exact "
-                                    "single-position scans, where the stages stalled short of the event (0: off)"),
+                                    "single-position scans, where the stages drew no hit (0: off)"),
             "probe_bases": positive_count(None, "base inputs every support value is swapped into (default: as "
                                                 "many as half the probe's share buys, 2 .. 16)")},
            min_budget=32, work=GRADIENT_CALL),  # a pilot, stages and an estimation phase need room

@@ -27,14 +27,14 @@ its score. Everything is fitted inside the call from the budget, in three phases
    samples. The fit joins the mixture and earlier components stay, so mass a narrowing fit stops
    visiting stays covered. Stages end when the event is reached, when ``adapt_fraction`` of the work is
    spent or when the mixture is full (every component keeps at least ``floor``).
-   **Climb** (``climb``). Where the stages stalled short of the event, up to ``climb_fraction`` of the work
-   ascends the margin by exact scans from the stages' best distinct samples: every input one position away
+   **Climb** (``climb``). Where the stages drew no hit at all, up to ``climb_fraction`` of the work ascends the
+   margin by exact scans from the stages' best distinct samples: every input one position away
    (``neighbours``, a subset of a position's values where the supports are wide) is run and the best becomes
    the next sample, until a scan hits or no neighbour does better (then the next start). Where the event
    needs specific values at two or more positions, a product fitted to elites puts little mass on their
    combination and the margin's gradient does not point to the missing part; a scan scores it given the parts
-   the sample already holds. Every hit the scans find gives one more component (``found_table``). The scans'
-   passes are charged and none enters the estimate.
+   the sample already holds. The scans' hits give one more component, half on the values they hold and half
+   on the stages' last fit (``found_table``). The scans' passes are charged and none enters the estimate.
 3. **Estimation** (``estimation``, ``summed_out``). The rest is drawn from the mixture of all components,
    its shares refitted by EM to every hit so far (each weighted by w) between batches; D keeps the
    defensive share, every other component at least ``floor``. With ``rao_blackwell``, ``rb_share`` of
@@ -102,6 +102,7 @@ NEAR_HIT_BASES = 2  # the candidate combinations with the best margins, whose ne
 CLIMB_STEPS = 4  # a climbing step scores at most 1/CLIMB_STEPS of its share of the work ...
 CLIMB_VALUES = 4  # ... but at least this many values of each position
 CLIMB_STARTS = 4  # the stages' best samples a climb may start from
+CLIMB_SHARE = 0.5  # of the climbs' component on the values their hits hold, the rest on the stages' last fit
 NEAR_MISS = 0.5  # logits: a sample whose margin is this close to the event is a near miss
 _NEG_INF64 = torch.tensor(NEG_INF, dtype=torch.float64)
 
@@ -205,7 +206,7 @@ def ceis(model: LanguageModel, dist: TokenDistribution, event: Event, budget: in
     spent = GRADIENT_CALL * n_grad + scan_notes.get("forward_passes", 0)
     stages = cross_entropy_stages(s, mix, spent, work * adapt_fraction, draws, found)
     staged = sum(len(t) for t in draws.log_term)
-    climbed = climb(s, mix, stages, work * climb_fraction) if climb_fraction and 0.0 not in stages.levels else {}
+    climbed = climb(s, mix, stages, work * climb_fraction) if climb_fraction and not found.count else {}
     n_est = work - stages.spent - climbed.get("forward_passes", 0)
     plan = _plan_summed_out(s, dist, n_est, rb_share) if rao_blackwell else None
     shares = estimation(s, mix, n_est - (plan.work if plan else 0), draws, found)
@@ -363,14 +364,17 @@ def _tilted_by_elites(s: _Setting, fit: Tensor, elite_cols: Tensor) -> Tensor:
 
 
 def climb(s: _Setting, mix: Mixture, stages: _Stages, limit: float) -> dict:
-    """Where the stages stalled short of the event: ascend the margin by exact scans from the best samples they drew.
+    """Where the stages drew no hit: ascend the margin by exact scans from the best samples they drew.
 
     Each step scores the inputs one position away from the current sample (``neighbours``; a position with more
     values than a ``CLIMB_STEPS``-th of ``limit`` shared over the positions allows, a uniform subset of them) and
     moves to the best. At a local maximum (no neighbour does better) it starts again from the next of the stages'
     ``CLIMB_STARTS`` best distinct samples, and a climb whose scan hits ends there too; all while a step fits in
-    ``limit`` forward passes. The hits of every climb give one component (``found_table``). Returns what the
-    diagnostics say: forward passes spent, hits, the margins climbed through; nothing where no scan fit."""
+    ``limit`` forward passes. The hits of every climb give one component (``found_table``): ``CLIMB_SHARE`` on
+    the values they hold, the rest on the stages' last fit, because a component all on them draws the
+    estimation phase's shares to the few easy hits the climbs found, away from the rest of the event's mass.
+    Returns what the diagnostics say: forward passes spent, hits, the margins climbed through; nothing where
+    no scan fit."""
     most = max(CLIMB_VALUES, int(limit / CLIMB_STEPS / len(scan_positions(s.sup))))
     passes, margins, found = 0, [], []
     for start in stages.best:
@@ -392,7 +396,7 @@ def climb(s: _Setting, mix: Mixture, stages: _Stages, limit: float) -> dict:
         if passes + len(near) > limit:
             break
     if found:
-        mix.add(found_table(s.sup, torch.cat(found), stages.fit))
+        mix.add(found_table(s.sup, torch.cat(found), stages.fit, CLIMB_SHARE))
     return {"forward_passes": passes, "hits": sum(len(f) for f in found), "margins": margins} if passes else {}
 
 
