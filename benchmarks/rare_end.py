@@ -11,6 +11,7 @@ of a scale (`exact` or `cpu`, 24 pairs) at one seed, against the committed truth
 ``results/rare-end/compare-{scale}-s{seed}.jsonl`` (resumed). The "before" rows of the committed files were run
 with the code before the climb (1809448), whose average weighted every sample equally.
 ``compare-table``: per decade of p, zeros, median |log10 q/p|, far misses, coverage and warnings.
+``export``: one variant's rows in the form ``ceis_loss_anatomy.py --rows`` scores (leak-free IS loss against MHIS).
 
 ``budgets``: for the `exact` scale's committed targets of gelu-1l on `hex` and `english` and gelu-2l on `hex`
 nearest in log p to 1e-10, 1e-8 and 1e-6 (two each), the default method, ITGIS (temperature 1) and naive at
@@ -19,9 +20,9 @@ budgets 2^10 .. 2^16, seeds 0 and 1: rows in ``results/rare-end/budgets.jsonl``,
 smallest budget at which the median reaches 0.3 — against naive's 1/p, the saving a user gets.
 
 ``warnings``: of the estimates more than two decades low (a zero scored at 1e-12), the share that carry a
-warning, and of the non-zero ones within a factor 3, the share that carry one wrongly: on the committed CEIS
-rows from before the climb (``lowprob.estimators.warnings`` applied to their diagnostics: `cpu` seeds 0-2,
-`exact` seed 0) and on the default's ``compare`` rows (the warnings it gave).
+warning, and of the non-zero ones within a factor 3, the share that carry one wrongly, with
+``lowprob.estimators.warnings`` applied to each row's diagnostics: the default's rows (reference runs and
+``compare``) and CEIS's `cpu` rows before the climb (seeds 1 and 2).
 """
 
 from __future__ import annotations
@@ -122,39 +123,45 @@ def budgets_table(args) -> None:
     print("\nnaive needs ~3/p model calls to see one hit on average: 3e10, 3e8, 3e6 at these decades.")
 
 
+def _warned(row: dict) -> list[str]:
+    """A ``compare`` row's warnings as the library gives them now (from its diagnostics, where the row has them)."""
+    if "diagnostics" not in row:
+        return row["warnings"]
+    return warnings_for("ceis", row["probability"], row["diagnostics"])
+
+
 def warnings(args) -> None:
-    """Share of far-low estimates that carry a warning, and of good ones that carry one wrongly: the committed
-    reference rows of CEIS before issue 29 (warnings applied to their diagnostics), and the default's rows of
-    ``compare`` (the warnings it gave)."""
-    sources = {"cpu seed 0, before": RESULTS / "cpu" / "rows",
-               "cpu seed 1, before": RESULTS / "cpu-seeds" / "ceis_seed1.jsonl",
-               "cpu seed 2, before": RESULTS / "cpu-seeds" / "ceis_seed2.jsonl",
-               "exact seed 0, before": RESULTS / "exact" / "rows"}
-    tables = {}
-    for name, src in sources.items():
+    """Share of far-low estimates that carry a warning, and of good ones that carry one wrongly, the warnings
+    read from each row's diagnostics as the library gives them now: the default's reference rows (seed 0) and
+    ``compare`` rows (seeds 1, 2), and CEIS's rows of the `cpu` scale before the climb (seeds 1, 2)."""
+    def bench_rows(src: Path) -> list[tuple[float, float, dict]]:
         files = sorted(src.rglob("*.jsonl")) if src.is_dir() else [src]
-        tables[name] = [(r["probability"], r["ground_truth"], warnings_for("ceis", r["probability"], r["diagnostics"]))
-                        for f in files for r in map(json.loads, f.read_text().splitlines())
-                        if r.get("method") == "ceis" and r.get("ground_truth")]
+        return [(r["probability"], r["ground_truth"], r["diagnostics"])
+                for f in files for r in map(json.loads, f.read_text().splitlines())
+                if r.get("method") == "ceis" and r.get("ground_truth")]
+
+    tables = {"cpu seed 0, default": bench_rows(RESULTS / "cpu" / "rows"),
+              "exact seed 0, default": bench_rows(RESULTS / "exact" / "rows")}
     for path in sorted(OUT.glob("compare-*.jsonl")):
         scale, seed = path.stem.split("-")[1:]
-        tables[f"{scale} seed {seed[1:]}, default"] = [(r["probability"], r["p"], r["warnings"])
-                                                       for r in map(json.loads, path.read_text().splitlines())
-                                                       if r["variant"] == "after"]
+        tables[f"{scale} seed {seed[1:]}, default"] = [
+            (r["probability"], r["p"], r["diagnostics"]) for r in map(json.loads, path.read_text().splitlines())
+            if r["variant"] == "after"]
+    for seed in (1, 2):
+        tables[f"cpu seed {seed}, before the climb"] = bench_rows(RESULTS / "cpu-seeds" / f"ceis_seed{seed}.jsonl")
     print("| rows | estimates | > 2 decades low (zeros incl.) | of them warned | non-zero within x3 | of them warned | "
           "warned, all |")
     print("|---|---|---|---|---|---|---|")
     for name, rows in tables.items():
-        low = good = low_warned = good_warned = 0
-        for q, p, said in rows:
+        low = good = low_warned = good_warned = warned = 0
+        for q, p, diagnostics in rows:
+            said = bool(warnings_for("ceis", q, diagnostics))
+            warned += said
             error = math.log10(max(q, FLOOR) / p)
             if error < -2:
-                low += 1
-                low_warned += bool(said)
+                low, low_warned = low + 1, low_warned + said
             elif q > 0 and abs(error) <= math.log10(3):  # a zero is within x3 of nothing
-                good += 1
-                good_warned += bool(said)
-        warned = sum(bool(said) for _, _, said in rows)
+                good, good_warned = good + 1, good_warned + said
         print(f"| {name} | {len(rows)} | {low} | {low_warned} ({low_warned / max(low, 1):.0%}) | {good} | "
               f"{good_warned} ({good_warned / max(good, 1):.1%}) | {warned / max(len(rows), 1):.0%} |")
 
@@ -214,8 +221,19 @@ def compare_table(args) -> None:
                 cover = sum(r["interval"][0] <= r["p"] <= r["interval"][1] for r in sel)
                 cells.append(f"{sum(r['probability'] == 0 for r in sel)} / {statistics.median(map(abs, err)):.2f} / "
                              f"{sum(e < -2 for e in err)} / {sum(e > 2 for e in err)} / {cover / n:.0%} / "
-                             f"{sum(bool(r['warnings']) for r in sel)}")
+                             f"{sum(bool(_warned(r)) for r in sel)}")
             print(f"| {'all' if d is None else f'1e{d}'} | {n} | " + " | ".join(cells) + " |")
+
+
+def export(args) -> None:
+    """One variant of a ``compare`` file as rows ``ceis_loss_anatomy.py --rows`` reads (``ceis_cpu.py``'s fields)."""
+    path = OUT / f"compare-{args.scale}-s{args.seed}.jsonl"
+    with open(args.out, "w") as f:
+        for r in map(json.loads, path.read_text().splitlines()):
+            if r["variant"] == args.variant:
+                f.write(json.dumps({"model": r["model"], "distribution": r["dist"], "target": r["target"],
+                                    "seed": r["seed"], "method": "ceis", "ground_truth": r["p"],
+                                    "probability": r["probability"], "interval": r["interval"]}) + "\n")
 
 
 def main() -> None:
@@ -231,9 +249,14 @@ def main() -> None:
     cmp.add_argument("--models", nargs="*")
     cmp.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     sub.add_parser("compare-table")
+    exp = sub.add_parser("export")
+    exp.add_argument("--scale", choices=("exact", "cpu"), required=True)
+    exp.add_argument("--seed", type=int, required=True)
+    exp.add_argument("--variant", choices=list(VARIANTS), required=True)
+    exp.add_argument("out")
     args = parser.parse_args()
     {"budgets": budgets, "budgets-table": budgets_table, "warnings": warnings, "compare": compare,
-     "compare-table": compare_table}[args.part](args)
+     "compare-table": compare_table, "export": export}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 import math
 
 from lowprob import ArgmaxIs, estimate
-from lowprob.estimators.warnings import NEAR_RATIO, ONE_SAMPLE, warnings_for
+from lowprob.estimators.warnings import FEW_HITS, NEAR_RATIO, ONE_SAMPLE, warnings_for
 
 from .test_ceis import sharp as problem  # noqa: F401  (the fixture: a toy transformer with exact answers)
 
@@ -19,11 +19,14 @@ def test_each_sign_gives_its_sentence_and_a_clean_run_none():
     assert len(zero) == 1 and "no sample reached the event" in zero[0]
     one = warnings_for("ceis", 1e-6, _ceis_diagnostics(eff=ONE_SAMPLE - 0.1))
     assert len(one) == 1 and "one sample carries the estimate" in one[0]
-    # a sample within 2 logits of the event weighing just over / under NEAR_RATIO x the estimate, per sample
+    # a sample within 2 logits of the event weighing just over / under NEAR_RATIO x the estimate, per sample,
+    # where fewer than FEW_HITS effective hits carry it; with more hits, no warning
     p, n = 1e-9, 8000
-    over = warnings_for("ceis", p, _ceis_diagnostics(near_m2=math.log(1.01 * NEAR_RATIO * p * n), n=n))
-    under = warnings_for("ceis", p, _ceis_diagnostics(near_m2=math.log(0.99 * NEAR_RATIO * p * n), n=n))
-    assert len(over) == 1 and "likely low" in over[0] and under == []
+    heavy, light = math.log(1.01 * NEAR_RATIO * p * n), math.log(0.99 * NEAR_RATIO * p * n)
+    over = warnings_for("ceis", p, _ceis_diagnostics(eff=FEW_HITS - 0.1, near_m2=heavy, n=n))
+    under = warnings_for("ceis", p, _ceis_diagnostics(eff=FEW_HITS - 0.1, near_m2=light, n=n))
+    many = warnings_for("ceis", p, _ceis_diagnostics(eff=FEW_HITS + 0.1, near_m2=heavy, n=n))
+    assert len(over) == 1 and "likely low" in over[0] and under == [] and many == []
     assert warnings_for("naive", 0.0, {"hits": 0}) and warnings_for("smc", 0.0, {"matched": 0})
     assert warnings_for("bound", 0.0, {}) == []  # a finished proof is exact
 
