@@ -42,9 +42,12 @@ its score. Everything is fitted inside the call from the budget, in three phases
    (``rao_blackwell.LastPositionSums``): the term is w_{-j}(x) Σ_v D_j(v) 1[event(x_j = v)], w_{-j} the
    weight of the other positions, and it counts as the forward passes it cost.
 
-**Unbiased.** The estimate averages w·1[event] over every sample after the gradient phase, and the
-summed-out terms. Each sample's mixture is fixed before the sample is drawn and how many are averaged
-is fixed in advance, so every term has mean p given the past (a martingale argument).
+**Unbiased.** The estimate is a weighted sum of w·1[event] over every sample of the stages and the
+estimation phase, and of the summed-out terms. Each sample's mixture is fixed before the sample is drawn,
+so every term has mean p given the past; each weight is fixed before its term is drawn too, and the
+weights sum to 1 (``_phase_weights``: a stage sample weighs 1 / work, the estimation phase shares the rest),
+so the sum has mean p (a martingale argument). An equal share of the total would not do: how many samples
+the stages draw depends on what they drew.
 
 **Cost.** At ``budget`` B, at most ``GRADIENT_CALL`` × B forward-equivalents (``lowprob.cost``), what ITGIS
 and MHIS execute: a backward pass costs a forward, a summed-out sample its FLOPs in forwards, rounded up.
