@@ -12,6 +12,7 @@ of a scale (`exact` or `cpu`, 24 pairs) at one seed, against the committed truth
 with the code before the climb (1809448), whose average weighted every sample equally.
 ``compare-table``: per decade of p, zeros, median |log10 q/p|, far misses, coverage and warnings.
 ``export``: one variant's rows in the form ``ceis_loss_anatomy.py --rows`` scores (leak-free IS loss against MHIS).
+``trigger``: the default on the `trigger` scale's targets at seeds 0-3 against the committed CEIS rows.
 
 ``budgets``: for the `exact` scale's committed targets of gelu-1l on `hex` and `english` and gelu-2l on `hex`
 nearest in log p to 1e-10, 1e-8 and 1e-6 (two each), the default method, ITGIS (temperature 1) and naive at
@@ -225,6 +226,35 @@ def compare_table(args) -> None:
             print(f"| {'all' if d is None else f'1e{d}'} | {n} | " + " | ".join(cells) + " |")
 
 
+def trigger(args) -> None:
+    """The default on the `trigger` scale's committed CEIS targets at seeds 0-3, against the committed estimates:
+    how often each finds the planted trigger within x3 of its exact probability (rows ``trigger-check.jsonl``)."""
+    from lowprob.truth.trigger import load_trigger_problem
+
+    torch.set_num_threads(1)
+    out = OUT / "trigger-check.jsonl"
+
+    def found(q: float, p: float) -> bool:
+        return q > 0 and abs(math.log10(q / p)) <= math.log10(3)
+
+    before = after = n = 0
+    with out.open("w") as f:
+        for path in sorted((RESULTS / "trigger" / "bench" / "rows").rglob("*.jsonl")):
+            rows = [r for r in map(json.loads, path.read_text().splitlines())
+                    if r["method"] == "ceis" and r["seed"] in range(4)]
+            if not rows:
+                continue
+            model, dist, _, _ = load_trigger_problem(rows[0]["model"], rows[0]["distribution"])
+            for r in rows:
+                e = lowprob.estimate(model, dist, lowprob.ArgmaxIs(r["target"]), budget=4096, seed=r["seed"])
+                f.write(json.dumps({"model": r["model"], "dist": r["distribution"], "seed": r["seed"],
+                                    "p": r["ground_truth"], "before": r["probability"], "after": e.probability,
+                                    "warnings": e.warnings}) + "\n")
+                before, after, n = (before + found(r["probability"], r["ground_truth"]),
+                                    after + found(e.probability, r["ground_truth"]), n + 1)
+    print(f"planted trigger found within x3: committed rows {before}/{n}, the default now {after}/{n}")
+
+
 def export(args) -> None:
     """One variant of a ``compare`` file as rows ``ceis_loss_anatomy.py --rows`` reads (``ceis_cpu.py``'s fields)."""
     path = OUT / f"compare-{args.scale}-s{args.seed}.jsonl"
@@ -249,6 +279,7 @@ def main() -> None:
     cmp.add_argument("--models", nargs="*")
     cmp.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     sub.add_parser("compare-table")
+    sub.add_parser("trigger")
     exp = sub.add_parser("export")
     exp.add_argument("--scale", choices=("exact", "cpu"), required=True)
     exp.add_argument("--seed", type=int, required=True)
@@ -256,7 +287,7 @@ def main() -> None:
     exp.add_argument("out")
     args = parser.parse_args()
     {"budgets": budgets, "budgets-table": budgets_table, "warnings": warnings, "compare": compare,
-     "compare-table": compare_table, "export": export}[args.part](args)
+     "compare-table": compare_table, "export": export, "trigger": trigger}[args.part](args)
 
 
 if __name__ == "__main__":
