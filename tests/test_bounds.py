@@ -245,7 +245,7 @@ def test_estimate_with_bound_seconds_keeps_within_the_proof(monkeypatch, capsys)
     assert est.cost.seconds >= report["seconds"] and est.cost.flops > report["flops"]
     tiny = lowprob.load_distribution("tiny-uniform", model)  # a proof that finishes is the answer: nothing sampled
     done = bounded_estimate(model, tiny, ArgmaxIs(7), 60.0)
-    assert done.method == "bound" and done.interval_kind == "exact"
+    assert done.method == "bound" and done.interval_kind == "exact" and done.warnings == []
     assert done.probability == pytest.approx(exact64(model, tiny, ArgmaxIs(7)), rel=1e-9)
     code, out, _ = _cli(monkeypatch, capsys, "estimate", "--model", "gelu-1l", "--dist", "tiny-uniform", "--target",
                         "id:7", "--bound-seconds", "30")

@@ -14,7 +14,7 @@ from lowprob import ArgmaxIs, LowprobError, Transformer, TransformerConfig, esti
 from lowprob.cost import GRADIENT_CALL
 from lowprob.distributions.base import TokenDistribution
 from lowprob.distributions.tiny import tiny_distribution
-from lowprob.estimators.proposals import margin_of
+from lowprob.estimators.ceis import margin_of
 from lowprob.estimators.rao_blackwell import LastPositionSums
 from lowprob.events import MarginAtLeast
 from lowprob.models.protocol import CAPABILITIES

@@ -80,7 +80,6 @@ from lowprob.estimators.proposals import (
     Supports,
     effective_sample_size,
     gradient_tilt,
-    margin_of,
     one_hot_scores,
 )
 from lowprob.estimators.rao_blackwell import LastPositionSums
@@ -94,7 +93,7 @@ from lowprob.estimators.swap_scan import (
     scan_positions,
     swap_scan,
 )
-from lowprob.events import ArgmaxIs, Event
+from lowprob.events import ArgmaxIs, Event, MarginAtLeast
 from lowprob.models.protocol import LanguageModel
 
 TEMPERATURES = (0.3, 0.67, 1.5, 3.34)  # of the gradient-tilt components
@@ -108,6 +107,11 @@ CLIMB_STARTS = 4  # the stages' best samples a climb may start from
 CLIMB_SHARE = 0.5  # of the climbs' component on the values their hits hold, the rest on the stages' last fit
 NEAR_MISS = 0.5  # logits: a sample whose margin is this close to the event is a near miss
 _NEG_INF64 = torch.tensor(NEG_INF, dtype=torch.float64)
+
+
+def margin_of(event: Event) -> Callable[[Tensor], Tensor]:
+    """What CEIS climbs: target logit − largest other logit for ``ArgmaxIs``; otherwise the event's score."""
+    return MarginAtLeast(event.token, 0.0).score if isinstance(event, ArgmaxIs) else event.score
 
 
 @dataclass(frozen=True)

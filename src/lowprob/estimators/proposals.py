@@ -14,14 +14,12 @@ P_t the advancing set's mass under p at step t, falls monotonically in β, so bi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from lowprob.continuations import Continuations, continue_prompts
 from lowprob.distributions.base import TokenDistribution
-from lowprob.events import ArgmaxIs, Event, MarginAtLeast
 from lowprob.models.protocol import LanguageModel
 
 NEG_INF = -math.inf
@@ -35,12 +33,6 @@ def effective_sample_size(log_w: Tensor) -> float:
 
 
 # --- logits events: product proposals over D's supports -------------------------------------------------------
-
-
-def margin_of(event: Event) -> Callable[[Tensor], Tensor]:
-    """What the logits-event samplers climb: target logit − largest other logit for ``ArgmaxIs`` (positive
-    exactly on the event, and graded below it); otherwise the event's score."""
-    return MarginAtLeast(event.token, 0.0).score if isinstance(event, ArgmaxIs) else event.score
 
 
 def one_hot_scores(model: LanguageModel, ids: Tensor, grad: Tensor) -> Tensor:

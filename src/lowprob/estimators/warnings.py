@@ -26,8 +26,6 @@ FEW_HITS = 5.0  # ... where the estimate rests on fewer effective hits: the prop
 
 def warnings_for(method: str, probability: float, diagnostics: dict[str, Any]) -> list[str]:
     """The warnings an estimate of ``probability`` by ``method`` with these ``diagnostics`` carries."""
-    if method == "bound":  # a finished proof is exact
-        return []
     said = []
     hits = diagnostics.get("hits", diagnostics.get("matched"))
     if probability == 0 or hits == 0:
